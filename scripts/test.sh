@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install everything the tests need into a fresh virtual environment, then run them.
+# Usage: bash scripts/test.sh [extra pytest args]      (CI runs exactly this: .ci/run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages: an RTL simulator (Icarus) and FUSE for the emulated FPGA card.
+if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  missing=""
+  for pkg in iverilog fuse3 libfuse3-dev; do dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"; done
+  if [ -n "$missing" ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  fi
+fi
+
+VENV=.venv-test
+rm -rf "$VENV"
+python3 -m venv "$VENV"
+. "$VENV/bin/activate"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+# A CPU build of torch: 2.13.0 is on disk on our CI machines; elsewhere pip fetches it.
+pip install -q "torch==2.13.0" 2>/dev/null || pip install -q torch
+pip install -q ".[dev]"
+
+# Triton kernels run in the interpreter on CPU-only machines, so every kernel meets its twin.
+export TRITON_INTERPRET=1
+python -m pytest -q "$@"
+python -m pytest -q -m slow "$@" || { rc=$?; [ $rc = 5 ] || exit $rc; }  # 5: no slow tests yet

@@ -1,0 +1,69 @@
+"""The `mmfree` command line: one thin function per command, the work done in plain functions.
+
+Every command turns a `UserError` into one line on stderr and exit code 2 (see `main`).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from .errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode="rich",
+                  help="mmfree: train, quantize, export, deploy and chat with MatMul-free (ternary HGRN) language models.")
+console = Console()
+
+
+@app.command()
+def info(path: str = typer.Argument(..., help="A model/run directory, a packed .safetensors file, or a preset name (tiny, 370m, 1.3b, 2.7b).")):
+    """Show a model's config, parameter counts (ternary vs float) and bytes, and whether it loads.
+
+    Examples:
+      mmfree info 370m
+      mmfree info runs/latest
+    """
+    from .inspect import describe
+    console.print(describe(path))
+
+
+@app.command()
+def env():
+    """Show versions, devices and whether the Triton kernels can run here.
+
+    Example:
+      mmfree env
+    """
+    from .inspect import environment
+    console.print(environment())
+
+
+def main() -> None:
+    try:
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except UserError as e:
+        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as e:
+        import click
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Data: tokenizers, dataset loading and packing into training blocks."""

@@ -1,0 +1,19 @@
+"""BitLinear: RMSNorm + int8 activations × ternary weights. `bitlinear` picks the kernel by device."""
+
+from __future__ import annotations
+
+import torch
+
+from .naive import (ACT_SCALE_FLOOR, BITLINEAR_NORM_EPS, WEIGHT_SCALE_FLOOR, activation_scale,
+                    bitlinear_naive, quantize_activations, quantize_weights, rms_norm,
+                    round_half_away, ternarize, weight_scale)
+
+__all__ = ["bitlinear", "bitlinear_naive", "rms_norm", "round_half_away", "activation_scale",
+           "quantize_activations", "quantize_weights", "weight_scale", "ternarize",
+           "BITLINEAR_NORM_EPS", "ACT_SCALE_FLOOR", "WEIGHT_SCALE_FLOOR"]
+
+
+def bitlinear(x: torch.Tensor, norm_weight: torch.Tensor, weight: torch.Tensor,
+              quantize: bool = True) -> torch.Tensor:
+    """y = quant(rms_norm(x)·γ) @ quant(W)ᵀ. x: [..., K], norm_weight: [K], weight: [N, K]."""
+    return bitlinear_naive(x, norm_weight, weight, quantize)

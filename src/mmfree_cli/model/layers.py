@@ -1,0 +1,109 @@
+"""The building blocks of HGRN-Bit: RMSNorm, BitLinear, the HGRN token mixer and the GLU channel mixer.
+
+Module and parameter names match the reference checkpoint keys (DESIGN.md §2), so a reference
+state dict loads with no renaming.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..kernels.bitlinear import bitlinear, rms_norm
+from ..kernels.hgrn import hgrn_scan
+
+
+class RMSNorm(nn.Module):
+    """y = x · rsqrt(mean(x²) + eps) · γ over the last dim."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x, self.weight, self.eps)
+
+
+class BitLinear(nn.Module):
+    """RMSNorm (own gain, eps 1e-6) → int8 activations × ternary weights, no bias.
+
+    With `ternary=False` the quantizers are off: a full-precision linear after the same RMSNorm,
+    so a teacher or baseline has the same keys and shapes as the ternary model.
+    """
+
+    def __init__(self, in_features: int, out_features: int, ternary: bool = True):
+        super().__init__()
+        self.in_features, self.out_features, self.ternary = in_features, out_features, ternary
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.norm = RMSNorm(in_features, eps=1e-6)  # eps as kernels.bitlinear.BITLINEAR_NORM_EPS
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return bitlinear(x, self.norm.weight, self.weight, quantize=self.ternary)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, ternary={self.ternary}"
+
+
+class HGRNBitAttention(nn.Module):
+    """The token mixer: a gated element-wise linear recurrence, one head, d → d projections.
+
+        f   = sigmoid(f_proj(x));  f = lb + (1 - lb)·f   (layers > 0: learned lower bound)
+        i   = silu(i_proj(x)) · (1 - f)
+        h_t = f_t ⊙ h_{t-1} + i_t
+        out = o_proj(g_norm(g_proj(x)) ⊙ silu(h))     (the reference code's form, issue #37)
+    """
+
+    def __init__(self, hidden_size: int, eps: float, ternary: bool = True):
+        super().__init__()
+        d = hidden_size
+        self.i_proj = BitLinear(d, d, ternary)
+        self.f_proj = BitLinear(d, d, ternary)
+        self.g_proj = BitLinear(d, d, ternary)
+        self.o_proj = BitLinear(d, d, ternary)
+        self.g_norm = RMSNorm(d, eps)
+
+    def forward(self, x: torch.Tensor, lower_bound: torch.Tensor | None,
+                state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: [B, T, d]; lower_bound: [d] or None; state: [B, d] or None → (out [B, T, d], state [B, d])."""
+        f = torch.sigmoid(self.f_proj(x))
+        if lower_bound is not None:
+            f = lower_bound + (1 - lower_bound) * f
+        i = F.silu(self.i_proj(x)) * (1 - f)
+        # the scan runs in float32 (float64 stays float64) even under bf16 autocast
+        scan_dtype = torch.float64 if i.dtype == torch.float64 else torch.float32
+        h, last = hgrn_scan(i.to(scan_dtype), f.to(scan_dtype), state)
+        out = self.o_proj(self.g_norm(self.g_proj(x)) * F.silu(h).to(x.dtype))
+        return out, last
+
+
+class HGRNBitMLP(nn.Module):
+    """The channel mixer: a GLU. gate_proj: d → 2I (gate, up halves), down_proj: I → d."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int, ternary: bool = True):
+        super().__init__()
+        self.gate_proj = BitLinear(hidden_size, 2 * intermediate_size, ternary)
+        self.down_proj = BitLinear(intermediate_size, hidden_size, ternary)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_proj(x).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
+
+
+class HGRNBitBlock(nn.Module):
+    """Pre-norm block: x += attn(attn_norm(x)); x += mlp(mlp_norm(x))."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int, eps: float, ternary: bool = True):
+        super().__init__()
+        self.attn_norm = RMSNorm(hidden_size, eps)
+        self.attn = HGRNBitAttention(hidden_size, eps, ternary)
+        self.mlp_norm = RMSNorm(hidden_size, eps)
+        self.mlp = HGRNBitMLP(hidden_size, intermediate_size, ternary)
+
+    def forward(self, x: torch.Tensor, lower_bound: torch.Tensor | None,
+                state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        mixed, state = self.attn(self.attn_norm(x), lower_bound, state)
+        x = x + mixed
+        x = x + self.mlp(self.mlp_norm(x))
+        return x, state

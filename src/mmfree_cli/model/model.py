@@ -1,0 +1,114 @@
+"""The HGRN-Bit causal language model (Zhu et al. 2024, reference code ridger/MMfreeLM).
+
+    tokens → embeddings → L × HGRNBitBlock → norm → lm_head (a BitLinear) → logits
+
+No positional encoding and no KV cache: the only state carried between tokens is one [B, d]
+vector per layer, stacked as `state: [L, B, d]`. `forward` runs a whole sequence with the parallel
+scan; `step` runs one token with the same code at T = 1, the O(1) recurrent form used to decode.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import HGRNBitConfig
+from .layers import BitLinear, HGRNBitBlock, RMSNorm
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class CausalLMOutput:
+    logits: torch.Tensor            # [B, T, V]
+    state: torch.Tensor             # [L, B, d], the recurrent state after the last token
+    loss: torch.Tensor | None = None
+
+
+class HGRNBitModel(nn.Module):
+    def __init__(self, config: HGRNBitConfig):
+        super().__init__()
+        c = config
+        self.embeddings = nn.Embedding(c.vocab_size, c.hidden_size)
+        self.lower_bounds = nn.Parameter(torch.zeros(c.num_hidden_layers, c.hidden_size)) if c.use_lower_bound else None
+        self.layers = nn.ModuleList(HGRNBitBlock(c.hidden_size, c.intermediate_size, c.rms_norm_eps, c.ternary)
+                                    for _ in range(c.num_hidden_layers))
+        self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+
+    def layer_lower_bounds(self) -> list[torch.Tensor | None]:
+        """lb = cumsum(softmax(lower_bounds, 0)) - softmax(...)[0]: layer ℓ's floor on its forget gate
+        (ℓ/L at init). Layer 0 has none."""
+        if self.lower_bounds is None:
+            return [None] * len(self.layers)
+        p = self.lower_bounds.softmax(dim=0)
+        lb = p.cumsum(dim=0) - p[0]
+        return [None] + [lb[l] for l in range(1, len(self.layers))]
+
+    def forward(self, input_ids: torch.Tensor, state: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """input_ids: [B, T]; state: [L, B, d] or None → (hidden [B, T, d], state [L, B, d])."""
+        x = self.embeddings(input_ids)
+        new_state = []
+        for l, (layer, lb) in enumerate(zip(self.layers, self.layer_lower_bounds())):
+            x, s = layer(x, lb, None if state is None else state[l])
+            new_state.append(s)
+        return self.norm(x), torch.stack(new_state)
+
+
+class HGRNBitForCausalLM(nn.Module):
+    def __init__(self, config: HGRNBitConfig, init: bool = True):
+        super().__init__()
+        self.config = config
+        self.model = HGRNBitModel(config)
+        self.lm_head = BitLinear(config.hidden_size, config.vocab_size, config.ternary)
+        if init:  # False when weights are about to be loaded
+            self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Mixer projections xavier-uniform (gain 2^-2.5); the rest normal(0, 0.02); down_proj / sqrt(2L)."""
+        std = self.config.initializer_range
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            elif name.endswith("lower_bounds"):
+                p.zero_()
+            elif any(f".attn.{k}_proj.weight" in name for k in "ifgo"):
+                nn.init.xavier_uniform_(p, gain=2 ** -2.5)
+            elif name.endswith("down_proj.weight"):
+                p.normal_(0.0, std / math.sqrt(2 * self.config.num_hidden_layers))
+            else:
+                p.normal_(0.0, std)
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
+                state: torch.Tensor | None = None) -> CausalLMOutput:
+        """input_ids, labels: [B, T] (labels are shifted here; IGNORE_INDEX positions don't count)."""
+        hidden, state = self.model(input_ids, state)
+        logits = self.lm_head(hidden)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
+                                   ignore_index=IGNORE_INDEX)
+        return CausalLMOutput(logits=logits, state=state, loss=loss)
+
+    def step(self, input_ids: torch.Tensor, state: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One decoding step. input_ids: [B]; state: [L, B, d] or None → (logits [B, V], state)."""
+        out = self.forward(input_ids[:, None], state=state)
+        return out.logits[:, 0], out.state
+
+    def empty_state(self, batch_size: int, dtype: torch.dtype | None = None,
+                    device: torch.device | str | None = None) -> torch.Tensor:
+        p = self.lm_head.weight
+        return torch.zeros(self.config.num_hidden_layers, batch_size, self.config.hidden_size,
+                           dtype=dtype or p.dtype, device=device or p.device)
+
+    def num_parameters(self) -> dict[str, int]:
+        """Parameter counts: 'ternary' (BitLinear weights), 'float' (everything else), 'total'."""
+        ternary = sum(m.weight.numel() for m in self.modules() if isinstance(m, BitLinear))
+        total = sum(p.numel() for p in self.parameters())
+        return {"ternary": ternary, "float": total - ternary, "total": total}

@@ -1,0 +1,26 @@
+import pytest
+import torch
+
+from mmfree_cli.model import HGRNBitConfig, HGRNBitForCausalLM
+
+
+def small_config(**kw) -> HGRNBitConfig:
+    base = dict(vocab_size=61, hidden_size=32, num_hidden_layers=3, intermediate_size=48,
+                bos_token_id=1, eos_token_id=2)
+    base.update(kw)
+    return HGRNBitConfig(**base)
+
+
+@pytest.fixture
+def small_model():
+    def make(dtype=torch.float32, seed=0, **kw):
+        torch.manual_seed(seed)
+        model = HGRNBitForCausalLM(small_config(**kw)).to(dtype)
+        with torch.no_grad():  # non-trivial norms and bounds so every parameter matters
+            for name, p in model.named_parameters():
+                if name.endswith("norm.weight"):
+                    p.uniform_(0.5, 1.5)
+                elif name.endswith("lower_bounds"):
+                    p.normal_(0, 1)
+        return model.eval()
+    return make
