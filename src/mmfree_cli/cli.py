@@ -43,6 +43,27 @@ def env():
     console.print(environment())
 
 
+@app.command()
+def export(
+    model: Optional[str] = typer.Argument(None, help="Run or model directory (default: the newest run, runs/latest)."),
+    target: str = typer.Option(..., "--target", "-t", help="cuda | cpu | onnx | fpga"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: exports/<target>/<model>-<time>)."),
+    synth: Optional[str] = typer.Option(None, help="fpga: run an open synthesis flow for ecp5 or ice40 on a small configuration."),
+    bitstream: Optional[Path] = typer.Option(None, help="fpga: record a vendor-built bitstream (with its sha256) in the bundle."),
+):
+    """Export a model for an inference target; `exports/<target>/latest` then points at it.
+
+    Examples:
+      mmfree export --target cpu
+      mmfree export runs/latest --target onnx -o exports/onnx/mine
+      mmfree export --target fpga --synth ecp5
+    """
+    from .export import run_export
+    options = {k: v for k, v in {"synth": synth, "bitstream": bitstream}.items() if v is not None}
+    path = run_export(target, model, out, **options)
+    console.print(f"exported [bold]{target}[/] → {path}")
+
+
 def main() -> None:
     try:
         code = app(standalone_mode=False)
