@@ -1,0 +1,17 @@
+"""RTL unit tests of the FPGA core, each a cocotb testbench on Icarus (see tests/fpga/)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.fpga.runner import TEMPLATES, run_cocotb
+
+pytestmark = pytest.mark.skipif(shutil.which("iverilog") is None,
+                                reason="needs Icarus Verilog (apt-get install iverilog; scripts/test.sh installs it)")
+
+
+def test_tmv(tmp_path):
+    run_cocotb("mmf_tmv", "tb_tmv", [TEMPLATES / "mmf_tmv.v"], tmp_path,
+               parameters={"LANES": 16, "XADDR_W": 4, "SADDR_W": 8}, env={"MMF_LANES": 16})
