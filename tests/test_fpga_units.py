@@ -15,3 +15,10 @@ pytestmark = pytest.mark.skipif(shutil.which("iverilog") is None,
 def test_tmv(tmp_path):
     run_cocotb("mmf_tmv", "tb_tmv", [TEMPLATES / "mmf_tmv.v"], tmp_path,
                parameters={"LANES": 16, "XADDR_W": 4, "SADDR_W": 8}, env={"MMF_LANES": 16})
+
+
+def test_rowwise(tmp_path):
+    from mmfree_cli.export.fpga.memimage import write_tables
+    write_tables(tmp_path)
+    run_cocotb("mmf_rowwise", "tb_rowwise", [TEMPLATES / "mmf_rowwise.v"], tmp_path / "build",
+               parameters={"SIGMOID_HEX": f'"{tmp_path / "sigmoid.hex"}"'})
