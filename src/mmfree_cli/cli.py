@@ -44,6 +44,26 @@ def env():
 
 
 @app.command()
+def quantize(
+    model: Optional[str] = typer.Argument(None, help="Run, reference checkpoint or packed model directory (default: the newest run)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: exports/packed/<model>-<layout>)."),
+    layout: str = typer.Option("i2", "--layout", "-l", help="i2 (2 bits/weight) | tq1 (1.6 bits/weight) | hf-bitnet (transformers)"),
+    float_dtype: str = typer.Option("bfloat16", "--float-dtype", help="Embeddings, norms and lower bounds: bfloat16 | float16 | float32"),
+):
+    """Pack a model's ternary weights into a self-contained directory (packed safetensors, config, tokenizer, manifest).
+
+    Examples:
+      mmfree quantize
+      mmfree quantize runs/latest --layout tq1
+      mmfree quantize checkpoints/MMfreeLM-370M --layout hf-bitnet -o packed/370m-hf
+    """
+    from .quant.quantize import quantize as run_quantize
+    from .quant.report import render
+    path, report = run_quantize(model, out, layout, float_dtype)
+    console.print(render(report, title=f"packed {layout} → {path}"))
+
+
+@app.command()
 def export(
     model: Optional[str] = typer.Argument(None, help="Run or model directory (default: the newest run, runs/latest)."),
     target: str = typer.Option(..., "--target", "-t", help="cuda | cpu | onnx | fpga"),

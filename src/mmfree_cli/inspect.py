@@ -24,6 +24,10 @@ def describe(path: str) -> Table:
 
     p = Path(path)
     loads = "n/a (preset)"
+    from .quant.packed import is_packed
+    if is_packed(p):
+        from .quant.report import describe_packed
+        return describe_packed(p)
     if path in presets() and not p.exists():
         from .model import preset
         config = preset(path)

@@ -1,0 +1,202 @@
+"""Packed ternary model directories: the on-disk format `mmfree quantize` writes, and its reader.
+
+A packed model directory is self-contained (format_version 1):
+
+    manifest.json       {"format": "mmfree-packed", "format_version": 1, "layout", "float_dtype",
+                         "weights": "model.safetensors", "files": {name: sha256, ...}, "source": {...},
+                         "report": {...}}   — every other file of the directory with its sha256
+    config.json         the source's reference config.json plus `quantization_config`
+                        (hf-bitnet: transformers' BitNetQuantConfig fields; else quant_method "mmfree")
+    model.safetensors   the tensors below; `__metadata__` names format, version, layout, float dtype
+                        and the unpacked [out, in] shape of every ternary tensor; checksummed
+    tokenizer files     copied from the source as they were
+
+Tensors, for every BitLinear `<m>` (`<m>.weight` is [N, K] in the float checkpoint):
+
+    <m>.weight          U8, the ternary codes in the layout (see `packing`)
+    <m>.weight_beta     F32 [1], the per-tensor scale β exactly as training computed it
+    <m>.weight_scale    F32 [1], hf-bitnet only: 1/β, what transformers' BitLinear multiplies by
+    everything else     embeddings, norms, lower bounds in `float_dtype` (bf16 by default)
+
+Dequantised weight: `W = (w.float() · β).to(dtype)`, as the fake-quant forward computes it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from ..fileio import load_safetensors, read_json, save_safetensors, sha256_file, write_json
+from .packing import LAYOUTS, pack, packed_shape, unpack
+
+FORMAT = "mmfree-packed"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+BETA_SUFFIX = ".weight_beta"
+HF_SCALE_SUFFIX = ".weight_scale"
+FLOAT_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+META = {"format": "mmfree.format", "version": "mmfree.format_version", "layout": "mmfree.layout",
+        "float_dtype": "mmfree.float_dtype", "shapes": "mmfree.ternary_shapes"}
+
+
+@dataclass
+class TernaryModel:
+    """A model as quantization sees it: ternary codes with their β, and the float rest.
+
+    `codes[name]` is int8 [N, K] of -1/0/+1 for the BitLinear weight `name` (a `...weight` key),
+    `betas[name]` its float32 0-dim scale; `floats` holds every other tensor by checkpoint key.
+    """
+    config: dict
+    codes: dict[str, torch.Tensor]
+    betas: dict[str, torch.Tensor]
+    floats: dict[str, torch.Tensor]
+    layout: str | None = None
+    float_dtype: str = "float32"
+    manifest: dict = field(default_factory=dict)
+
+
+def quantization_config(layout: str) -> dict:
+    """The `quantization_config` block of a packed model's config.json."""
+    if layout == "hf-bitnet":
+        # transformers.BitNetQuantConfig fields; our BitLinears carry their own RMSNorm (`<m>.norm`)
+        return {"quant_method": "bitnet", "linear_class": "bitlinear", "quantization_mode": "offline",
+                "modules_to_not_convert": None, "use_rms_norm": True, "rms_norm_eps": 1e-6}
+    return {"quant_method": "mmfree", "layout": layout, "format_version": FORMAT_VERSION}
+
+
+def pack_tensors(model: TernaryModel, layout: str, float_dtype: str) -> tuple[dict, dict]:
+    """(tensors, metadata) of model.safetensors for `model` in `layout`."""
+    if layout not in LAYOUTS:
+        raise UserError(f"unknown layout {layout!r} — choose one of {', '.join(LAYOUTS)}")
+    if float_dtype not in FLOAT_DTYPES:
+        raise UserError(f"unknown float dtype {float_dtype!r} — choose one of {', '.join(FLOAT_DTYPES)}")
+    tensors: dict[str, torch.Tensor] = {}
+    for name, w in model.codes.items():
+        beta = model.betas[name].reshape(1).to(torch.float32)
+        tensors[name] = pack(w, layout)
+        tensors[_stem(name) + BETA_SUFFIX] = beta
+        if layout == "hf-bitnet":
+            tensors[_stem(name) + HF_SCALE_SUFFIX] = 1.0 / beta
+    for name, t in model.floats.items():
+        tensors[name] = t.to(FLOAT_DTYPES[float_dtype])
+    shapes = {name: list(w.shape) for name, w in model.codes.items()}
+    meta = {"format": "pt", META["format"]: FORMAT, META["version"]: str(FORMAT_VERSION),
+            META["layout"]: layout, META["float_dtype"]: float_dtype, META["shapes"]: json.dumps(shapes)}
+    return tensors, meta
+
+
+def write_packed_weights(model: TernaryModel, path: Path, layout: str, float_dtype: str) -> None:
+    tensors, meta = pack_tensors(model, layout, float_dtype)
+    save_safetensors(tensors, path, meta)
+
+
+def write_manifest(directory: Path, layout: str, float_dtype: str, source: dict, report: dict) -> None:
+    """manifest.json listing every other file of `directory` with its sha256; written last."""
+    files = {p.name: sha256_file(p) for p in sorted(directory.iterdir())
+             if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")}
+    write_json(directory / MANIFEST, {"format": FORMAT, "format_version": FORMAT_VERSION,
+                                      "layout": layout, "float_dtype": float_dtype, "weights": WEIGHTS,
+                                      "files": files, "source": source, "report": report})
+
+
+def is_packed(path: str | Path) -> bool:
+    """True for a packed model directory or a packed .safetensors file (by its markers, not checked)."""
+    path = Path(path)
+    if path.is_dir():
+        manifest = path / MANIFEST
+        if not manifest.is_file():
+            return False
+        try:
+            return json.loads(manifest.read_text()).get("format") == FORMAT
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            return True  # ours by name but damaged: let the reader name the problem
+    if path.is_file() and path.suffix == ".safetensors":
+        from safetensors import safe_open
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return (f.metadata() or {}).get(META["format"]) == FORMAT
+        except Exception:  # unreadable header: not recognisably ours
+            return False
+    return False
+
+
+def read_manifest(directory: Path) -> dict:
+    """The manifest of a packed directory, with every listed file's sha256 checked."""
+    manifest = read_json(directory / MANIFEST)
+    if manifest.get("format") != FORMAT:
+        raise UserError(f"{directory / MANIFEST}: not a packed mmfree model (format {manifest.get('format')!r})")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise UserError(f"{directory / MANIFEST}: format_version {version!r} is not supported "
+                        f"(this mmfree reads {FORMAT_VERSION}) — re-run `mmfree quantize`")
+    for name, want in (manifest.get("files") or {}).items():
+        path = directory / name
+        if not path.is_file():
+            raise UserError(f"{path}: missing from the packed model — re-run `mmfree quantize`")
+        if sha256_file(path) != want:
+            raise UserError(f"{path}: sha256 does not match manifest.json, the file is corrupt or "
+                            "was changed — re-run `mmfree quantize`")
+    return manifest
+
+
+def read_packed_weights(path: Path) -> TernaryModel:
+    """Unpack a packed model.safetensors (checksum checked) into codes, betas and floats."""
+    tensors, meta = load_safetensors(path)
+    if meta.get(META["format"]) != FORMAT:
+        raise UserError(f"{path}: not a packed mmfree safetensors file (no {META['format']} marker)")
+    if meta.get(META["version"]) != str(FORMAT_VERSION):
+        raise UserError(f"{path}: packed format_version {meta.get(META['version'])!r} is not supported "
+                        f"(this mmfree reads {FORMAT_VERSION})")
+    layout = meta.get(META["layout"])
+    try:
+        shapes = {k: tuple(v) for k, v in json.loads(meta[META["shapes"]]).items()}
+    except (KeyError, json.JSONDecodeError, TypeError) as e:
+        raise UserError(f"{path}: packed metadata has no valid ternary shapes ({e})") from None
+    codes, betas = {}, {}
+    for name, shape in shapes.items():
+        beta_key = _stem(name) + BETA_SUFFIX
+        if name not in tensors or beta_key not in tensors:
+            raise UserError(f"{path}: packed tensor {name} or its scale is missing — re-run `mmfree quantize`")
+        try:
+            codes[name] = unpack(tensors.pop(name), layout, shape)
+        except ValueError as e:
+            raise UserError(f"{path}: {name}: {e}") from None
+        betas[name] = tensors.pop(beta_key).reshape(())
+        tensors.pop(_stem(name) + HF_SCALE_SUFFIX, None)
+    return TernaryModel(config={}, codes=codes, betas=betas, floats=tensors, layout=layout,
+                        float_dtype=meta.get(META["float_dtype"], "bfloat16"))
+
+
+def read_packed(path: str | Path) -> TernaryModel:
+    """A packed model directory (manifest and checksums checked) or a bare packed .safetensors file."""
+    path = Path(path)
+    if path.is_file():
+        return read_packed_weights(path)
+    if not path.is_dir():
+        raise UserError(f"{path}: packed model not found")
+    manifest = read_manifest(path)
+    model = read_packed_weights(path / manifest.get("weights", WEIGHTS))
+    if model.layout != manifest.get("layout"):
+        raise UserError(f"{path}: manifest layout {manifest.get('layout')!r} does not match "
+                        f"{WEIGHTS} layout {model.layout!r}")
+    model.config = read_json(path / CONFIG)
+    model.manifest = manifest
+    return model
+
+
+def _stem(weight_name: str) -> str:
+    """`model.layers.0.attn.i_proj.weight` → `model.layers.0.attn.i_proj`."""
+    return weight_name.removesuffix(".weight")
+
+
+def packed_bytes(shape: tuple[int, ...], layout: str) -> int:
+    n = 1
+    for s in packed_shape(shape, layout):
+        n *= s
+    return n

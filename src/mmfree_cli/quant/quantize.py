@@ -1,0 +1,108 @@
+"""`mmfree quantize`: a run or reference checkpoint → a self-contained packed model directory.
+
+β is computed once from the latent weights with the same `weight_scale`/`ternarize` the fake-quant
+forward uses, and stored as is (never re-derived from the ternary codes: reference issue #18).
+A packed directory is accepted as a source too, so a model can be re-packed in another layout.
+The directory is built under a temporary name and renamed into place: nothing half-written.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from ..fileio import read_json, sha256_file, write_bytes, write_json
+from ..kernels.bitlinear import ternarize, weight_scale
+from ..paths import EXPORTS_DIR, point_latest, resolve_model
+from .packed import (CONFIG, FLOAT_DTYPES, WEIGHTS, TernaryModel, is_packed, quantization_config, read_packed,
+                     write_manifest, write_packed_weights)
+from .packing import LAYOUTS
+from .report import size_report
+
+PACKED_DIR = "packed"
+"""Default outputs go to exports/packed/<model>-<layout>/, with exports/packed/latest."""
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "tokenizer.model", "mmfree_tokenizer.json", "generation_config.json")
+
+
+def ternary_from_model(model) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{weight key: (int8 codes [N, K], float32 β)} for every BitLinear of an HGRNBitForCausalLM."""
+    from ..model.layers import BitLinear
+    out = {}
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, BitLinear):
+                w = module.weight.detach()
+                beta = weight_scale(w)
+                out[f"{name}.weight"] = (ternarize(w, beta).to(torch.int8), beta.to(torch.float32))
+    return out
+
+
+def load_ternary(source: Path) -> TernaryModel:
+    """Codes, β and float tensors of a run / reference checkpoint (latent weights) or packed directory."""
+    if is_packed(source):
+        return read_packed(source)
+    from ..model import from_pretrained
+    model = from_pretrained(source)  # float32: the precision β and the codes are defined in
+    if not model.config.ternary:
+        raise UserError(f"{source}: config.json has ternary: false (a full-precision model) — "
+                        "quantize a ternary run or reference checkpoint")
+    ternary = ternary_from_model(model)
+    floats = {k: v for k, v in model.state_dict().items() if k not in ternary}
+    return TernaryModel(config=read_json(source / CONFIG),
+                        codes={k: c for k, (c, _) in ternary.items()},
+                        betas={k: b for k, (_, b) in ternary.items()}, floats=floats)
+
+
+def default_out(source: Path, layout: str, root: str | Path = ".") -> Path:
+    name = source.name if source.name != "latest" else source.resolve().name
+    return Path(root) / EXPORTS_DIR / PACKED_DIR / f"{name.removesuffix('-' + layout)}-{layout}"
+
+
+def quantize(model: str | Path | None = None, out: str | Path | None = None, layout: str = "i2",
+             float_dtype: str = "bfloat16", root: str | Path = ".") -> tuple[Path, dict]:
+    """Pack `model` (default: the newest run) into `out`; returns (out, size report)."""
+    if layout not in LAYOUTS:
+        raise UserError(f"unknown layout {layout!r} — choose one of {', '.join(LAYOUTS)}")
+    if float_dtype not in FLOAT_DTYPES:
+        raise UserError(f"unknown float dtype {float_dtype!r} — choose one of {', '.join(FLOAT_DTYPES)}")
+    source = resolve_model(model, root)
+    out = Path(out) if out is not None else default_out(source, layout, root)
+    if out.resolve() == source:
+        raise UserError(f"{out}: is the source model — choose another -o")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out}: already exists and is not empty — choose another -o or remove it")
+    ternary = load_ternary(source)
+    tmp = out.parent / f".{out.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        report = _write_directory(ternary, source, tmp, layout, float_dtype)
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if out.parent.name == PACKED_DIR and out.parent.parent.name == EXPORTS_DIR:
+        point_latest(out)
+    return out, report
+
+
+def _write_directory(ternary: TernaryModel, source: Path, directory: Path, layout: str,
+                     float_dtype: str) -> dict:
+    write_packed_weights(ternary, directory / WEIGHTS, layout, float_dtype)
+    config = {k: v for k, v in ternary.config.items() if k != "quantization_config"}
+    config["quantization_config"] = quantization_config(layout)
+    write_json(directory / CONFIG, config)
+    for name in TOKENIZER_FILES:
+        if (source / name).is_file():
+            write_bytes(directory / name, (source / name).read_bytes())
+    report = size_report(ternary, directory / WEIGHTS, layout, float_dtype)
+    src_weights = source / WEIGHTS
+    source_info = {"path": str(source), "weights_sha256": sha256_file(src_weights) if src_weights.is_file() else None,
+                   "packed_layout": ternary.layout}
+    write_manifest(directory, layout, float_dtype, source_info, report)
+    return report

@@ -1,0 +1,173 @@
+"""Packed model directories: logits of the fake-quant model, transformers-readable hf-bitnet files,
+re-packing, and the `mmfree quantize` / `mmfree info` CLI including corrupt and truncated files."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from mmfree_cli.errors import UserError
+from mmfree_cli.kernels.bitlinear import ternarize, weight_scale
+from mmfree_cli.model import save_pretrained
+from mmfree_cli.model.layers import BitLinear
+from mmfree_cli.quant.load import DequantBitLinear, load_model, load_packed_model
+from mmfree_cli.quant.packed import is_packed, read_packed
+from mmfree_cli.quant.quantize import quantize
+
+LAYOUTS = ("i2", "tq1", "hf-bitnet")
+
+
+@pytest.fixture
+def run_dir(tmp_path, small_model):
+    model = small_model(hidden_size=36, intermediate_size=44)  # rows and columns not ÷4 or ÷5
+    path = tmp_path / "runs" / "toy"
+    save_pretrained(model, path)
+    (path / "mmfree_tokenizer.json").write_text('{"type": "bytes"}\n')
+    return model, path
+
+
+def mmfree(*args, cwd=None):
+    env = {**os.environ, "COLUMNS": "250"}  # rich wraps tables to 80 columns in a pipe otherwise
+    return subprocess.run([sys.executable, "-m", "mmfree_cli.cli", *args], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=300)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_packed_model_gives_fake_quant_logits(run_dir, tmp_path, layout):
+    model, path = run_dir
+    out, report = quantize(path, tmp_path / f"p-{layout}", layout, float_dtype="float32")
+    packed = load_packed_model(out)
+    assert isinstance(packed.lm_head, DequantBitLinear)
+    ids = torch.randint(0, model.config.vocab_size, (2, 29), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want, got = model(ids).logits, packed(ids).logits
+    assert (got - want).abs().max().item() <= 1e-5
+    assert report["layout"] == layout and (out / "mmfree_tokenizer.json").is_file()
+
+
+def test_bf16_floats_match_the_model_with_bf16_floats(run_dir, tmp_path):
+    model, path = run_dir
+    out, _ = quantize(path, tmp_path / "p", "tq1")  # default: floats kept as bf16
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not name.endswith("proj.weight") and name != "lm_head.weight":
+                p.copy_(p.to(torch.bfloat16).float())
+        ids = torch.arange(40)[None] % model.config.vocab_size
+        diff = (load_packed_model(out)(ids).logits - model(ids).logits).abs().max().item()
+    assert diff <= 1e-5
+
+
+def test_beta_is_kept_exactly_and_codes_match_the_quantizer(run_dir, tmp_path):
+    model, path = run_dir
+    packed = read_packed(quantize(path, tmp_path / "p", "i2")[0])
+    for name, module in model.named_modules():
+        if isinstance(module, BitLinear):
+            beta = weight_scale(module.weight.detach())
+            assert torch.equal(packed.betas[f"{name}.weight"], beta)
+            assert torch.equal(packed.codes[f"{name}.weight"], ternarize(module.weight.detach(), beta).to(torch.int8))
+
+
+def test_hf_bitnet_file_reads_with_transformers(run_dir, tmp_path):
+    from transformers import BitNetQuantConfig
+    from transformers.integrations.bitnet import unpack_weights
+
+    model, path = run_dir
+    out, _ = quantize(path, tmp_path / "hf", "hf-bitnet")
+    config = json.loads((out / "config.json").read_text())
+    assert BitNetQuantConfig.from_dict(config["quantization_config"]).linear_class == "bitlinear"
+    checked = 0
+    with safe_open(str(out / "model.safetensors"), framework="pt") as f:
+        for name, module in model.named_modules():
+            if not isinstance(module, BitLinear):
+                continue
+            w = module.weight.detach()
+            beta = weight_scale(w)
+            packed = f.get_tensor(f"{name}.weight")
+            assert packed.dtype == torch.uint8 and packed.shape == (-(-w.shape[0] // 4), w.shape[1])
+            with torch._dynamo.config.patch(disable=True):  # the same function, run eagerly
+                theirs = unpack_weights(packed, dtype=torch.float32)[: w.shape[0]]
+            assert torch.equal(theirs, ternarize(w, beta).float())
+            assert torch.equal(f.get_tensor(f"{name}.weight_scale"), (1.0 / beta).reshape(1))
+            assert torch.equal(f.get_tensor(f"{name}.weight_beta"), beta.reshape(1))
+            checked += 1
+    assert checked == 3 * 6 + 1
+
+
+def test_repack_from_a_packed_directory_is_lossless(run_dir, tmp_path):
+    _, path = run_dir
+    first = read_packed(quantize(path, tmp_path / "a", "hf-bitnet", "float32")[0])
+    second = read_packed(quantize(tmp_path / "a", tmp_path / "b", "tq1", "float32")[0])
+    assert second.layout == "tq1" and second.manifest["source"]["packed_layout"] == "hf-bitnet"
+    for name in first.codes:
+        assert torch.equal(first.codes[name], second.codes[name])
+        assert torch.equal(first.betas[name], second.betas[name])
+    for name in first.floats:
+        assert torch.equal(first.floats[name], second.floats[name])
+
+
+def test_load_model_takes_both_kinds(run_dir, tmp_path):
+    _, path = run_dir
+    out, _ = quantize(path, tmp_path / "p", "i2")
+    assert is_packed(out) and is_packed(out / "model.safetensors") and not is_packed(path)
+    assert isinstance(load_model(out).lm_head, DequantBitLinear)
+    assert isinstance(load_model(path).lm_head, BitLinear)
+
+
+def _one_error_line(r, name):
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr
+    assert name in lines[0]
+    return lines[0]
+
+
+def test_cli_quantize_info_and_refusals(run_dir, tmp_path):
+    """The real CLI end to end: newest run → packed dir → info; then a corrupt and a truncated file."""
+    _, path = run_dir
+    root = path.parent.parent
+    _one_error_line(mmfree("quantize", "--layout", "i3", cwd=root), "i3")
+    r = mmfree("quantize", "--layout", "tq1", cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert "bits per ternary weight" in r.stdout and "smaller than bf16" in r.stdout
+    out = root / "exports" / "packed" / "toy-tq1"
+    assert (root / "exports" / "packed" / "latest").resolve() == out.resolve()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["format_version"] == 1 and manifest["layout"] == "tq1"
+    assert set(manifest["files"]) == {"config.json", "model.safetensors", "mmfree_tokenizer.json"}
+    info = mmfree("info", str(out))
+    assert info.returncode == 0, info.stderr
+    assert "loads: yes" in info.stdout and "layout tq1" in info.stdout
+
+    weights = out / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF  # a flipped bit in a tensor
+    weights.write_bytes(bytes(data))
+    assert "sha256" in _one_error_line(mmfree("info", str(out)), str(weights))
+    weights.write_bytes(bytes(data[: len(data) // 2]))  # truncated
+    assert "truncated" in _one_error_line(mmfree("info", str(weights)), str(weights))
+
+
+def test_library_refusals_name_the_file(run_dir, tmp_path):
+    _, path = run_dir
+    out, _ = quantize(path, tmp_path / "p", "i2")
+    weights = out / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="checksum"):
+        read_packed(weights)  # a bare file: the safetensors checksum catches it
+    weights.write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(UserError, match=str(weights)):
+        quantize(out, tmp_path / "q")
+    assert not (tmp_path / "q").exists() and not list(tmp_path.glob(".q*"))
+    for bad in ({"layout": "i2", "float_dtype": "int8"}, {"out": path}, {"out": out}):
+        with pytest.raises(UserError):
+            quantize(path, **bad)
+    with pytest.raises(UserError, match="nope"):
+        quantize(tmp_path / "nope")
+    with pytest.raises(UserError, match="mmfree train"):
+        quantize(root=tmp_path / "runs")
