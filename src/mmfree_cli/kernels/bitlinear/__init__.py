@@ -1,4 +1,8 @@
-"""BitLinear: RMSNorm + int8 activations × ternary weights. `bitlinear` picks the kernel by device."""
+"""BitLinear: RMSNorm + int8 activations × ternary weights. `bitlinear` picks the kernel by device.
+
+CUDA tensors in float32/bfloat16/float16 go to the fused Triton kernel (`fused.py`); anything else
+(CPU, float64) to the PyTorch twin (`naive.py`), which is the spec both are tested against.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,13 @@ __all__ = ["bitlinear", "bitlinear_naive", "rms_norm", "round_half_away", "activ
            "quantize_activations", "quantize_weights", "weight_scale", "ternarize",
            "BITLINEAR_NORM_EPS", "ACT_SCALE_FLOOR", "WEIGHT_SCALE_FLOOR"]
 
+_TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
 
 def bitlinear(x: torch.Tensor, norm_weight: torch.Tensor, weight: torch.Tensor,
               quantize: bool = True) -> torch.Tensor:
     """y = quant(rms_norm(x)·γ) @ quant(W)ᵀ. x: [..., K], norm_weight: [K], weight: [N, K]."""
+    if x.is_cuda and x.dtype in _TRITON_DTYPES:
+        from .fused import bitlinear_fused
+        return bitlinear_fused(x, norm_weight, weight, quantize)
     return bitlinear_naive(x, norm_weight, weight, quantize)

@@ -37,7 +37,7 @@ def _interpreting() -> bool:
 
 
 @triton.jit
-def _quantize_row(xn, mask):
+def quantize_row(xn, mask):
     """Per-row int8 levels of x̂: s = 127/max(|x̂|, floor) (as torch: reciprocal then ·127),
     q = clamp(round_half_away(x̂·s), -128, 127)."""
     amax = tl.max(tl.where(mask, tl.abs(xn), 0.0), 0)
@@ -62,7 +62,7 @@ def _norm_quant_fwd_kernel(X, G, OUT, S, RSTD, MUL, stride_x, stride_out, K, eps
     if MODE == 2:
         out = xn * tl.load(MUL).to(tl.float32)
     else:
-        q, s = _quantize_row(xn, mask)
+        q, s = quantize_row(xn, mask)
         if MODE == 0:
             out = q
             tl.store(S + row, s)
@@ -90,7 +90,7 @@ def _norm_quant_bwd_kernel(X, G, RSTD, DXN, DX, XQ, DG, MUL, M, K, stride_x, str
             x0 = x * rstd
             xn = x0 * g
             if QUANT:
-                q, s = _quantize_row(xn, mask)
+                q, s = quantize_row(xn, mask)
                 xq = q / s
             else:
                 xq = xn

@@ -1,0 +1,37 @@
+"""Packed ternary × int8 product in plain PyTorch: the spec for the Triton kernel in `packed.py`.
+
+    out[:, g·Ng:(g+1)·Ng] (+)= (q[g] · unpack_i2(W[g·Ng:(g+1)·Ng])ᵀ) · β[g] / s[g]
+
+q: int8 activations [G, M, K] (G groups share one launch: i/f/g projections read three differently
+normalised copies of the same token); s: their per-token scales [G, M]; W: `i2`-packed codes
+[N, ceil(K/4)] (quant.packing: four codes w+1 per byte along K), N = G·Ng; β: per-group scales [G].
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def unpack_i2_codes(packed: torch.Tensor, k: int) -> torch.Tensor:
+    """uint8 [N, ceil(k/4)] → int8 [N, k] of −1/0/+1 (byte j holds elements 4j..4j+3, low bits first)."""
+    shifts = torch.tensor([0, 2, 4, 6], dtype=torch.uint8, device=packed.device)
+    codes = (packed.unsqueeze(-1) >> shifts) & 3
+    return (codes.reshape(packed.shape[0], -1)[:, :k].to(torch.int8) - 1)
+
+
+def ternary_gemm_naive(q: torch.Tensor, s: torch.Tensor, packed: torch.Tensor, beta: torch.Tensor,
+                       out: torch.Tensor | None = None, accumulate: bool = False) -> torch.Tensor:
+    """See the module doc. Returns float32 [M, N]; with `accumulate`, adds into `out` in place."""
+    G, M, K = q.shape
+    w = unpack_i2_codes(packed, K).to(torch.float64)
+    ng = w.shape[0] // G
+    parts = [(q[g].to(torch.float64) @ w[g * ng:(g + 1) * ng].T) * (beta[g].double() / s[g].double()[:, None])
+             for g in range(G)]
+    y = torch.cat(parts, dim=1).float()
+    if out is None:
+        return y
+    if accumulate:
+        out += y
+    else:
+        out.copy_(y)
+    return out
