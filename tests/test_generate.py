@@ -15,13 +15,24 @@ from mmfree_cli.generate import (Generation, PrefixCache, SamplingParams, StopMa
 from mmfree_cli.model import HGRNBitConfig, HGRNBitForCausalLM, save_pretrained
 
 
-def make_model_dir(path, seed: int = 0, hidden_size: int = 64, layers: int = 2):
-    """A random byte-level model saved as a run directory (config, weights, tokenizer)."""
+def make_model_dir(path, seed: int = 0, hidden_size: int = 64, layers: int = 2, printable: bool = False):
+    """A random byte-level model saved as a run directory (config, weights, tokenizer).
+
+    printable: zero the output rows of every token but printable ASCII and newline, so greedy text
+    is readable (those logits are exactly 0, below the best of ~95 random ones)."""
     torch.manual_seed(seed)
     tok = ByteTokenizer()
     config = HGRNBitConfig(vocab_size=tok.vocab_size, hidden_size=hidden_size, num_hidden_layers=layers,
                            intermediate_size=2 * hidden_size, bos_token_id=tok.bos_id, eos_token_id=tok.eos_id)
-    save_pretrained(HGRNBitForCausalLM(config), path)
+    model = HGRNBitForCausalLM(config)
+    with torch.no_grad():  # forget gates of layers > 0 near 1: a long memory, so earlier text matters
+        model.model.lower_bounds[1:] = 5.0
+    if printable:
+        keep = torch.zeros(tok.vocab_size, dtype=torch.bool)
+        keep[32:127] = keep[10] = True
+        with torch.no_grad():
+            model.lm_head.weight[~keep] = 0.0
+    save_pretrained(model, path)
     tok.save(path)
     return path
 

@@ -84,6 +84,72 @@ def export(
     console.print(f"exported [bold]{target}[/] → {path}")
 
 
+@app.command()
+def generate(
+    args: Optional[list[str]] = typer.Argument(None, help="[MODEL] [PROMPT]: a model directory (default: the newest run) and the prompt (default: stdin)."),
+    engine: str = typer.Option("auto", "--engine", "-e", help="auto | torch | cuda | cpu | onnx | fpga"),
+    max_tokens: int = typer.Option(200, "--max-tokens", "-n", help="Most tokens to generate."),
+    temperature: float = typer.Option(0.0, "--temperature", "-t", help="0 = greedy."),
+    top_k: int = typer.Option(0, help="Sample from the k most likely tokens (0 = off)."),
+    top_p: float = typer.Option(1.0, help="Nucleus sampling mass (1 = off)."),
+    min_p: float = typer.Option(0.0, help="Drop tokens below min_p × the top probability (0 = off)."),
+    repetition_penalty: float = typer.Option(1.0, help="> 1 discourages repeats (1 = off)."),
+    seed: int = typer.Option(0, help="Random seed of the sampler."),
+    stop: Optional[list[str]] = typer.Option(None, "--stop", help="Stop string (repeat for several)."),
+    ignore_eos: bool = typer.Option(False, help="Keep going after the end-of-sequence token."),
+    no_bos: bool = typer.Option(False, "--no-bos", help="Do not put the BOS token before the prompt."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: text, token counts, tokens/s."),
+    dtype: Optional[str] = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
+):
+    """Continue a prompt once, streaming the text as it is generated.
+
+    Examples:
+      mmfree generate "ROMEO:"
+      mmfree generate runs/latest "Once upon a time" -n 100 -t 0.8 --top-p 0.95
+      echo "To be, or not to be" | mmfree generate --json
+    """
+    from .generate import SamplingParams, generate_command
+    params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                            min_p=min_p, repetition_penalty=repetition_penalty, seed=seed,
+                            stop=tuple(stop or ()), ignore_eos=ignore_eos)
+    result = generate_command(args or [], engine, params, as_json, dtype, threads, add_bos=not no_bos)
+    if not as_json:
+        Console(stderr=True).print(f"[dim][{result['completion_tokens']} tokens, {result['tokens_per_s']:.1f} tokens/s, "
+                                   f"{result['engine']}][/]", highlight=False)
+
+
+@app.command()
+def chat(
+    model: Optional[str] = typer.Argument(None, help="Model directory (default: the newest run)."),
+    engine: str = typer.Option("auto", "--engine", "-e", help="auto | torch | cuda | cpu | onnx | fpga"),
+    template: str = typer.Option("auto", help="Chat template: auto (tokenizer, then recipe, else none) | chatml | dialogue | FILE | none (plain continuation)."),
+    system: Optional[str] = typer.Option(None, help="System message (with a chat template)."),
+    max_tokens: int = typer.Option(256, "--max-tokens", "-n", help="Most tokens per answer."),
+    temperature: float = typer.Option(0.7, "--temperature", "-t", help="0 = greedy."),
+    top_k: int = typer.Option(0, help="Sample from the k most likely tokens (0 = off)."),
+    top_p: float = typer.Option(0.95, help="Nucleus sampling mass (1 = off)."),
+    min_p: float = typer.Option(0.0, help="Drop tokens below min_p × the top probability (0 = off)."),
+    repetition_penalty: float = typer.Option(1.0, help="> 1 discourages repeats (1 = off)."),
+    seed: int = typer.Option(0, help="Random seed of the sampler."),
+    dtype: Optional[str] = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
+):
+    """Talk to a model in the terminal; answers stream as they are generated and the conversation
+    is carried in the recurrent state. Commands: /reset /save /load /params /help /exit.
+
+    Examples:
+      mmfree chat
+      mmfree chat runs/latest --template none -t 0.8
+      mmfree chat checkpoints/MMfreeLM-370M --template dialogue --system "You are terse."
+    """
+    from .chat import chat_command
+    from .generate import SamplingParams
+    params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                            min_p=min_p, repetition_penalty=repetition_penalty, seed=seed)
+    chat_command(model, engine, template, params, system, dtype, threads)
+
+
 def main() -> None:
     try:
         code = app(standalone_mode=False)

@@ -167,8 +167,8 @@ class _Fed:
 
 @dataclass
 class Sequence:
-    """One prompt being continued. After `finished`: `state` holds exactly the prompt plus the
-    kept text minus `pending_text` (text cut mid-token by a stop string) and `unfed` tokens."""
+    """One prompt being continued. At any time, `state` followed by the `unfed` tokens and then
+    `pending_text` (text a stop string cut mid-token) is exactly the prompt plus `text`."""
 
     engine: Engine
     params: SamplingParams
@@ -179,9 +179,10 @@ class Sequence:
     tokens: list[int] = field(default_factory=list)
     decoded: str = ""
     emitted: int = 0                           # chars of `decoded` already emitted
-    finish_reason: str | None = None           # "stop" (EOS or stop string) | "length"
+    finish_reason: str | None = None           # "stop" (EOS or stop string) | "length" | "interrupted"
     pending_text: str = ""
-    unfed: list[int] = field(default_factory=list)
+    fed: int = 0                               # generated tokens already in `state`
+    cut: bool = False                          # a stop string ended it: later tokens are not kept
 
     def __post_init__(self) -> None:
         if self.generator is None:
@@ -199,6 +200,17 @@ class Sequence:
     @property
     def text(self) -> str:
         return self.decoded[:self.emitted]
+
+    @property
+    def unfed(self) -> list[int]:
+        return [] if self.cut else self.tokens[self.fed:]
+
+    def interrupt(self) -> str:
+        """Stop now (e.g. Ctrl-C); returns the held-back text, which counts as emitted."""
+        if self.finished:
+            return ""
+        self.finish_reason = "interrupted"
+        return self._finish_text()
 
     def sample(self) -> str:
         """Choose the next token; return the text it makes safe to emit (maybe '')."""
@@ -219,7 +231,6 @@ class Sequence:
             self._roll_back(self.emitted, before)
         elif len(self.tokens) >= self.params.max_new_tokens:
             self.finish_reason = "length"
-            self.unfed = [token]
             out += self._finish_text()
         else:
             self._history.append(before)
@@ -228,6 +239,7 @@ class Sequence:
     def advance(self, logits: torch.Tensor, state: State) -> None:
         """Take the engine's output for the token just sampled."""
         self.logits, self.state = logits, state
+        self.fed = len(self.tokens)
 
     def _finish_text(self) -> str:
         rest = self._stops.push(self._utf8.flush())[0] + self._stops.flush()
@@ -237,7 +249,7 @@ class Sequence:
 
     def _roll_back(self, stop_at: int, current: _Fed) -> None:
         """A stop string begins at char `stop_at`: put the state back before the tokens that made it."""
-        self.decoded = self.decoded[:stop_at]
+        self.decoded, self.cut = self.decoded[:stop_at], True
         for fed in [current, *reversed(self._history)]:
             if fed.clean and fed.chars <= stop_at:
                 self.state, self.pending_text = fed.state, self.decoded[fed.chars:stop_at]
@@ -402,3 +414,59 @@ def generate_batch(engine: Engine, prompts: list[str], params: SamplingParams | 
     for g in gens:
         g.decode_s = elapsed
     return gens
+
+
+def open_engine(model: str | None, engine: str = "auto", dtype: str | None = None,
+                threads: int | None = None) -> tuple[Engine, "Path"]:
+    """Resolve MODEL (default: the newest run, or the newest export of a named engine's target)
+    and load it into `engine`."""
+    from pathlib import Path
+
+    from .engines import ENGINES, load_engine
+    from .paths import latest_export, resolve_model
+    if threads:
+        torch.set_num_threads(threads)
+    if model is None and engine in ENGINES and engine != "torch":
+        path = latest_export(engine)
+    else:
+        path = resolve_model(model)
+    options = {"dtype": dtype} if dtype else {}
+    return load_engine(engine, path, **options), Path(path)
+
+
+def split_model_and_prompt(args: list[str]) -> tuple[str | None, str | None]:
+    """`generate [MODEL] [PROMPT]`: one argument is a model when it is an existing directory."""
+    from pathlib import Path
+    if len(args) > 2:
+        raise UserError(f"expected [MODEL] [PROMPT], got {len(args)} arguments — quote the prompt")
+    if len(args) == 2:
+        return args[0], args[1]
+    if len(args) == 1 and Path(args[0]).is_dir():
+        return args[0], None
+    return None, (args[0] if args else None)
+
+
+def generate_command(args: list[str], engine_name: str, params: SamplingParams, as_json: bool,
+                     dtype: str | None = None, threads: int | None = None, add_bos: bool = True,
+                     stdin=None, out=None) -> dict:
+    """`mmfree generate`: stream the continuation to `out` (or print one JSON object with --json)."""
+    import json
+    import sys
+    stdin, out = stdin or sys.stdin, out or sys.stdout
+    model, prompt = split_model_and_prompt(args)
+    if prompt is None or prompt == "-":
+        if stdin.isatty():
+            raise UserError("no prompt — give one as an argument or pipe it in: echo 'Once upon' | mmfree generate")
+        prompt = stdin.read()
+    engine, path = open_engine(model, engine_name, dtype, threads)
+    gen = Generation(engine, prompt, params, add_bos=add_bos)
+    for chunk in gen:
+        if not as_json:
+            out.write(chunk)
+            out.flush()
+    result = {"model": str(path), **engine.describe(), "prompt": prompt, "text": gen.text, **gen.stats()}
+    if as_json:
+        out.write(json.dumps(result, ensure_ascii=False) + "\n")
+    else:
+        out.write("\n")
+    return result
