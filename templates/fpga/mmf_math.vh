@@ -1,0 +1,42 @@
+// Integer helpers shared by the core's units; `include`d inside a module body.
+// They mirror quant/intref.py: rshift_round (round half up; a left shift for s <= 0),
+// saturation and bit_length.
+
+// rshift_round(x, s) for -63 <= s <= 63: floor((x + 2^(s-1)) / 2^s) for s >= 1, x << -s for s <= 0
+function signed [63:0] mmf_rsr;
+    input signed [63:0] x;
+    input signed [7:0]  s;
+    begin
+        if (s > 0) mmf_rsr = (x + (64'sd1 <<< (s - 8'sd1))) >>> s;
+        else mmf_rsr = x <<< (-s);
+    end
+endfunction
+
+// number of bits of a non-negative value (0 -> 0)
+function [6:0] mmf_bitlen;
+    input [63:0] v;
+    integer i;
+    begin
+        mmf_bitlen = 7'd0;
+        for (i = 0; i < 64; i = i + 1)
+            if (v[i]) mmf_bitlen = i[6:0] + 7'd1;
+    end
+endfunction
+
+function signed [15:0] mmf_sat16;
+    input signed [63:0] x;
+    begin
+        if (x > 64'sd32767) mmf_sat16 = 16'sd32767;
+        else if (x < -64'sd32768) mmf_sat16 = -16'sd32768;
+        else mmf_sat16 = x[15:0];
+    end
+endfunction
+
+// normalize16's shift: bit_length(top) - 15 for top > 0, else 0
+function signed [7:0] mmf_kfn;
+    input [31:0] top;
+    begin
+        if (top == 32'd0) mmf_kfn = 8'sd0;
+        else mmf_kfn = $signed({1'b0, mmf_bitlen({32'd0, top})}) - 8'sd15;
+    end
+endfunction
