@@ -150,6 +150,62 @@ def chat(
     chat_command(model, engine, template, params, system, dtype, threads)
 
 
+@app.command()
+def serve(
+    model: Optional[str] = typer.Argument(None, help="Model directory (default: the newest run)."),
+    engine: str = typer.Option("auto", "--engine", "-e", help="auto | torch | cuda | cpu | onnx | fpga"),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 exposes it to the network)."),
+    port: int = typer.Option(8000, "--port", "-p"),
+    template: str = typer.Option("auto", help="Chat template for /v1/chat/completions: auto | chatml | dialogue | FILE."),
+    model_name: Optional[str] = typer.Option(None, help="The model id clients use (default: the directory name)."),
+    max_batch: int = typer.Option(8, help="Requests decoded together; more wait in a queue."),
+    max_tokens: int = typer.Option(2048, help="Most tokens one request may generate."),
+    dtype: Optional[str] = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
+):
+    """Serve a model over an OpenAI-compatible HTTP API: /v1/models, /v1/completions,
+    /v1/chat/completions (with streaming), /health.
+
+    Examples:
+      mmfree serve
+      mmfree serve runs/latest --port 8080 --max-batch 16
+      curl localhost:8000/v1/completions -H 'Content-Type: application/json' -d '{"model": "MODEL_ID", "prompt": "ROMEO:", "max_tokens": 50}'
+      (MODEL_ID: the model directory's name, as printed at start and listed by /v1/models)
+    """
+    from .serve import serve_command
+    serve_command(model, engine, host, port, template, model_name, max_batch, max_tokens, dtype, threads)
+
+
+@app.command(name="eval")
+def eval_(
+    model: Optional[str] = typer.Argument(None, help="Run or model directory (default: the newest run)."),
+    compare: bool = typer.Option(False, "--compare", help="Hold an engine (default: the integer cpu engine) against the float model: top-1 agreement and both perplexities."),
+    engine: str = typer.Option("cpu", "--engine", "-e", help="--compare: the engine compared with the float model."),
+    data: Optional[Path] = typer.Option(None, help="Held-out UTF-8 text (default: the last 10% of the embedded corpus)."),
+    context: int = typer.Option(128, help="Tokens per window (each window starts from a zero state)."),
+    max_tokens: int = typer.Option(4096, help="Most held-out tokens to evaluate."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+):
+    """Evaluate a model. --compare: the integer engine's drift from the float model.
+
+    Examples:
+      mmfree eval --compare
+      mmfree eval runs/latest --compare --data held_out.txt --max-tokens 20000 --json
+    """
+    import json
+    from .paths import resolve_model
+    from .quant.fidelity import compare as compare_engines
+    if not compare:
+        raise UserError("nothing to evaluate yet — pass --compare (integer engine against the float model)")
+    report = compare_engines(resolve_model(model), engine, data, context, max_tokens)
+    if as_json:
+        print(json.dumps(report))
+        return
+    console.print(f"{report['tokens']} held-out tokens, windows of {report['context']}: "
+                  f"perplexity float {report['ppl_float']:.4f}, {engine} {report['ppl_engine']:.4f} "
+                  f"({100 * report['ppl_delta']:+.2f}%), top-1 agreement {100 * report['top1_agreement']:.2f}%")
+
+
 def main() -> None:
     try:
         code = app(standalone_mode=False)

@@ -1,0 +1,364 @@
+"""`mmfree serve`: an OpenAI-compatible HTTP server (FastAPI + uvicorn) over any engine.
+
+Endpoints: GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions
+(`stream: true` answers as server-sent events ending in `data: [DONE]`). Errors are OpenAI-style
+bodies `{"error": {"message", "type", "param", "code"}}` with a 4xx status: malformed JSON, wrong
+types or out-of-range parameters (400), an unknown model (404), too many tokens (400).
+
+One scheduler thread owns the engine. Requests queue for it; up to `max_batch` run at once, each
+with its own recurrent state, advanced together by one batched `engine.step` per token
+(`generate.decode_step`) — so a request never sees another's state. A chat's leading system
+message is read once and its state reused (`generate.PrefixCache`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, Union
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException
+
+from .chat import ChatTemplate
+from .engines.base import Engine
+from .errors import UserError
+from .generate import PrefixCache, SamplingParams, Sequence, decode_step, encode_prompt, start
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
+
+
+def error_body(message: str, kind: str = "invalid_request_error", param: str | None = None,
+               code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+class _Sampling(BaseModel):
+    """The request fields both endpoints share (OpenAI names, plus top_k, min_p, repetition_penalty)."""
+    model_config = ConfigDict(extra="ignore")
+    model: str
+    max_tokens: Optional[int] = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    stop: Optional[Union[str, list[str]]] = None
+    seed: Optional[int] = None
+    n: int = 1
+    stream: bool = False
+    stream_options: Optional[dict[str, Any]] = None
+    logprobs: Optional[Union[bool, int]] = None
+
+
+class CompletionRequest(_Sampling):
+    prompt: Union[str, list[str], list[int]]
+    echo: bool = False
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: Union[str, list[dict[str, Any]], None] = None
+
+
+class ChatRequest(_Sampling):
+    messages: list[ChatMessage]
+    max_completion_tokens: Optional[int] = None
+
+
+@dataclass
+class Limits:
+    max_tokens: int = 2048
+    """Most tokens one request may generate."""
+    max_prompt_tokens: int = 32768
+    """Most prompt tokens one request may send (no context limit exists: this bounds the work)."""
+    default_max_tokens: int = 16
+    """max_tokens when a request does not say (16 as OpenAI's completions)."""
+
+
+@dataclass
+class Job:
+    """One request in the scheduler: its prompt ids and sampling, and a queue back to its handler."""
+    ids: list[int]
+    params: SamplingParams
+    loop: asyncio.AbstractEventLoop
+    prefix: list[int] = field(default_factory=list)
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    sequence: Sequence | None = None
+    cancelled: bool = False
+
+    def put(self, kind: str, value: Any) -> None:
+        self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, value))
+
+
+class Scheduler:
+    """The one thread that runs the engine: admits queued jobs, steps all running ones together."""
+
+    def __init__(self, engine: Engine, max_batch: int = 8):
+        self.engine, self.max_batch = engine, max_batch
+        self.inbox: queue.Queue[Job] = queue.Queue()
+        self.cache = PrefixCache(engine, size=16)
+        self.batch_peak = 0  # the most requests ever decoded together (shown by /health)
+        threading.Thread(target=self._run, name="mmfree-scheduler", daemon=True).start()
+
+    def submit(self, job: Job) -> None:
+        self.inbox.put(job)
+
+    def _admit(self, job: Job) -> bool:
+        try:
+            job.sequence = start(self.engine, job.ids, job.params, prefix=job.prefix, cache=self.cache)
+            return True
+        except Exception as e:  # reported to that request alone; the server goes on
+            job.put("error", e)
+            return False
+
+    def _run(self) -> None:
+        running: list[Job] = []
+        while True:
+            while len(running) < self.max_batch:
+                try:
+                    job = self.inbox.get(block=not running)
+                except queue.Empty:
+                    break
+                if not job.cancelled and self._admit(job):
+                    running.append(job)
+            running = [j for j in running if not j.cancelled]
+            if not running:
+                continue
+            self.batch_peak = max(self.batch_peak, len(running))
+            try:
+                chunks = decode_step(self.engine, [j.sequence for j in running])
+            except Exception as e:
+                for j in running:
+                    j.put("error", e)
+                running = []
+                continue
+            for job, chunk in zip(running, chunks):
+                if chunk:
+                    job.put("text", chunk)
+                if job.sequence.finished:
+                    job.put("done", job.sequence)
+            running = [j for j in running if not j.sequence.finished]
+
+
+def sampling_params(req: _Sampling, limits: Limits, stops: tuple[str, ...] = ()) -> SamplingParams:
+    """Check a request's sampling fields and turn them into SamplingParams (APIError 400 if bad)."""
+    max_tokens = getattr(req, "max_completion_tokens", None) or req.max_tokens or limits.default_max_tokens
+    if max_tokens > limits.max_tokens:
+        raise APIError(400, f"max_tokens is {max_tokens}, more than this server allows ({limits.max_tokens})",
+                       "max_tokens", "context_length_exceeded")
+    for name in ("n", "presence_penalty", "frequency_penalty", "logprobs"):
+        value = getattr(req, name)
+        if value not in ({1} if name == "n" else {0, None, False}):
+            raise APIError(400, f"{name}={value!r} is not supported by this server", name, "unsupported_parameter")
+    stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+    if len(stop) > 4:
+        raise APIError(400, "at most 4 stop sequences", "stop")
+    try:
+        return SamplingParams(max_new_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
+                              top_k=req.top_k, min_p=req.min_p, repetition_penalty=req.repetition_penalty,
+                              seed=req.seed if req.seed is not None else 0, stop=tuple(stop) + stops)
+    except UserError as e:
+        raise APIError(400, str(e)) from None
+
+
+def message_text(message: ChatMessage) -> str:
+    if isinstance(message.content, list):
+        return "".join(part.get("text", "") for part in message.content if part.get("type") == "text")
+    return message.content or ""
+
+
+def create_app(engine: Engine, model_id: str, template: ChatTemplate, limits: Limits | None = None,
+               max_batch: int = 8) -> FastAPI:
+    """The FastAPI app serving `engine` as model `model_id`; chats are rendered with `template`."""
+    limits = limits or Limits()
+    app = FastAPI(title="mmfree", version="1")
+    app.state.scheduler = None  # started with the first request, inside the server's process
+    created = int(time.time())
+
+    def scheduler() -> Scheduler:
+        if app.state.scheduler is None:
+            app.state.scheduler = Scheduler(engine, max_batch)
+        return app.state.scheduler
+
+    def check_model(name: str) -> None:
+        if name != model_id:
+            raise APIError(404, f"The model `{name}` does not exist — this server has `{model_id}`",
+                           "model", "model_not_found")
+
+    def encode(text: str | list[int], add_bos: bool = True) -> list[int]:
+        try:
+            ids = encode_prompt(engine, text, add_bos=add_bos)
+        except UserError as e:
+            raise APIError(400, str(e), "prompt") from None
+        if len(ids) > limits.max_prompt_tokens:
+            raise APIError(400, f"the prompt has {len(ids)} tokens, more than this server allows "
+                           f"({limits.max_prompt_tokens})", "prompt", "context_length_exceeded")
+        return ids
+
+    @app.exception_handler(APIError)
+    async def api_error(_: Request, e: APIError):
+        return JSONResponse(error_body(e.message, e.kind, e.param, e.code), status_code=e.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, e: RequestValidationError):
+        errors = e.errors()
+        if any(err.get("type") == "json_invalid" for err in errors):
+            return JSONResponse(error_body("the request body is not valid JSON"), status_code=400)
+        first = errors[0] if errors else {}
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return JSONResponse(error_body(f"{where or 'body'}: {first.get('msg', 'invalid request')}", param=where),
+                            status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, e: HTTPException):
+        return JSONResponse(error_body(str(e.detail), "invalid_request_error" if e.status_code < 500 else "server_error"),
+                            status_code=e.status_code)
+
+    @app.exception_handler(Exception)
+    async def crashed(_: Request, e: Exception):  # a bug, but the client still gets a JSON body
+        return JSONResponse(error_body(f"internal error: {type(e).__name__}: {e}", "server_error"), status_code=500)
+
+    @app.get("/health")
+    async def health():
+        peak = app.state.scheduler.batch_peak if app.state.scheduler else 0
+        return {"status": "ok", "model": model_id, **engine.describe(), "max_batch": max_batch, "batch_peak": peak}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": model_id, "object": "model", "created": created, "owned_by": "mmfree"}]}
+
+    @app.post("/v1/completions")
+    async def completions(req: CompletionRequest):
+        check_model(req.model)
+        if req.echo:
+            raise APIError(400, "echo=true is not supported by this server", "echo", "unsupported_parameter")
+        prompt = req.prompt
+        if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
+            if len(prompt) != 1:
+                raise APIError(400, "send one prompt per request", "prompt")
+            prompt = prompt[0]
+        job = Job(encode(prompt), sampling_params(req, limits), asyncio.get_running_loop())
+        return await respond(job, req, "text_completion")
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(req: ChatRequest):
+        check_model(req.model)
+        if not req.messages:
+            raise APIError(400, "messages must not be empty", "messages")
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": message_text(m)}
+                    for m in req.messages]
+        try:
+            text = template.render(messages, add_generation_prompt=True)
+            system = template.render(messages[:1], add_generation_prompt=False) if messages[0]["role"] == "system" else ""
+        except UserError as e:
+            raise APIError(400, str(e), "messages") from None
+        prefix = encode(system) if system and text.startswith(system) else []
+        ids = encode(text[len(system):], add_bos=False) if prefix else encode(text)
+        job = Job(ids, sampling_params(req, limits, template.stop), asyncio.get_running_loop(), prefix)
+        return await respond(job, req, "chat.completion")
+
+    async def respond(job: Job, req: _Sampling, kind: str):
+        scheduler().submit(job)
+        rid = ("chatcmpl-" if kind == "chat.completion" else "cmpl-") + uuid.uuid4().hex[:24]
+        if req.stream:
+            usage = bool((req.stream_options or {}).get("include_usage"))
+            return StreamingResponse(sse(job, rid, kind, usage), media_type="text/event-stream")
+        parts = []
+        try:
+            while True:
+                event, value = await job.events.get()
+                if event == "text":
+                    parts.append(value)
+                elif event == "error":
+                    raise value
+                else:
+                    break
+        finally:
+            job.cancelled = True
+        choice = {"index": 0, "finish_reason": value.finish_reason, "logprobs": None}
+        if kind == "chat.completion":
+            choice["message"] = {"role": "assistant", "content": "".join(parts)}
+        else:
+            choice["text"] = "".join(parts)
+        return {"id": rid, "object": kind, "created": int(time.time()), "model": model_id,
+                "choices": [choice], "usage": usage_of(value)}
+
+    async def sse(job: Job, rid: str, kind: str, include_usage: bool):
+        chat = kind == "chat.completion"
+        head = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
+                "created": int(time.time()), "model": model_id}
+
+        def event(delta: str | None, finish: str | None, first: bool = False) -> str:
+            if chat:
+                d = {"role": "assistant", "content": delta or ""} if first else ({"content": delta} if delta else {})
+                choice = {"index": 0, "delta": d, "finish_reason": finish, "logprobs": None}
+            else:
+                choice = {"index": 0, "text": delta or "", "finish_reason": finish, "logprobs": None}
+            return f"data: {json.dumps({**head, 'choices': [choice]}, ensure_ascii=False)}\n\n"
+        try:
+            if chat:
+                yield event("", None, first=True)
+            while True:
+                kind_, value = await job.events.get()
+                if kind_ == "text":
+                    yield event(value, None)
+                elif kind_ == "error":
+                    yield f"data: {json.dumps(error_body(str(value), 'server_error'))}\n\n"
+                    break
+                else:
+                    yield event(None, value.finish_reason)
+                    if include_usage:
+                        yield f"data: {json.dumps({**head, 'choices': [], 'usage': usage_of(value)})}\n\n"
+                    break
+            yield "data: [DONE]\n\n"
+        finally:
+            job.cancelled = True  # the client went away or we are done: the scheduler drops it
+
+    return app
+
+
+def usage_of(sequence: Sequence) -> dict[str, int]:
+    prompt, completion = len(sequence.prompt_tokens), len(sequence.tokens)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def serve_command(model: str | None, engine_name: str = "auto", host: str = "127.0.0.1", port: int = 8000,
+                  template: str = "auto", model_name: str | None = None, max_batch: int = 8,
+                  max_tokens: int = 2048, dtype: str | None = None, threads: int | None = None) -> None:
+    """`mmfree serve`: load the model (default: the newest run) and serve it until Ctrl-C."""
+    import socket
+
+    import uvicorn
+
+    from .chat import builtin_template, find_template
+    from .generate import open_engine
+    if max_batch < 1 or max_tokens < 1:
+        raise UserError("--max-batch and --max-tokens must be at least 1")
+    with socket.socket() as probe:  # fail with one line, before loading the model, if taken
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise UserError(f"cannot listen on {host}:{port} ({e.strerror}) — pick another --port") from None
+    engine, path = open_engine(model, engine_name, dtype, threads)
+    chosen = find_template(path, template) or builtin_template("dialogue")
+    model_id = model_name or path.name
+    app = create_app(engine, model_id, chosen, Limits(max_tokens=max_tokens), max_batch)
+    print(f"serving {model_id} ({engine.name}, template {chosen.name}) on http://{host}:{port}/v1", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="info")
