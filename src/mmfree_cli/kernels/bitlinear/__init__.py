@@ -18,11 +18,14 @@ __all__ = ["bitlinear", "bitlinear_naive", "rms_norm", "round_half_away", "activ
 
 _TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
+USE_TRITON = True
+"""False sends CUDA tensors to the PyTorch twin too (bench/train_step.py compares the two paths)."""
+
 
 def bitlinear(x: torch.Tensor, norm_weight: torch.Tensor, weight: torch.Tensor,
               quantize: bool = True) -> torch.Tensor:
     """y = quant(rms_norm(x)·γ) @ quant(W)ᵀ. x: [..., K], norm_weight: [K], weight: [N, K]."""
-    if x.is_cuda and x.dtype in _TRITON_DTYPES:
+    if USE_TRITON and x.is_cuda and x.dtype in _TRITON_DTYPES:
         from .fused import bitlinear_fused
         return bitlinear_fused(x, norm_weight, weight, quantize)
     return bitlinear_naive(x, norm_weight, weight, quantize)

@@ -38,11 +38,13 @@ def _configs():
 
 
 def _prune(configs, named_args, **kwargs):
-    """Keep tile heights that suit M (GEMV-like, batch-like or prefill)."""
-    m = named_args["M"]
+    """Keep tile heights that suit M (GEMV-like, batch-like or prefill) and tile widths that keep a
+    tile inside one group (BN divides the group's rows, unless there is one group)."""
+    m, n, ng = named_args["M"], named_args["N"], named_args["NG"]
     want = 16 if m <= 16 else 64 if m <= 64 else None
-    keep = [c for c in configs if (c.kwargs["BM"] == want if want else c.kwargs["BM"] >= 64 and c.kwargs["SPLIT_K"] == 1)]
-    return keep or configs
+    keep = [c for c in configs if (c.kwargs["BM"] == want if want else c.kwargs["BM"] >= 64 and c.kwargs["SPLIT_K"] == 1)
+            and (n == ng or ng % c.kwargs["BN"] == 0)]
+    return keep or [c for c in configs if c.kwargs["BN"] == 16][:1]
 
 
 @triton.autotune(configs=_configs(), key=["M", "N", "K"], prune_configs_by={"early_config_prune": _prune},
@@ -84,8 +86,8 @@ def ternary_gemm_packed(q: torch.Tensor, s: torch.Tensor, packed: torch.Tensor, 
     G, M, K = q.shape
     N = packed.shape[0]
     ng = N // G
-    if ng % 128 and not _interpreting():
-        raise ValueError(f"ternary_gemm: {ng} output rows per group is not a multiple of 128")
+    if G > 1 and ng % 16:
+        raise ValueError(f"ternary_gemm: {ng} output rows per group is not a multiple of 16")
     if out is None:
         out = torch.empty(M, N, dtype=torch.float32, device=q.device)
     if not accumulate:

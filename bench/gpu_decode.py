@@ -1,0 +1,119 @@
+"""Decode and prefill speed of the cuda engine on the 1.3B shape (random ternary weights; speed
+does not depend on the values). Needs a CUDA GPU.
+
+Records: resident weight memory (packed codes, scales, gains, bf16 embedding), decode tokens/s at
+batch 1 and batch 64 (CUDA-graph step, logits left on the GPU; batch 1 also through
+`engine.step`, logits copied to the host), and prefill tokens/s for 2,048 tokens.
+
+    python -m bench.gpu_decode [--preset 1.3b] [--steps 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `bench.record` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+
+from bench.record import record
+from mmfree_cli.engines.cuda import CudaEngine
+from mmfree_cli.model import preset
+from mmfree_cli.quant.packing import pack_i2
+
+
+def bitlinear_shapes(config) -> dict[str, tuple[int, int]]:
+    d, inner = config.hidden_size, config.intermediate_size
+    shapes = {"lm_head": (config.vocab_size, d)}
+    for l in range(config.num_hidden_layers):
+        for k in "ifgo":
+            shapes[f"model.layers.{l}.attn.{k}_proj"] = (d, d)
+        shapes[f"model.layers.{l}.mlp.gate_proj"] = (2 * inner, d)
+        shapes[f"model.layers.{l}.mlp.down_proj"] = (d, inner)
+    return shapes
+
+
+def random_tensors(config, device: str) -> dict[str, torch.Tensor]:
+    """Export-format tensors (checkpoint keys, i2-packed weights) with random values, on `device`."""
+    g = torch.Generator(device).manual_seed(0)
+    d = config.hidden_size
+    t = {"model.embeddings.weight": (torch.randn(config.vocab_size, d, device=device, generator=g) * 0.02
+                                     ).bfloat16(),
+         "model.lower_bounds": torch.randn(config.num_hidden_layers, d, device=device, generator=g),
+         "model.norm.weight": torch.ones(d, device=device)}
+    for name, (n, k) in bitlinear_shapes(config).items():
+        t[f"{name}.weight"] = pack_i2(torch.randint(-1, 2, (n, k), device=device, generator=g, dtype=torch.int8))
+        t[f"{name}.weight_beta"] = torch.full((1,), 0.02, device=device)
+        t[f"{name}.norm.weight"] = torch.ones(k, device=device)
+    for l in range(config.num_hidden_layers):
+        for norm in ("attn_norm", "mlp_norm", "attn.g_norm"):
+            t[f"model.layers.{l}.{norm}.weight"] = torch.ones(d, device=device)
+    return t
+
+
+def decode_rates(engine: CudaEngine, batch: int, steps: int, repeats: int = 3, host: bool = False) -> list[float]:
+    state = engine.new_state(batch)
+    tokens = torch.randint(0, engine.config.vocab_size, (batch,), device="cuda")
+    run = engine.step if host else engine.step_device
+    for _ in range(3):
+        logits, state = run(tokens, state)
+    rates = []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            logits, state = run(tokens, state)
+        torch.cuda.synchronize()
+        rates.append(batch * steps / (time.perf_counter() - t0))
+    assert torch.isfinite(logits).all()
+    return rates
+
+
+def prefill_rates(engine: CudaEngine, length: int, repeats: int = 3) -> list[float]:
+    tokens = torch.randint(0, engine.config.vocab_size, (1, length), device="cuda")
+    with torch.inference_mode():
+        engine.forward(tokens, engine.new_state(1))  # autotune
+        rates = []
+        for _ in range(repeats):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            engine.forward(tokens, engine.new_state(1))
+            torch.cuda.synchronize()
+            rates.append(length / (time.perf_counter() - t0))
+    return rates
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", default="1.3b")
+    ap.add_argument("--steps", type=int, default=200)
+    args = ap.parse_args()
+    import triton
+    config = preset(args.preset)
+    engine = CudaEngine(config, random_tensors(config, "cuda"), tokenizer=None, device="cuda")
+    torch.cuda.empty_cache()
+    bench = f"gpu_decode_{args.preset}"
+    notes = (f"random ternary weights, CUDA graph; torch {torch.__version__}, triton {triton.__version__}, "
+             f"CUDA {torch.version.cuda}; {torch.cuda.get_device_name(0)}")
+    resident = engine.resident_bytes() / 1e9
+    print(f"resident weights {resident:.3f} GB", flush=True)
+    record(bench, "resident weights", resident, "GB", "<= 0.5", resident <= 0.5, notes)
+    for batch, target in ((1, 1500), (64, 20000)):
+        rates = decode_rates(engine, batch, args.steps if batch == 1 else args.steps // 2)
+        med = sorted(rates)[1]
+        print(f"decode batch {batch}: {med:.0f} tok/s", flush=True)
+        record(bench, f"decode tokens/s batch {batch}", rates, "tok/s", f">= {target}", med >= target, notes)
+    host = decode_rates(engine, 1, args.steps // 2, host=True)
+    record(bench, "decode tokens/s batch 1 via engine.step (logits to host)", host, "tok/s", notes=notes)
+    rates = prefill_rates(engine, 2048)
+    med = sorted(rates)[1]
+    print(f"prefill 2048: {med:.0f} tok/s", flush=True)
+    record(bench, "prefill tokens/s (2048 tokens, batch 1)", rates, "tok/s", ">= 50000", med >= 50000, notes)
+
+
+if __name__ == "__main__":
+    main()
