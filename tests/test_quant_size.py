@@ -1,0 +1,23 @@
+"""Packed size of a full 370M-shape model (random weights): slow, it builds and packs 374M parameters."""
+
+import pytest
+import torch
+
+from mmfree_cli.model import HGRNBitForCausalLM, preset, save_pretrained
+from mmfree_cli.quant.quantize import quantize
+
+
+@pytest.mark.slow
+def test_370m_packs_to_its_theoretical_size(tmp_path):
+    torch.manual_seed(0)
+    save_pretrained(HGRNBitForCausalLM(preset("370m")), tmp_path / "m", dtype=torch.bfloat16)
+    bf16_file = (tmp_path / "m" / "model.safetensors").stat().st_size
+    for layout, bits in (("i2", 2.0), ("tq1", 1.6)):
+        out, report = quantize(tmp_path / "m", tmp_path / layout, layout)
+        file_bytes = (out / "model.safetensors").stat().st_size
+        assert file_bytes == report["file_bytes"] and file_bytes <= 1.10 * report["theoretical_bytes"]
+        ternary = report["groups"]["ternary weights"]
+        assert ternary["params"] == 24 * (4 * 1024 * 1024 + 3 * 1024 * 2816) + 32000 * 1024
+        assert 2 * ternary["params"] / ternary["bytes"] >= 7  # the ternary weights alone: 8x / ~10x
+        assert abs(report["bits_per_ternary_weight"] - bits) < 0.01
+        assert bf16_file / file_bytes > 4.9  # whole file: bf16 embeddings (65.5 MB) bound the ratio
