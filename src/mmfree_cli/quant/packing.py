@@ -83,7 +83,7 @@ def _check_packed(p: torch.Tensor, n: int, per_byte: int, dim: int, name: str) -
     if p.dim() == 0:
         raise ValueError(f"{name}: packed weights must have at least one dimension")
     size = p.shape[dim]
-    if not (size - 1) * per_byte < n <= size * per_byte and not (size == 0 and n == 0):
+    if not (size - 1) * per_byte < n <= size * per_byte:  # exactly the padding of one byte at most
         raise ValueError(f"{name}: {size} packed bytes along dim {dim} cannot hold {n} weights")
 
 
