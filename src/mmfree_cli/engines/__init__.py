@@ -16,6 +16,7 @@ from .base import Engine
 ENGINES: dict[str, str] = {
     "torch": "mmfree_cli.engines.torch_engine:TorchEngine",
     "cuda": "mmfree_cli.engines.cuda:CudaEngine",
+    "cpu": "mmfree_cli.engines.cpu_int:CpuIntEngine",
 }
 """name → "module:Class". Other issues add cuda, cpu, onnx and fpga here."""
 

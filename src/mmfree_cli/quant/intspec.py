@@ -159,7 +159,7 @@ def int_model_from_float(model) -> dict[str, np.ndarray]:
     """The integer model of a float `HGRNBitForCausalLM` (ternary config), names as in the module doc.
 
     β and the codes come from the same torch functions the float model uses, so the integer
-    model's ternary weights are exactly the float model's.
+    model's ternary weights are exactly the float model's; a packed model's stored β is kept.
     """
     import torch
 
@@ -170,7 +170,8 @@ def int_model_from_float(model) -> dict[str, np.ndarray]:
 
     def proj(lin) -> dict[str, np.ndarray]:
         w = lin.weight.detach().float()
-        beta = weight_scale(w)
+        # a packed model's layer (quant.load.DequantBitLinear) holds codes·β and its stored β
+        beta = lin.beta.float() if hasattr(lin, "beta") else weight_scale(w)
         codes = np64(ternarize(w, beta))
         return projection_constants(codes, float(beta), np64(lin.norm.weight))
 

@@ -1,0 +1,365 @@
+"""The CPU integer engine (`--engine cpu`): numba kernels bit-exact with `quant.intref`.
+
+The arithmetic is docs/integer-spec.md, unit by unit, on int64 scalars in compiled loops; only the
+ternary products are organised for speed. Weights live in memory as two bit planes per row
+(`plus`, `minus`: bit i of word j is weight 64j + i, K padded to a multiple of 64 with zeros),
+so 2 bits a weight, the same bytes as the exported i2 layout. The int8 activations are split
+into their 8 two's-complement bit planes the same way, and
+
+    acc[n] = Σ_b 2^b·(popcount(plus_n & X_b) - popcount(minus_n & X_b))   (b = 7 counts -128)
+
+which LLVM vectorises to AVX-512 `vpopcntq` where the CPU has it. Rows of a matrix product run
+in parallel on all cores (numba prange); a prefill reuses each weight row, loaded once, for every
+token of the batch. State is an int32 numpy array [L, B, d] (Q11.20), as in the reference.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
+
+from ..quant import intspec
+from ..quant.intspec import (EPS_M, EPS_S, EPS_TERM_MAX, FRAC_G, FRAC_H, FRAC_X, INT32_MAX,
+                             INT32_MIN, ONE_G)
+from .base import Engine, State
+
+SIG = intspec.SIGMOID_TABLE.astype(np.int64)
+RSQ = intspec.RSQRT_TABLE.astype(np.int64)
+WORD = 64
+
+
+@intrinsic
+def _popcount(typingctx, x):
+    """llvm.ctpop on a uint64: one `popcnt` / `vpopcntq` lane."""
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        fn = builder.module.declare_intrinsic("llvm.ctpop", [ir.IntType(64)])
+        return builder.call(fn, args)
+    return sig, codegen
+
+
+@njit(cache=True)
+def _rsr(x, s):
+    """rshift_round: round half up of x / 2^s (s ≥ 1), x << -s otherwise."""
+    if s > 0:
+        return (x + (np.int64(1) << (s - 1))) >> s
+    return x << (-s)
+
+
+@njit(cache=True)
+def _bit_length(v):
+    n = 0
+    while v > 0:
+        v >>= 1
+        n += 1
+    return n
+
+
+@njit(cache=True)
+def _normalize16(v, out):
+    """out = sat16(rshift_round(v, k)); returns k (see intref.normalize16)."""
+    top = np.int64(0)
+    for j in range(v.shape[0]):
+        top = max(top, abs(v[j]))
+    k = _bit_length(top) - 15 if top > 0 else 0
+    for j in range(v.shape[0]):
+        out[j] = min(max(_rsr(v[j], k), -32768), 32767)
+    return k
+
+
+@njit(cache=True)
+def _eps_term(z, p):
+    b = max(_bit_length(z) - 31, 0)
+    prod = np.int64(EPS_M) * (z >> b)
+    shift = EPS_S - b + 2 * p
+    if shift <= 0 and _bit_length(prod) - shift > 56:
+        return np.int64(EPS_TERM_MAX)
+    return min(_rsr(prod, max(shift, -56)), np.int64(EPS_TERM_MAX))
+
+
+@njit(cache=True)
+def _rsqrt(s, rsq):
+    """(r, e) with 1/√s ≈ r·2^-(23 + e/2) (see intref.rsqrt_fixed)."""
+    if s <= 0:
+        return np.int64(0), np.int64(0)
+    e = ((_bit_length(s) - 15) >> 1) << 1
+    t = s >> e if e >= 0 else s << (-e)
+    i = min(max((t >> 7) - 128, 0), rsq.shape[0] - 2)
+    return rsq[i] + _rsr((rsq[i + 1] - rsq[i]) * (t & 127), 7), np.int64(e)
+
+
+@njit(cache=True)
+def _prepare_row(w, gain, eps_z, eps_p, use_eps, cm, cs, rsq, planes, w16, u, u16):
+    """One BitLinear input row → its int8 activations as bit planes [8, KW] and (M_m, M_e)."""
+    kw = _normalize16(w, w16)
+    total = np.int64(0)
+    for j in range(w16.shape[0]):
+        total += w16[j] * w16[j]
+        u[j] = w16[j] * gain[j]
+    if use_eps:
+        total += _eps_term(eps_z, eps_p + kw)
+    r, e = _rsqrt(total, rsq)
+    k = _normalize16(u, u16)
+    a = np.int64(0)
+    for j in range(u16.shape[0]):
+        a = max(a, abs(u16[j]))
+    recip = ((np.int64(127) << 32) + a - 1) // a if a > 0 else np.int64(0)
+    planes[:] = 0
+    for j in range(u16.shape[0]):
+        mag = (abs(u16[j]) * recip + (np.int64(1) << 31)) >> 32
+        q = (mag if u16[j] >= 0 else -mag) & 0xFF  # two's complement byte
+        word, bit = j // 64, np.uint64(j % 64)
+        for b in range(8):
+            if (q >> b) & 1:
+                planes[b, word] |= np.uint64(1) << bit
+    p = _rsr(a * r, 8)
+    mm = _rsr(cm * p, 24)
+    me = min(max(cs + 23 + (e >> 1) - k - 32, 1), 62)
+    return mm, me
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def ternary_matmul(plus, minus, xplanes, acc):
+    """acc[r, n] = Σ_k W[n, k]·q[r, k] from bit planes. plus/minus [N, KW], xplanes [R, 8, KW]."""
+    n_rows, kw = plus.shape
+    for n in prange(n_rows):
+        for r in range(xplanes.shape[0]):
+            c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = np.int64(0)
+            for j in range(kw):
+                p = plus[n, j]
+                m = minus[n, j]
+                x = xplanes[r]
+                c0 += np.int64(_popcount(p & x[0, j])) - np.int64(_popcount(m & x[0, j]))
+                c1 += np.int64(_popcount(p & x[1, j])) - np.int64(_popcount(m & x[1, j]))
+                c2 += np.int64(_popcount(p & x[2, j])) - np.int64(_popcount(m & x[2, j]))
+                c3 += np.int64(_popcount(p & x[3, j])) - np.int64(_popcount(m & x[3, j]))
+                c4 += np.int64(_popcount(p & x[4, j])) - np.int64(_popcount(m & x[4, j]))
+                c5 += np.int64(_popcount(p & x[5, j])) - np.int64(_popcount(m & x[5, j]))
+                c6 += np.int64(_popcount(p & x[6, j])) - np.int64(_popcount(m & x[6, j]))
+                c7 += np.int64(_popcount(p & x[7, j])) - np.int64(_popcount(m & x[7, j]))
+            acc[r, n] = c0 + 2 * c1 + 4 * c2 + 8 * c3 + 16 * c4 + 32 * c5 + 64 * c6 - 128 * c7
+
+
+@njit(cache=True)
+def bitlinear_rows(w, proj, eps_z, eps_p, use_eps, rsq):
+    """intref.bitlinear_int on rows w [R, K] → y [R, N] (Q15.16). proj = (plus, minus, gain, scale)."""
+    plus, minus, gain, scale = proj
+    n_rows, k = w.shape
+    kw = plus.shape[1]
+    xplanes = np.zeros((n_rows, 8, kw), dtype=np.uint64)
+    mm = np.empty(n_rows, dtype=np.int64)
+    me = np.empty(n_rows, dtype=np.int64)
+    w16 = np.empty(k, dtype=np.int64)
+    u = np.empty(k, dtype=np.int64)
+    u16 = np.empty(k, dtype=np.int64)
+    for r in range(n_rows):
+        mm[r], me[r] = _prepare_row(w[r], gain, eps_z[r], eps_p[r], use_eps, scale[0], scale[1],
+                                    rsq, xplanes[r], w16, u, u16)
+    acc = np.empty((n_rows, plus.shape[0]), dtype=np.int64)
+    ternary_matmul(plus, minus, xplanes, acc)
+    for r in range(n_rows):
+        for n in range(acc.shape[1]):
+            acc[r, n] = min(max(_rsr(acc[r, n] * mm[r], me[r]), INT32_MIN), INT32_MAX)
+    return acc
+
+
+@njit(cache=True)
+def _sigmoid(y, frac, sig):
+    z = min(abs(y), (np.int64(1) << (4 + frac)) - 1)
+    sh = frac - 6
+    i = z >> sh
+    s = sig[i] + _rsr((sig[i + 1] - sig[i]) * (z & ((np.int64(1) << sh) - 1)), sh)
+    return s if y >= 0 else ONE_G - s
+
+
+@njit(cache=True)
+def _silu(y, frac, sig):
+    return _rsr(y * _sigmoid(y, frac, sig), FRAC_G)
+
+
+@njit(cache=True)
+def _gain_rows(x, gain):
+    """apply_gain on every row → (w [R, K], k [R])."""
+    w = np.empty_like(x)
+    ks = np.empty(x.shape[0], dtype=np.int64)
+    for r in range(x.shape[0]):
+        ks[r] = _normalize16(x[r], w[r])
+        for j in range(x.shape[1]):
+            w[r, j] *= gain[j]
+    return w, ks
+
+
+@njit(cache=True)
+def token_mixer_rows(x, h, n_seq, attn_gain, lb, g_gain, g_shift, pi, pf, pg, po, sig, rsq):
+    """intref.token_mixer on rows x [B·T, d] (row b·T + t); h [B, d] is updated in place."""
+    n_rows, d = x.shape
+    steps = n_rows // n_seq
+    zeros = np.zeros(n_rows, dtype=np.int64)
+    w, _ = _gain_rows(x, attn_gain)
+    y_i = bitlinear_rows(w, pi, zeros, zeros, False, rsq)
+    y_f = bitlinear_rows(w, pf, zeros, zeros, False, rsq)
+    y_g = bitlinear_rows(w, pg, zeros, zeros, False, rsq)
+    silu_h = np.empty((n_rows, d), dtype=np.int64)
+    for b in range(n_seq):
+        for t in range(steps):
+            r = b * steps + t
+            for j in range(d):
+                s = _sigmoid(y_f[r, j], FRAC_X, sig)
+                f = s + _rsr(lb[j] * (ONE_G - s), FRAC_G)
+                i = _rsr(_silu(y_i[r, j], FRAC_X, sig) * (ONE_G - f), FRAC_X + FRAC_G - FRAC_H)
+                hv = min(max(_rsr(f * h[b, j], FRAC_G) + i, INT32_MIN), INT32_MAX)
+                h[b, j] = hv
+                silu_h[r, j] = _silu(hv, FRAC_H, sig)
+    o_in = np.empty((n_rows, d), dtype=np.int64)
+    eps_z = np.empty(n_rows, dtype=np.int64)
+    eps_p = np.empty(n_rows, dtype=np.int64)
+    g16 = np.empty(d, dtype=np.int64)
+    s16 = np.empty(d, dtype=np.int64)
+    prod = np.empty(d, dtype=np.int64)
+    for r in range(n_rows):
+        _normalize16(y_g[r], g16)
+        ks = _normalize16(silu_h[r], s16)
+        z = np.int64(0)
+        for j in range(d):
+            z += g16[j] * g16[j]
+            prod[j] = g16[j] * s16[j]
+        kp = _normalize16(prod, o_in[r])
+        for j in range(d):
+            o_in[r, j] *= g_gain[j]
+        eps_z[r] = z
+        eps_p[r] = ks + kp - FRAC_H - g_shift
+    return bitlinear_rows(o_in, po, eps_z, eps_p, True, rsq)
+
+
+@njit(cache=True)
+def channel_mixer_rows(x, mlp_gain, pgate, pdown, sig, rsq):
+    """intref.channel_mixer on rows x [R, d]."""
+    n_rows = x.shape[0]
+    zeros = np.zeros(n_rows, dtype=np.int64)
+    w, _ = _gain_rows(x, mlp_gain)
+    y = bitlinear_rows(w, pgate, zeros, zeros, False, rsq)
+    inner = y.shape[1] // 2
+    p = np.empty((n_rows, inner), dtype=np.int64)
+    eps_z = np.full(n_rows, inner, dtype=np.int64)
+    eps_p = np.empty(n_rows, dtype=np.int64)
+    gate = np.empty(inner, dtype=np.int64)
+    a16 = np.empty(inner, dtype=np.int64)
+    b16 = np.empty(inner, dtype=np.int64)
+    for r in range(n_rows):
+        for j in range(inner):
+            gate[j] = _silu(y[r, j], FRAC_X, sig)
+        ka = _normalize16(gate, a16)
+        kb = _normalize16(y[r, inner:], b16)
+        for j in range(inner):
+            p[r, j] = a16[j] * b16[j]
+        eps_p[r] = ka + kb - 2 * FRAC_X
+    return bitlinear_rows(p, pdown, eps_z, eps_p, True, rsq)
+
+
+def bit_planes(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ternary codes [N, K] → (plus, minus) uint64 [N, ceil(K/64)]: bit i of word j is weight 64j + i."""
+    n, k = codes.shape
+    padded = np.zeros((n, -(-k // WORD) * WORD), dtype=np.int8)
+    padded[:, :k] = codes
+    planes = [np.packbits(padded == v, axis=-1, bitorder="little").view("<u8").astype(np.uint64)
+              for v in (1, -1)]
+    return planes[0], planes[1]
+
+
+class CompiledModel:
+    """The integer model in the engine's memory layout, and a forward over rows of tokens."""
+
+    def __init__(self, model: dict[str, np.ndarray]):
+        from ..quant.intref import head_view, layer_view, num_layers
+        self.embed = model["embed"]
+        self.final_gain = model["final_gain"].astype(np.int64)
+        self.head = self._proj(head_view(model))
+        self.layers = []
+        for l in range(num_layers(model)):
+            v = layer_view(model, l)
+            self.layers.append((v["attn_gain"].astype(np.int64), v["lower_bound"].astype(np.int64),
+                                v["g_gain"].astype(np.int64), int(v["g_gain_shift"][0]),
+                                *(self._proj(v[p]) for p in "ifgo"),
+                                v["mlp_gain"].astype(np.int64), self._proj(v["gate"]), self._proj(v["down"])))
+
+    @staticmethod
+    def _proj(p: dict) -> tuple:
+        plus, minus = bit_planes(p["codes"])
+        return plus, minus, p["gain"].astype(np.int64), p["scale"].astype(np.int64)
+
+    def weight_bytes(self) -> int:
+        """Bytes of ternary weights one token reads (both bit planes of every projection)."""
+        projs = [self.head] + [p for layer in self.layers for p in (*layer[4:8], *layer[9:])]
+        return sum(p[0].nbytes + p[1].nbytes for p in projs)
+
+    def forward(self, tokens: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """tokens [B, T], state int32 [L, B, d] → (logits int32 [B, T, V], new state)."""
+        n_seq, steps = tokens.shape
+        x = self.embed[tokens.reshape(-1)].astype(np.int64)  # rows b·T + t
+        new = np.empty_like(state)
+        for l, (ag, lb, gg, gs, pi, pf, pg, po, mg, pgate, pdown) in enumerate(self.layers):
+            h = state[l].astype(np.int64)
+            o = token_mixer_rows(x, h, n_seq, ag, lb, gg, gs, pi, pf, pg, po, SIG, RSQ)
+            new[l] = h
+            x = np.clip(x + o, INT32_MIN, INT32_MAX)
+            x = np.clip(x + channel_mixer_rows(x, mg, pgate, pdown, SIG, RSQ), INT32_MIN, INT32_MAX)
+        zeros = np.zeros(x.shape[0], dtype=np.int64)
+        logits = bitlinear_rows(_gain_rows(x, self.final_gain)[0], self.head, zeros, zeros, False, RSQ)
+        return logits.astype(np.int32).reshape(n_seq, steps, -1), new
+
+
+class CpuIntEngine(Engine):
+    """Integer-only inference on the CPU: `mmfree export --target cpu` output, or a run directory
+    (converted to the integer model at load)."""
+
+    name = "cpu"
+
+    def __init__(self, config, tokenizer, model: dict[str, np.ndarray]):
+        self.config, self.tokenizer = config, tokenizer
+        self.compiled = CompiledModel(model)
+
+    @classmethod
+    def load(cls, path: str | Path, **_options: Any) -> "CpuIntEngine":
+        from ..data.tokenizer import load_tokenizer
+        from ..export.cpu import read_int_model
+        from ..model import HGRNBitConfig
+        path = Path(path)
+        config = HGRNBitConfig.load(path)
+        model = read_int_model(path)
+        return cls(config, load_tokenizer(path, bos_id=config.bos_token_id, eos_id=config.eos_token_id), model)
+
+    def new_state(self, batch_size: int) -> State:
+        c = self.config
+        return np.zeros((c.num_hidden_layers, batch_size, c.hidden_size), dtype=np.int32)
+
+    def prefill_int(self, tokens: torch.Tensor, state: State) -> tuple[np.ndarray, State]:
+        """Like `prefill` but the logits stay integers (Q15.16), for bit-exact comparisons."""
+        ids = np.asarray(tokens, dtype=np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.config.vocab_size):
+            raise ValueError(f"token ids must be in [0, {self.config.vocab_size})")
+        return self.compiled.forward(ids, state)
+
+    def prefill(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        logits, state = self.prefill_int(tokens, state)
+        return torch.from_numpy(intspec.logits_to_float(logits)), state
+
+    def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        logits, state = self.prefill(torch.as_tensor(tokens).reshape(-1, 1), state)
+        return logits[:, 0], state
+
+    def state_batch_select(self, state: State, index: list[int]) -> State:
+        return state[:, list(index)].copy()
+
+    def state_concat(self, states: list[State]) -> State:
+        return np.concatenate(states, axis=1)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "device": "cpu (integer-only, numba)",
+                "weight_bytes_per_token": self.compiled.weight_bytes()}

@@ -1,0 +1,126 @@
+"""The CPU integer engine: bit-exact with the numpy reference, its export, and its CLI paths."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from mmfree_cli.data.tokenizer import ByteTokenizer
+from mmfree_cli.engines import load_engine
+from mmfree_cli.engines.cpu_int import CompiledModel, CpuIntEngine, bit_planes
+from mmfree_cli.export import run_export
+from mmfree_cli.export.cpu import read_int_model
+from mmfree_cli.model import save_pretrained
+from mmfree_cli.quant import intref, intspec
+
+BYTE_VOCAB = dict(vocab_size=260, bos_token_id=256, eos_token_id=257)
+
+
+def mmfree(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "mmfree_cli.cli", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture
+def run_dir(tmp_path, small_model):
+    """A saved random small model with the byte tokenizer, as a training run would leave it."""
+    path = tmp_path / "runs" / "r1"
+    save_pretrained(small_model(hidden_size=72, intermediate_size=100, **BYTE_VOCAB), path)
+    ByteTokenizer().save(path)
+    return path
+
+
+def test_bit_planes_hold_each_weight_once():
+    codes = np.random.default_rng(0).integers(-1, 2, (5, 130)).astype(np.int8)
+    plus, minus = bit_planes(codes)
+    assert plus.shape == (5, 3) and not (plus & minus).any()
+    bits = np.unpackbits(plus.view(np.uint8), axis=-1, bitorder="little")[:, :130]
+    assert np.array_equal(bits, codes == 1)
+
+
+@pytest.mark.parametrize("shape", [dict(hidden_size=72, intermediate_size=100, vocab_size=97),
+                                   dict(hidden_size=130, intermediate_size=64, vocab_size=61, num_hidden_layers=2)])
+def test_engine_is_bit_exact_with_the_reference(small_model, shape):
+    im = intspec.int_model_from_float(small_model(seed=3, **shape))
+    compiled = CompiledModel(im)
+    tokens = np.random.default_rng(1).integers(0, shape["vocab_size"], (3, 7))
+    state0 = intref.new_state(im, 3)
+    state0[:] = np.random.default_rng(2).integers(-2**21, 2**21, state0.shape)  # a non-zero start
+    got, got_state = compiled.forward(tokens, state0)
+    want, want_state = intref.prefill(im, tokens, state0)
+    assert np.array_equal(got, want) and np.array_equal(got_state, want_state)
+
+
+def test_steps_after_prefill_continue_the_same_sequence(run_dir):
+    engine = load_engine("cpu", run_dir)
+    assert isinstance(engine, CpuIntEngine)
+    tokens = torch.tensor([[72, 101, 108, 108, 111, 33], [87, 111, 114, 108, 100, 63]])
+    full, state_full = engine.prefill_int(tokens, engine.new_state(2))
+    part, state = engine.prefill_int(tokens[:, :4], engine.new_state(2))
+    for t in (4, 5):
+        logits, state = engine.step(tokens[:, t], state)
+        assert torch.equal(logits, torch.from_numpy(intspec.logits_to_float(full[:, t])))
+    assert np.array_equal(state, state_full)
+    # batches split and joined keep each sequence's state
+    one = engine.state_batch_select(state_full, [1])
+    both = engine.state_concat([engine.state_batch_select(state_full, [0]), one])
+    assert np.array_equal(both, state_full)
+
+
+def test_export_round_trips_and_the_engine_reads_it(run_dir, tmp_path):
+    out = run_export("cpu", run_dir, root=tmp_path)
+    assert (tmp_path / "exports" / "cpu" / "latest").resolve() == out
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["target"] == "cpu" and manifest["table_sha256"] == intspec.table_digest()
+    assert set(manifest["files"]) >= {"model.safetensors", "config.json", "mmfree_tokenizer.json"}
+    from_export, from_run = read_int_model(out), read_int_model(run_dir)
+    assert from_export.keys() == from_run.keys()
+    assert all(np.array_equal(from_export[k], from_run[k]) for k in from_run)
+    engine = load_engine("auto", out)  # the manifest's target picks the cpu engine
+    assert engine.name == "cpu"
+    assert engine.describe()["weight_bytes_per_token"] > 0
+
+
+def test_cli_export_then_generate_with_the_cpu_engine(run_dir, tmp_path):
+    r = mmfree("export", run_dir, "--target", "cpu", "-o", tmp_path / "e")
+    assert r.returncode == 0, r.stderr
+    r = mmfree("generate", tmp_path / "e", "Hello", "--engine", "cpu", "-n", "5", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["text"] is not None
+
+
+def test_cli_refuses_a_corrupt_export_in_one_line(run_dir, tmp_path):
+    out = tmp_path / "e"
+    run_export("cpu", run_dir, out)
+    weights = out / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    r = mmfree("generate", out, "Hi", "--engine", "cpu", "-n", "2")
+    assert r.returncode == 2
+    assert "checksum mismatch" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cli_export_of_a_missing_model_fails_cleanly(tmp_path):
+    r = mmfree("export", tmp_path / "nothing", "--target", "cpu", cwd=tmp_path)
+    assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
+    r = mmfree("export", "--target", "cpu", cwd=tmp_path)
+    assert r.returncode == 2 and "mmfree train" in r.stderr
+
+
+def test_cli_eval_compare_reports_agreement_and_perplexities(run_dir, tmp_path):
+    text = tmp_path / "held_out.txt"
+    text.write_text("To be, or not to be, that is the question. " * 8)
+    r = mmfree("eval", run_dir, "--compare", "--data", text, "--context", "32", "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["tokens"] > 200 and 0.0 <= report["top1_agreement"] <= 1.0
+    assert report["ppl_float"] > 1 and report["ppl_engine"] > 1
+    r = mmfree("eval", run_dir)
+    assert r.returncode == 2 and "--compare" in r.stderr
+    r = mmfree("eval", run_dir, "--compare", "--data", tmp_path / "missing.txt")
+    assert r.returncode == 2 and "missing.txt" in r.stderr
