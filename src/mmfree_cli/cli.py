@@ -44,6 +44,41 @@ def env():
 
 
 @app.command()
+def init(
+    directory: Path = typer.Argument(Path("."), help="Project directory (created if missing)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite files that already exist."),
+):
+    """Scaffold a project: recipes/, accelerate/ (DDP and FSDP configs) and a README.
+
+    Examples:
+      mmfree init my-lm && cd my-lm && mmfree train recipes/tiny.yaml
+      mmfree init . --force
+    """
+    from .scaffold import init_project
+    for rel in init_project(directory, force):
+        console.print(f"wrote {directory / rel}", highlight=False)
+
+
+@app.command()
+def train(
+    recipe: Path = typer.Argument(..., help="A recipe YAML file (see `mmfree init` or recipes/tiny.yaml)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides: section.key=value ..."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="auto (the newest unfinished run) or a run / checkpoint directory."),
+):
+    """Train a model from a recipe into runs/<name>/; runs/latest then points at it.
+
+    Examples:
+      mmfree train recipes/tiny.yaml
+      mmfree train recipes/tiny.yaml optimizer.lr=3e-3 train.max_steps=100
+      mmfree train recipes/tiny.yaml --resume auto
+      accelerate launch --config_file accelerate/ddp.yaml -m mmfree_cli.cli train recipes/370m.yaml
+    """
+    from .train import run
+    run_dir = run(recipe, overrides or [], resume, console=console)
+    console.print(f"trained → {run_dir}", highlight=False)
+
+
+@app.command()
 def quantize(
     model: Optional[str] = typer.Argument(None, help="Run, reference checkpoint or packed model directory (default: the newest run)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: exports/packed/<model>-<layout>)."),

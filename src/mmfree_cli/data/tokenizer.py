@@ -100,3 +100,19 @@ def load_tokenizer(directory: str | Path, bos_id: int | None = None, eos_id: int
     if (path / HF_TOKENIZER_FILE).is_file():
         return HFTokenizer(path / HF_TOKENIZER_FILE, bos_id, eos_id)
     raise UserError(f"{path}: no {HF_TOKENIZER_FILE} or {BYTE_TOKENIZER_FILE} — copy the model's tokenizer there")
+
+
+def tokenizer_for_recipe(name: str, resolve=Path) -> Tokenizer:
+    """The tokenizer a recipe names: "bytes", a tokenizer.json or model directory, or a Hub repo id
+    whose tokenizer.json is fetched (one clear error when the Hub cannot be reached)."""
+    if name == "bytes":
+        return ByteTokenizer()
+    local = resolve(name)
+    if local.exists():
+        return load_tokenizer(local)
+    from huggingface_hub import hf_hub_download
+    try:
+        return HFTokenizer(hf_hub_download(name, HF_TOKENIZER_FILE))
+    except Exception as e:  # offline, unknown repo, no tokenizer.json: all end the same way for a user
+        raise UserError(f"tokenizer.name: cannot get {HF_TOKENIZER_FILE} of {name!r} from the Hugging Face Hub "
+                        f"({type(e).__name__}) — check the name and the network, or give a local tokenizer.json") from None

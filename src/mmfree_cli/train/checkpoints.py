@@ -1,0 +1,73 @@
+"""Atomic training checkpoints: runs/<name>/checkpoints/step-NNNNNNN/.
+
+A checkpoint holds `model.safetensors` + `config.json` in the reference layout (checksummed, so
+a checkpoint is itself a loadable model directory), the accelerate state (optimizer, RNG; loaded
+back with `weights_only=True`) and `trainer_state.json` (step, tokens seen). It is assembled in
+a hidden temporary directory and renamed into place, so a crash mid-save leaves the previous
+checkpoint intact and never a torn one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from ..errors import UserError
+from ..fileio import load_safetensors, read_json, write_json
+from ..model import save_pretrained
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "trainer_state.json"
+
+
+def checkpoint_dir(run_dir: Path, step: int) -> Path:
+    return run_dir / CHECKPOINTS / f"step-{step:07d}"
+
+
+def save(accelerator, model, run_dir: Path, step: int, state: dict, keep_last: int) -> Path:
+    """Collective: every process calls it. Rank 0 writes the model files, state and renames."""
+    final = checkpoint_dir(run_dir, step)
+    tmp = final.parent / f".{final.name}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)
+    if accelerator.is_main_process:
+        # replaces accelerate's plain model.safetensors with the checksummed reference layout
+        save_pretrained(accelerator.unwrap_model(model), tmp)
+        write_json(tmp / STATE_FILE, {**state, "step": step})
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _prune(run_dir, keep_last)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _prune(run_dir: Path, keep_last: int) -> None:
+    for old in all_checkpoints(run_dir)[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def all_checkpoints(run_dir: Path) -> list[Path]:
+    root = run_dir / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.name.startswith("step-") and (p / STATE_FILE).is_file())
+
+
+def latest(run_dir: Path) -> Path | None:
+    found = all_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def load(accelerator, checkpoint: Path) -> dict:
+    """Restore model, optimizer and RNG from `checkpoint` into the prepared objects; return the trainer state."""
+    if not (checkpoint / STATE_FILE).is_file():
+        raise UserError(f"{checkpoint}: not a training checkpoint (no {STATE_FILE}) — give a run directory "
+                        f"or one of its {CHECKPOINTS}/step-* directories")
+    load_safetensors(checkpoint / "model.safetensors")  # names the file if it is corrupt
+    accelerator.load_state(str(checkpoint))
+    return read_json(checkpoint / STATE_FILE)

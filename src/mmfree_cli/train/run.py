@@ -1,0 +1,185 @@
+"""`mmfree train`: a recipe in, a run directory out (DESIGN §4).
+
+    runs/<name>/  recipe.yaml (resolved)  config.json  model.safetensors  tokenizer file
+                  checkpoints/step-N/  tensorboard/  metrics.jsonl  loss.png  summary.json
+
+Works the same single-process and under `accelerate launch` (DDP on GPUs, gloo on CPU): every
+process builds the same model from the same seed and trains on its own blocks of each global
+batch; the main process alone writes the run's files. `runs/latest` points at the run from its
+first moment, so `--resume auto` finds a run that was killed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from ..fileio import tensors_digest, write_json, write_text
+from ..paths import LATEST, point_latest
+from ..recipe import Recipe, load_recipe, model_config
+from . import checkpoints
+
+SUMMARY_FILE = "summary.json"
+
+
+def run(recipe_path: str | Path, overrides: list[str] | None = None, resume: str | None = None,
+        console=None) -> Path:
+    """Train per the recipe (or resume a run: "auto" or a run / checkpoint path); returns the run directory."""
+    recipe = _absolute_paths(load_recipe(recipe_path, overrides))  # a bad recipe fails before any heavy import
+    from accelerate import Accelerator
+    from accelerate.utils import broadcast_object_list, set_seed
+
+    acc = Accelerator(mixed_precision=_mixed_precision(recipe.train.mixed_precision))
+    picked = [None, None]
+    if acc.is_main_process:
+        picked = [str(p) if p else None for p in _pick_run(recipe, resume)]
+    broadcast_object_list(picked)
+    run_dir, checkpoint = Path(picked[0]), (Path(picked[1]) if picked[1] else None)
+    if run_dir.joinpath("recipe.yaml").is_file() and resume:  # a resumed run keeps its own recipe
+        recipe = _absolute_paths(load_recipe(run_dir / "recipe.yaml", overrides))
+        recipe.name = run_dir.name
+    if recipe.train.threads:
+        torch.set_num_threads(recipe.train.threads)
+    set_seed(recipe.train.seed)
+    return _train(recipe, run_dir, checkpoint, acc, console)
+
+
+def _train(recipe: Recipe, run_dir: Path, checkpoint: Path | None, acc, console) -> Path:
+    from accelerate.utils import gather_object
+
+    from ..data import blocks
+    from ..data.tokenizer import tokenizer_for_recipe
+    from .metrics import MetricsLog
+    from .progress import TrainProgress
+    from .trainer import Trainer
+
+    tokenizer = tokenizer_for_recipe(recipe.tokenizer.name, recipe.resolve_path)
+    model = build_model(recipe, tokenizer)
+    optimizer = build_optimizer(recipe, model)
+    model, optimizer = acc.prepare(model, optimizer)
+    train_source, val_set = blocks.build(recipe.data, tokenizer, recipe.train.seed, acc.process_index, acc.num_processes)
+    if acc.is_main_process:
+        _write_run_files(recipe, run_dir, acc.unwrap_model(model), tokenizer)
+    acc.wait_for_everyone()
+    trainer = Trainer(recipe, run_dir, model, optimizer, train_source, val_set, acc)
+    if checkpoint is not None:
+        trainer.resume(checkpoint)
+    log = MetricsLog(run_dir, acc.is_main_process, recipe.logging.tensorboard,
+                     resume_step=trainer.step if checkpoint is not None else 0)
+    started, start_step = time.perf_counter(), trainer.step
+    progress = TrainProgress(recipe.train.max_steps, trainer.step, acc.is_main_process and recipe.logging.progress, console)
+    with progress:
+        val = trainer.fit(log, progress)
+    wall = time.perf_counter() - started
+    unwrapped = acc.unwrap_model(model)
+    digests = gather_object([tensors_digest(unwrapped.state_dict())])
+    first_blocks = gather_object([trainer.seen_first_blocks])
+    if acc.is_main_process:
+        from ..model import save_pretrained
+        save_pretrained(unwrapped, run_dir)
+        log.close(recipe.logging.plot)
+        summary = {"steps": trainer.step, "tokens_seen": trainer.tokens_seen, **val,
+                   "wall_seconds": wall, "steps_this_session": trainer.step - start_step,
+                   "processes": acc.num_processes, "parameters": unwrapped.num_parameters(),
+                   "weights_sha256_per_process": digests, "first_tokens_per_process": first_blocks}
+        write_json(run_dir / SUMMARY_FILE, summary)
+        point_latest(run_dir)
+        _print_sample(recipe, unwrapped, tokenizer, progress.console)
+    acc.wait_for_everyone()
+    acc.end_training()
+    return run_dir
+
+
+def build_model(recipe: Recipe, tokenizer):
+    from ..model import HGRNBitForCausalLM
+    from ..model.checkpoint import load_state_dict_strict, read_state_dict
+    config = model_config(recipe)
+    if config.vocab_size < tokenizer.vocab_size:
+        raise UserError(f"model.vocab_size is {config.vocab_size} but the tokenizer has {tokenizer.vocab_size} "
+                        "tokens — set model.vocab_size to at least that")
+    model = HGRNBitForCausalLM(config)
+    if recipe.model.init_from:
+        source = recipe.resolve_path(recipe.model.init_from)
+        load_state_dict_strict(model, read_state_dict(source), str(source))
+    return model
+
+
+def build_optimizer(recipe: Recipe, model) -> torch.optim.Optimizer:
+    """AdamW; weight decay on matrices only (projections, embedding), never on norms or lower bounds."""
+    o = recipe.optimizer
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "lower_bounds" not in n]
+    other = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "lower_bounds" not in n)]
+    groups = [{"params": decay, "weight_decay": o.weight_decay, "decay": True},
+              {"params": other, "weight_decay": 0.0, "decay": False}]
+    return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+
+
+def _mixed_precision(choice: str) -> str:
+    if choice == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return choice
+
+
+def _absolute_paths(recipe: Recipe) -> Recipe:
+    """Local paths made absolute, so the run's recipe.yaml works from any directory."""
+    from ..data.sources import is_local_spec
+    if is_local_spec(recipe.data.source):
+        recipe.data.source = str(recipe.resolve_path(recipe.data.source).absolute())
+    if recipe.tokenizer.name != "bytes" and recipe.resolve_path(recipe.tokenizer.name).exists():
+        recipe.tokenizer.name = str(recipe.resolve_path(recipe.tokenizer.name).absolute())
+    if recipe.model.init_from:
+        recipe.model.init_from = str(recipe.resolve_path(recipe.model.init_from).absolute())
+    return recipe
+
+
+def _pick_run(recipe: Recipe, resume: str | None) -> tuple[Path, Path | None]:
+    """(run directory, checkpoint to resume from or None)."""
+    root = Path(recipe.train.output_dir)
+    if resume is None:
+        return _new_run_dir(recipe, root), None
+    if resume == "auto":
+        run_dir = (root / LATEST).resolve() if (root / LATEST).exists() else None
+        if run_dir is None or (run_dir / SUMMARY_FILE).is_file():
+            return _new_run_dir(recipe, root), None  # nothing unfinished: a fresh run
+        return run_dir, checkpoints.latest(run_dir)
+    path = Path(resume)
+    if (path / checkpoints.STATE_FILE).is_file():
+        return path.resolve().parent.parent, path.resolve()
+    if (path / "recipe.yaml").is_file():
+        return path.resolve(), checkpoints.latest(path.resolve())
+    raise UserError(f"--resume {resume}: not a run directory or checkpoint — give runs/<name>, "
+                    "runs/<name>/checkpoints/step-N, or auto")
+
+
+def _new_run_dir(recipe: Recipe, root: Path) -> Path:
+    name = recipe.train.run_name or f"{recipe.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    run_dir, n = root / name, 2
+    while run_dir.exists() and recipe.train.run_name is None:
+        run_dir, n = root / f"{name}-{n}", n + 1
+    if run_dir.exists() and (run_dir / SUMMARY_FILE).is_file():
+        raise UserError(f"{run_dir} already holds a finished run — pick another train.run_name or remove it")
+    return run_dir.absolute()
+
+
+def _write_run_files(recipe: Recipe, run_dir: Path, model, tokenizer) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "recipe.yaml", recipe.to_yaml())
+    model.config.save(run_dir / "config.json")
+    tokenizer.save(run_dir)
+    point_latest(run_dir)
+
+
+def _print_sample(recipe: Recipe, model, tokenizer, console) -> None:
+    if not recipe.train.sample_prompt:
+        return
+    from ..engines.torch_engine import TorchEngine
+    from ..generate import complete
+    engine = TorchEngine.from_model(model, tokenizer)
+    text = complete(engine, recipe.train.sample_prompt, max_new_tokens=recipe.train.sample_tokens,
+                    temperature=0.0, seed=0, add_bos=False)
+    console.print("[bold]sample[/] (greedy):")
+    console.print(recipe.train.sample_prompt + text, highlight=False, markup=False)
