@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -73,7 +74,7 @@ def measure(path: str, batch: int, seq: int, steps: int, name: str) -> dict:
         torch.cuda.synchronize()
         rates.append(batch * seq / (time.perf_counter() - t0))
     peak = torch.cuda.max_memory_allocated()
-    result = {"rates": rates, "peak_gb": peak / 1e9, "act_gb": (peak - held) / 1e9, "loss": float(loss)}
+    result = {"rates": rates, "peak_gb": peak / 1e9, "act_gb": (peak - held) / 1e9, "loss": float(loss.detach())}
     del model, opt, ids
     gc.collect()
     torch.cuda.empty_cache()
@@ -98,7 +99,7 @@ def main() -> None:
             gc.collect()
             torch.cuda.empty_cache()
             continue
-        print(f"{path}: {sorted(r['rates'])[len(r['rates']) // 2]:.0f} tok/s, peak {r['peak_gb']:.2f} GB "
+        print(f"{path}: {statistics.median(r['rates']):.0f} tok/s, peak {r['peak_gb']:.2f} GB "
               f"(activations {r['act_gb']:.2f} GB), loss {r['loss']:.3f}", flush=True)
         record(BENCH, f"tokens/s [{path}]", r["rates"], "tok/s", notes=notes)
         record(BENCH, f"peak memory [{path}]", r["peak_gb"], "GB", notes=notes)
@@ -108,7 +109,7 @@ def main() -> None:
 
 def compare(results: dict, notes: str) -> None:
     """The issue-7 targets, for the faster of the two fused variants."""
-    med = {p: sorted(r["rates"])[len(r["rates"]) // 2] for p, r in results.items()}
+    med = {p: statistics.median(r["rates"]) for p, r in results.items()}
     fused = max((p for p in med if p.startswith("fused")), key=med.get, default=None)
     if fused is None:
         return
