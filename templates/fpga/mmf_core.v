@@ -132,7 +132,8 @@ module mmf_core #(
         .r_we(tmv_r_we), .r_addr(tmv_r_addr), .r_data(tmv_r_data),
         .perf_active(tmv_active), .perf_window(tmv_window));
 
-    reg                p_valid;                 // scratch data of a pass element is on da/db/dc
+    reg                p_issue;                 // a pass element's scratch read was issued
+    reg                p_valid;                 // ... and its data is on da/db/dc now
     wire               row_valid, norm_valid;
     wire signed [31:0] row_y, norm_d;
     wire signed [7:0]  norm_q;
@@ -190,7 +191,8 @@ module mmf_core #(
         sc_cmd <= 1'b0;
         done_pulse <= 1'b0;
         error_pulse <= 1'b0;
-        p_valid <= 1'b0;
+        p_issue <= 1'b0;
+        p_valid <= p_issue;
         if (rd_cmd_valid && rd_cmd_ready) rd_cmd_valid <= 1'b0;
         if (wr_valid && wr_ready) wr_valid <= 1'b0;
         if (state != ST_IDLE) perf_cycles <= perf_cycles + 1'b1;
@@ -342,7 +344,7 @@ module mmf_core #(
                     rc <= f_c[SADDR_W-1:0] + i_cnt[SADDR_W-1:0];
                     i_cnt <= i_cnt + 16'd1;
                 end
-                p_valid <= (i_cnt < n);
+                p_issue <= (i_cnt < n);
                 if (out_v) begin
                     o_cnt <= o_cnt + 16'd1;
                     if (is_row || sub == 4'd1 || sub == 4'd2) begin

@@ -230,3 +230,19 @@ class _Builder:
 def compile_model(model: dict, params: CoreParams) -> Compiled:
     """The core's program and 4 KiB-aligned weight image for an integer model."""
     return _Builder(model, params).build()
+
+
+def fit_core(dims: dict, lanes: int | None = None) -> CoreParams:
+    """The smallest build (scratch, x buffer) that holds a model of these dims, with `lanes` lanes
+    (default: 16 for small models, 64 — a 128-bit memory port — from d = 512 up)."""
+    lanes = lanes or (16 if dims["d"] < 512 else 64)
+    if lanes not in (16, 32, 64, 128, 256):
+        raise UserError(f"--lanes {lanes}: choose 16, 32, 64, 128 or 256")
+    big = max(dims["d"], dims["inner"])
+    need = 8 * big + 5 * dims["d"] + 2 * dims["inner"] + 256     # the scratch map plus a 256-row tile
+    saddr_w = max(8, (need - 1).bit_length())
+    xaddr_w = max(1, (-(-big // lanes) - 1).bit_length())
+    if saddr_w > 16:
+        raise UserError(f"model d={dims['d']}, I={dims['inner']} needs more scratch than the core's "
+                        "16-bit addresses reach")
+    return CoreParams(lanes=lanes, saddr_w=saddr_w, xaddr_w=xaddr_w)

@@ -43,8 +43,11 @@ class Machine:
             ins = decode(bytes(self.mem[prog_addr + count * slot:prog_addr + count * slot + INSTR_BYTES]))
             if ins.op == "END":
                 return count + 1
-            getattr(self, f"do_{ins.op.lower()}")(ins)
+            self.execute(ins)
         raise RuntimeError("program did not reach END")
+
+    def execute(self, ins: Instr) -> None:
+        getattr(self, f"do_{ins.op.lower()}")(ins)
 
     def vec(self, at: int, n: int) -> np.ndarray:
         return self.scratch[at:at + n]

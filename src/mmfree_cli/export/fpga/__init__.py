@@ -1,0 +1,58 @@
+"""`mmfree export --target fpga`: compile a model for the mmfree core and write its bundle.
+
+    model dir → integer model (intmodel) → program + weight image (compiler) → bundle (bundle):
+    manifest.json, weights.bin, embed.safetensors, rtl/ (rtl), golden/, reports/ (estimates,
+    synth), bitstream/ (synth --synth, or a vendor file recorded with --bitstream).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ...errors import UserError
+from ...fileio import write_json
+from . import bundle, estimates
+from .compiler import compile_model, dims_of, fit_core
+from .intmodel import load_int_model
+from .rtl import generate
+
+SYNTH_FAMILIES = ("ecp5", "ice40")
+GOLDEN_STEPS = 16
+
+
+def export(model_dir: Path, out_dir: Path, synth: str | None = None, bitstream: Path | None = None,
+           lanes: int | None = None, steps: int = GOLDEN_STEPS) -> None:
+    """Fill out_dir with the FPGA bundle of the model in model_dir."""
+    if synth is not None and synth not in SYNTH_FAMILIES:
+        raise UserError(f"--synth {synth}: choose one of {', '.join(SYNTH_FAMILIES)}")
+    if bitstream is not None and not Path(bitstream).is_file():
+        raise UserError(f"--bitstream {bitstream}: file not found — give the vendor-built bitstream file")
+    model, config = load_int_model(Path(model_dir))
+    params = fit_core(dims_of(model), lanes)
+    compiled = compile_model(model, params)
+    bundle.write_weights(out_dir, compiled, model)
+    rtl_info = generate(out_dir / "rtl", params)
+    golden = bundle.write_golden(out_dir, model, steps, int(config.get("bos_token_id") or 0))
+    reports = {"estimates": estimates.write_report(out_dir / "reports", compiled, params)}
+    artifacts = [bundle.artifact(out_dir, "weights.bin", "weights", "mmfree export (compiler)"),
+                 bundle.artifact(out_dir, "embed.safetensors", "embedding", "mmfree export"),
+                 bundle.artifact(out_dir, "rtl/mmf_top.v", "rtl", "generated from templates/fpga", False),
+                 bundle.artifact(out_dir, "golden/vectors.safetensors", "golden", "quant.intref")]
+    if synth is not None:
+        from .synth import run_synth
+        reports["synth"], bits = run_synth(out_dir, synth)
+        if bits is not None:
+            artifacts.append(bundle.artifact(out_dir, bits, "bitstream",
+                                             f"open flow (yowasp) for {synth}: core datapath only, "
+                                             "no XDMA", xdma_capable=False))
+    if bitstream is not None:
+        dest = out_dir / "bitstream" / Path(bitstream).name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(bitstream, dest)
+        artifacts.append(bundle.artifact(out_dir, f"bitstream/{dest.name}", "bitstream",
+                                         "vendor-built, supplied with --bitstream (not verified here)",
+                                         xdma_capable=True))
+    write_json(out_dir / "manifest.json",
+               bundle.manifest(compiled, params, rtl_info, config, bundle.model_hash(Path(model_dir)),
+                               golden, artifacts, reports))

@@ -1,0 +1,133 @@
+"""A cocotb AXI4 slave memory (the card's DDR in simulation) and an AXI4-Lite master (the host's
+register accesses over XDMA's user BAR). Optional random stalls on every channel."""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+
+import cocotb
+from cocotb.triggers import RisingEdge
+
+
+def high(sig) -> bool:
+    """A 1-bit signal is 1 (X and Z before reset count as 0)."""
+    return str(sig.value) == "1"
+
+
+class AxiMemory:
+    """Serves m_axi_* bursts from a bytearray; `stall` is the chance of an idle cycle per beat."""
+
+    def __init__(self, dut, memory: bytearray, data_bytes: int, stall: float = 0.0, seed: int = 0):
+        self.dut, self.mem, self.nb, self.stall = dut, memory, data_bytes, stall
+        self.rng = random.Random(seed)
+        self.bursts: deque = deque()
+        dut.m_axi_arready.value = 0
+        dut.m_axi_rvalid.value = 0
+        dut.m_axi_rlast.value = 0
+        dut.m_axi_rresp.value = 0
+        dut.m_axi_rdata.value = 0
+        dut.m_axi_awready.value = 0
+        dut.m_axi_wready.value = 0
+        dut.m_axi_bvalid.value = 0
+        dut.m_axi_bresp.value = 0
+        cocotb.start_soon(self._ar())
+        cocotb.start_soon(self._r())
+        cocotb.start_soon(self._w())
+
+    def _idle(self) -> bool:
+        return self.stall > 0 and self.rng.random() < self.stall
+
+    async def _ar(self):
+        d = self.dut
+        while True:
+            d.m_axi_arready.value = int(not self._idle())
+            await RisingEdge(d.clk)
+            if high(d.m_axi_arvalid) and high(d.m_axi_arready):
+                self.bursts.append((int(d.m_axi_araddr.value), int(d.m_axi_arlen.value) + 1))
+
+    async def _r(self):
+        d = self.dut
+        while True:
+            if not self.bursts:
+                d.m_axi_rvalid.value = 0
+                await RisingEdge(d.clk)
+                continue
+            addr, beats = self.bursts.popleft()
+            for i in range(beats):
+                while self._idle():
+                    d.m_axi_rvalid.value = 0
+                    await RisingEdge(d.clk)
+                a = addr + i * self.nb
+                d.m_axi_rdata.value = int.from_bytes(self.mem[a:a + self.nb], "little")
+                d.m_axi_rlast.value = int(i == beats - 1)
+                d.m_axi_rvalid.value = 1
+                await RisingEdge(d.clk)
+                while not high(d.m_axi_rready):
+                    await RisingEdge(d.clk)
+            d.m_axi_rvalid.value = 0
+
+    async def _w(self):
+        d = self.dut
+        addrs, beats, responses = deque(), deque(), 0
+        while True:
+            d.m_axi_awready.value = int(not self._idle())
+            d.m_axi_wready.value = int(not self._idle())
+            d.m_axi_bvalid.value = int(responses > 0)
+            await RisingEdge(d.clk)
+            if high(d.m_axi_bvalid) and high(d.m_axi_bready):
+                responses -= 1
+            if high(d.m_axi_awvalid) and high(d.m_axi_awready):
+                addrs.append(int(d.m_axi_awaddr.value))
+            if high(d.m_axi_wvalid) and high(d.m_axi_wready):
+                beats.append((int(d.m_axi_wdata.value), int(d.m_axi_wstrb.value)))
+            while addrs and beats:
+                addr, (data, strb) = addrs.popleft(), beats.popleft()
+                raw = data.to_bytes(self.nb, "little")
+                for j in range(self.nb):
+                    if strb >> j & 1:
+                        self.mem[addr + j] = raw[j]
+                responses += 1
+
+
+class AxiLiteMaster:
+    """Host register access: one 32-bit read or write at a time, as XDMA's user BAR does."""
+
+    def __init__(self, dut):
+        self.d = dut
+        for name in ("awvalid", "wvalid", "arvalid", "awaddr", "wdata", "araddr"):
+            getattr(dut, f"s_axil_{name}").value = 0
+        dut.s_axil_wstrb.value = 0xF
+        dut.s_axil_bready.value = 1
+        dut.s_axil_rready.value = 1
+
+    async def write(self, addr: int, value: int) -> None:
+        d = self.d
+        d.s_axil_awaddr.value, d.s_axil_awvalid.value = addr, 1
+        d.s_axil_wdata.value, d.s_axil_wvalid.value = value & 0xFFFFFFFF, 1
+        aw = w = False
+        while not (aw and w):
+            await RisingEdge(d.clk)
+            if high(d.s_axil_awready) and high(d.s_axil_awvalid):
+                aw = True
+                d.s_axil_awvalid.value = 0
+            if high(d.s_axil_wready) and high(d.s_axil_wvalid):
+                w = True
+                d.s_axil_wvalid.value = 0
+        while True:
+            await RisingEdge(d.clk)
+            if high(d.s_axil_bvalid):
+                return
+
+    async def read(self, addr: int) -> int:
+        d = self.d
+        d.s_axil_araddr.value, d.s_axil_arvalid.value = addr, 1
+        while True:
+            await RisingEdge(d.clk)
+            if high(d.s_axil_arready):
+                d.s_axil_arvalid.value = 0
+                break
+        while True:
+            await RisingEdge(d.clk)
+            if high(d.s_axil_rvalid):
+                return int(d.s_axil_rdata.value)
