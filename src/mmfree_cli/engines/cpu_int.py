@@ -15,9 +15,11 @@ token of the batch. State is an int32 numpy array [L, B, d] (Q11.20), as in the 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 import torch
 from llvmlite import ir
@@ -28,6 +30,12 @@ from ..quant import intspec
 from ..quant.intspec import (EPS_M, EPS_S, EPS_TERM_MAX, FRAC_G, FRAC_H, FRAC_X, INT32_MAX,
                              INT32_MIN, ONE_G)
 from .base import Engine, State
+
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    # numba's OpenMP layer parks idle workers; on cores shared with other jobs, waking them cost
+    # 20-40 ms per parallel region (measured), more than a whole decode step. Its own workqueue
+    # layer does not pay that. Only takes effect if no parallel numba code has run yet.
+    numba.config.THREADING_LAYER = "workqueue"
 
 SIG = intspec.SIGMOID_TABLE.astype(np.int64)
 RSQ = intspec.RSQRT_TABLE.astype(np.int64)

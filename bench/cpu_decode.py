@@ -1,0 +1,138 @@
+"""Batch-1 decode and prefill of the CPU integer engine on a 370M-shape model (random weights).
+
+Measured in one run, on the same machine state:
+- a streaming read bandwidth: a parallel numba sum over a buffer as large as the ternary weights
+  one token reads (so the same cache level serves both), and over 1 GiB for reference;
+- the integer engine's decode time per token, hence the fraction of the bandwidth bound it
+  reaches: (weight bytes per token / time per token) / streaming bandwidth;
+- the PyTorch float engine's decode time per token on the same model (weights quantized once,
+  float32), and the speed-up;
+- prefill tokens/s of the integer engine (and of the torch engine) for one prompt of T tokens.
+
+    python -m bench.cpu_decode                 # 370m shape, 24 layers
+    python -m bench.cpu_decode --layers 4      # quicker, same widths
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+from numba import njit, prange
+
+from bench.record import record
+from mmfree_cli.engines.cpu_int import CompiledModel
+from mmfree_cli.engines.torch_engine import freeze_ternary_weights
+from mmfree_cli.model import HGRNBitForCausalLM, preset
+from mmfree_cli.quant import intspec
+
+BENCH = "cpu_decode (integer engine, 370M shape, random weights, batch 1)"
+
+
+@njit(parallel=True, cache=True)
+def _stream_sum(words):
+    chunks = 256
+    per = words.shape[0] // chunks
+    partial = np.zeros(chunks, dtype=np.uint64)
+    for c in prange(chunks):
+        s = np.uint64(0)
+        for i in range(c * per, (c + 1) * per):
+            s += words[i]
+        partial[c] = s
+    return partial.sum()
+
+
+def stream_bandwidth(nbytes: int, repeats: int) -> list[float]:
+    """GB/s of a parallel streaming read over `nbytes`, one figure per repeat."""
+    words = np.ones(nbytes // 8, dtype=np.uint64)
+    _stream_sum(words)
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        _stream_sum(words)
+        out.append(words.nbytes / (time.perf_counter() - t) / 1e9)
+    return out
+
+
+def timed(fn, repeats: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--layers", type=int, default=24)
+    ap.add_argument("--steps", type=int, default=16, help="decode steps timed per repeat")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--prefill", type=int, default=64, help="prompt length for the prefill figure")
+    ap.add_argument("--torch-steps", type=int, default=3)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    config = preset("370m", num_hidden_layers=args.layers)
+    model = HGRNBitForCausalLM(config).eval()
+    compiled = CompiledModel(intspec.int_model_from_float(model))
+    freeze_ternary_weights(model)
+    weight_bytes = compiled.weight_bytes()
+    load = os.getloadavg()[0]
+    notes = (f"{args.layers} layers x d=1024, I=2816, V=32000; shared 2-core machine, load average "
+             f"{load:.1f} at start (other jobs running)")
+
+    tok = np.array([[1]])
+    state = np.zeros((config.num_hidden_layers, 1, config.hidden_size), dtype=np.int32)
+    compiled.forward(tok, state)  # compile / warm up
+    step_times = [t / args.steps for t in timed(lambda: _decode(compiled, state, args.steps), args.repeats)]
+    bw_same = stream_bandwidth(weight_bytes, args.repeats)
+    bw_dram = stream_bandwidth(1 << 30, 3)
+    prompt = np.random.default_rng(0).integers(0, config.vocab_size, (1, args.prefill))
+    prefill_times = timed(lambda: compiled.forward(prompt, state), max(2, args.repeats // 2))
+
+    with torch.no_grad():
+        ids = torch.tensor([1])
+        tstate = model.empty_state(1)
+        model.step(ids, tstate)
+        torch_step = timed(lambda: model.step(ids, tstate), args.torch_steps)
+        torch_prefill = timed(lambda: model(torch.from_numpy(prompt)), 2)
+
+    tps = [1 / t for t in step_times]
+    fraction = [(weight_bytes / t) / 1e9 / statistics.median(bw_same) for t in step_times]
+    speedup = statistics.median(tps) * statistics.median(torch_step)
+    record(BENCH, "weight bytes read per token", float(weight_bytes), "bytes", notes=notes)
+    record(BENCH, "streaming read bandwidth (buffer = weight bytes)", bw_same, "GB/s", notes=notes)
+    record(BENCH, "streaming read bandwidth (1 GiB buffer)", bw_dram, "GB/s", notes=notes)
+    record(BENCH, "decode tokens/s, integer engine", tps, "tokens/s", notes=notes)
+    record(BENCH, "fraction of the bandwidth bound", fraction, "ratio", target=">= 0.60",
+           met=statistics.median(fraction) >= 0.6, notes=notes + "; bound = bytes per token / streaming bandwidth")
+    record(BENCH, "decode tokens/s, torch float engine", [1 / t for t in torch_step], "tokens/s", notes=notes)
+    record(BENCH, "decode speed-up over the torch float engine", speedup, "x", target=">= 5",
+           met=speedup >= 5, notes=notes)
+    record(BENCH, f"prefill tokens/s, integer engine (T={args.prefill})",
+           [args.prefill / t for t in prefill_times], "tokens/s", notes=notes)
+    record(BENCH, f"prefill tokens/s, torch float engine (T={args.prefill})",
+           [args.prefill / t for t in torch_prefill], "tokens/s", notes=notes)
+    print(f"decode {statistics.median(tps):.1f} tok/s ({statistics.median(fraction):.2f} of the bound at "
+          f"{statistics.median(bw_same):.1f} GB/s), torch {1 / statistics.median(torch_step):.2f} tok/s "
+          f"(x{speedup:.1f}), prefill {args.prefill / statistics.median(prefill_times):.1f} tok/s")
+
+
+def _decode(compiled: CompiledModel, state: np.ndarray, steps: int) -> None:
+    tok = np.array([[1]])
+    for _ in range(steps):
+        logits, state = compiled.forward(tok, state)
+        tok = logits[:, -1].argmax(-1)[:, None]
+
+
+if __name__ == "__main__":
+    main()
