@@ -72,10 +72,10 @@ def train(
       mmfree train recipes/tiny.yaml optimizer.lr=3e-3 train.max_steps=100
       mmfree train recipes/tiny.yaml --resume auto
       accelerate launch --config_file accelerate/ddp.yaml -m mmfree_cli.cli train recipes/370m.yaml
+      accelerate launch --multi_gpu --num_processes 2 -m mmfree_cli.cli train recipes/tiny.yaml  # 2 CPU processes, gloo
     """
     from .train import run
-    run_dir = run(recipe, overrides or [], resume, console=console)
-    console.print(f"trained → {run_dir}", highlight=False)
+    run(recipe, overrides or [], resume, console=console)
 
 
 @app.command()

@@ -2,7 +2,8 @@
 
 A checkpoint holds `model.safetensors` + `config.json` in the reference layout (checksummed, so
 a checkpoint is itself a loadable model directory), the accelerate state (optimizer, RNG; loaded
-back with `weights_only=True`) and `trainer_state.json` (step, tokens seen). It is assembled in
+back with `weights_only=True`; accelerate has each process write its own RNG file, the one file a
+non-main process writes) and `trainer_state.json` (step, tokens seen). It is assembled in
 a hidden temporary directory and renamed into place, so a crash mid-save leaves the previous
 checkpoint intact and never a torn one.
 """

@@ -33,7 +33,8 @@ def run(recipe_path: str | Path, overrides: list[str] | None = None, resume: str
     from accelerate import Accelerator
     from accelerate.utils import broadcast_object_list, set_seed
 
-    acc = Accelerator(mixed_precision=_mixed_precision(recipe.train.mixed_precision))
+    # cpu=True without CUDA: under torchrun (accelerate launch --multi_gpu) that selects gloo
+    acc = Accelerator(mixed_precision=_mixed_precision(recipe.train.mixed_precision), cpu=not torch.cuda.is_available())
     picked = [None, None]
     if acc.is_main_process:
         picked = [str(p) if p else None for p in _pick_run(recipe, resume)]
@@ -89,6 +90,7 @@ def _train(recipe: Recipe, run_dir: Path, checkpoint: Path | None, acc, console)
         write_json(run_dir / SUMMARY_FILE, summary)
         point_latest(run_dir)
         _print_sample(recipe, unwrapped, tokenizer, progress.console)
+        progress.console.print(f"trained → {run_dir}", highlight=False)
     acc.wait_for_everyone()
     acc.end_training()
     return run_dir
