@@ -18,7 +18,7 @@ if not torch.cuda.is_available():
 pytest.importorskip("triton", reason="Triton is not installed on this platform (pyproject installs it on linux x86-64)")
 
 from mmfree_cli.kernels.bitlinear import fused as bl_fused  # noqa: E402
-from mmfree_cli.kernels.bitlinear.naive import bitlinear_naive  # noqa: E402
+from mmfree_cli.kernels.bitlinear.naive import bitlinear_naive, rms_norm as rms_norm_naive  # noqa: E402
 from mmfree_cli.kernels.hgrn.chunk import hgrn_chunk  # noqa: E402
 from mmfree_cli.kernels.hgrn.fused_recurrent import hgrn_fused_recurrent  # noqa: E402
 from mmfree_cli.kernels.hgrn.naive import hgrn_recurrent_naive  # noqa: E402
@@ -79,6 +79,24 @@ def test_bitlinear_bf16_autocast_matches_twin(shape, n, mode, monkeypatch):
         assert rel(a, b) <= TOL[torch.bfloat16], name
 
 
+@pytest.mark.parametrize("shape", [(3, 7, 70), pytest.param((8, 2048, 1024), marks=gpu)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rms_norm_matches_twin(shape, dtype):
+    torch.manual_seed(6)
+    x = torch.randn(*shape, device=DEVICE).to(dtype).requires_grad_()
+    g = (torch.rand(shape[-1], device=DEVICE) + 0.5).requires_grad_()
+    dy = torch.randn(*shape, device=DEVICE).to(dtype)
+    outs = []
+    for fn in (bl_fused.rms_norm_fused, rms_norm_naive):
+        y = fn(x, g, 1e-6)
+        y.backward(dy)
+        outs.append([y.detach(), x.grad.clone(), g.grad.clone()])
+        x.grad = g.grad = None
+    assert outs[0][0].dtype == outs[1][0].dtype == dtype
+    for name, a, b in zip(("y", "dx", "dγ"), *outs):
+        assert rel(a, b) <= TOL[dtype], name
+
+
 def test_ternary_codes_round_half_to_even_at_ties():
     w = torch.tensor([0.5, -0.5, 0.50001, -0.50001, 1.7, -3.0, 0.0], device=DEVICE)
     codes = bl_fused.ternary_codes(w, torch.ones(1, device=DEVICE), torch.int8)
@@ -107,7 +125,10 @@ def test_hgrn_scan_matches_twin(fn, chunk, B, T, D, with_h0):
         assert rel(a, b) <= TOL[torch.float32], name
 
 
-@pytest.mark.parametrize("G,M,K,ng", sizes((3, 5, 300, 16), (3, 64, 2048, 2048)))
+@pytest.mark.parametrize("G,M,K,ng", [(3, 5, 300, 16), (3, 2, 300, 16), (1, 1, 70, 40),
+                                      pytest.param(3, 64, 2048, 2048, marks=gpu),
+                                      pytest.param(1, 2048, 5632, 2048, marks=gpu),
+                                      pytest.param(1, 1, 2048, 32000, marks=gpu)])
 @pytest.mark.parametrize("accumulate", [False, True])
 def test_ternary_gemm_matches_twin(G, M, K, ng, accumulate):
     torch.manual_seed(4)
@@ -153,7 +174,8 @@ def test_rowwise_kernels_match_twins(M, D, I):
 
 
 def test_dispatch_sends_cpu_tensors_to_the_twins():
-    from mmfree_cli.kernels.bitlinear import bitlinear
+    from mmfree_cli.kernels.bitlinear import bitlinear, rms_norm
+    assert torch.equal(rms_norm(torch.ones(2, 4), torch.ones(4), 1e-6), rms_norm_naive(torch.ones(2, 4), torch.ones(4), 1e-6))
     from mmfree_cli.kernels.hgrn import hgrn_scan
     x, g, w = torch.randn(2, 3, 8), torch.ones(8), torch.randn(4, 8)
     assert torch.equal(bitlinear(x, g, w), bitlinear_naive(x, g, w))

@@ -1,7 +1,8 @@
 """BitLinear: RMSNorm + int8 activations × ternary weights. `bitlinear` picks the kernel by device.
 
-CUDA tensors in float32/bfloat16/float16 go to the fused Triton kernel (`fused.py`); anything else
-(CPU, float64) to the PyTorch twin (`naive.py`), which is the spec both are tested against.
+CUDA tensors in float32/bfloat16/float16 go to the fused Triton kernels (`fused.py`); anything else
+(CPU, float64) to the PyTorch twin (`naive.py`), which is the spec both are tested against. The
+model's plain RMSNorms use `rms_norm` from here, so they take the same route.
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from __future__ import annotations
 import torch
 
 from .naive import (ACT_SCALE_FLOOR, BITLINEAR_NORM_EPS, WEIGHT_SCALE_FLOOR, activation_scale,
-                    bitlinear_naive, quantize_activations, quantize_weights, rms_norm,
+                    bitlinear_naive, quantize_activations, quantize_weights, rms_norm as rms_norm_naive,
                     round_half_away, ternarize, weight_scale)
 
-__all__ = ["bitlinear", "bitlinear_naive", "rms_norm", "round_half_away", "activation_scale",
+__all__ = ["bitlinear", "bitlinear_naive", "rms_norm", "rms_norm_naive", "round_half_away", "activation_scale",
            "quantize_activations", "quantize_weights", "weight_scale", "ternarize",
            "BITLINEAR_NORM_EPS", "ACT_SCALE_FLOOR", "WEIGHT_SCALE_FLOOR"]
 
@@ -29,3 +30,11 @@ def bitlinear(x: torch.Tensor, norm_weight: torch.Tensor, weight: torch.Tensor,
         from .fused import bitlinear_fused
         return bitlinear_fused(x, norm_weight, weight, quantize)
     return bitlinear_naive(x, norm_weight, weight, quantize)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """y = x · rsqrt(mean(x²) + eps) · weight over the last dim, in x's dtype (see naive.rms_norm)."""
+    if USE_TRITON and weight is not None and x.is_cuda and x.dtype in _TRITON_DTYPES:
+        from .fused import rms_norm_fused
+        return rms_norm_fused(x, weight, eps)
+    return rms_norm_naive(x, weight, eps)

@@ -73,7 +73,8 @@ def _norm_quant_fwd_kernel(X, G, OUT, S, RSTD, MUL, stride_x, stride_out, K, eps
 
 @triton.jit
 def _norm_quant_bwd_kernel(X, G, RSTD, DXN, DX, XQ, DG, MUL, M, K, stride_x, stride_dxn, stride_dx,
-                           stride_xq, QUANT: tl.constexpr, ROWS: tl.constexpr, BLOCK_K: tl.constexpr):
+                           stride_xq, QUANT: tl.constexpr, STORE_XQ: tl.constexpr, ROWS: tl.constexpr,
+                           BLOCK_K: tl.constexpr):
     """ROWS rows: recompute x̂ and x_q (written to XQ for dW), dx̂ = DXN·mul (STE), RMSNorm backward
     dx = rstd·(dx̂γ − x̂₀·mean(dx̂γ·x̂₀)) with x̂₀ = x·rstd; partial dγ = Σ_rows dx̂·x̂₀ into DG[pid]."""
     pid = tl.program_id(0)
@@ -94,7 +95,8 @@ def _norm_quant_bwd_kernel(X, G, RSTD, DXN, DX, XQ, DG, MUL, M, K, stride_x, str
                 xq = q / s
             else:
                 xq = xn
-            tl.store(XQ + row * stride_xq + cols, xq.to(XQ.dtype.element_ty), mask=mask)
+            if STORE_XQ:
+                tl.store(XQ + row * stride_xq + cols, xq.to(XQ.dtype.element_ty), mask=mask)
             dxn = tl.load(DXN + row * stride_dxn + cols, mask=mask, other=0.0).to(tl.float32) * mul
             dg += dxn * x0
             gd = dxn * g
@@ -195,6 +197,51 @@ def int8_ternary_gemm(q: torch.Tensor, s: torch.Tensor, codes: torch.Tensor, bet
     return c
 
 
+def norm_backward(x2: torch.Tensor, norm_weight: torch.Tensor, rstd: torch.Tensor, dxn: torch.Tensor,
+                  mul: torch.Tensor, quantize: bool, xq: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """RMSNorm backward over rows (dx̂ = dxn·mul) → (dx [M, K] in x's dtype, dγ [K] float32); when
+    `xq` is given, also writes the recomputed (quantised, if `quantize`) activations into it."""
+    M, K = x2.shape
+    dx = torch.empty(M, K, dtype=x2.dtype, device=x2.device)
+    rows = 1 if _interpreting() else 8 if M < 16384 else 32
+    programs = triton.cdiv(M, rows)
+    dg = torch.empty(programs, K, dtype=torch.float32, device=x2.device)
+    out = xq if xq is not None else dx
+    _norm_quant_bwd_kernel[(programs,)](x2, norm_weight, rstd, dxn, dx, out, dg, mul, M, K, x2.stride(0),
+                                        dxn.stride(0), dx.stride(0), out.stride(0), QUANT=quantize,
+                                        STORE_XQ=xq is not None, ROWS=rows, BLOCK_K=_block(K), num_warps=_warps(K))
+    return dx, dg.sum(0)
+
+
+class FusedRMSNorm(torch.autograd.Function):
+    """y = x·rsqrt(mean(x²) + eps)·γ in x's dtype; saves x and rstd only."""
+
+    @staticmethod
+    def forward(ctx, x, weight, eps: float):
+        x2 = x.reshape(-1, x.shape[-1])
+        if x2.stride(-1) != 1:
+            x2 = x2.contiguous()
+        one = torch.ones(1, device=x.device)
+        y, _, rstd = norm_quant(x2, weight, MODE_PLAIN, x.dtype, mul=one, eps=eps)
+        ctx.save_for_backward(x2, weight, rstd, one)
+        ctx.x_shape = x.shape
+        return y.reshape(x.shape)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x2, weight, rstd, one = ctx.saved_tensors
+        dy2 = dy.reshape(x2.shape)
+        if dy2.stride(-1) != 1:
+            dy2 = dy2.contiguous()
+        dx, dg = norm_backward(x2, weight, rstd, dy2, one, False, None)
+        return dx.reshape(ctx.x_shape), dg.to(weight.dtype), None
+
+
+def rms_norm_fused(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Triton twin of `naive.rms_norm` (with a gain): x [..., K], weight [K]."""
+    return FusedRMSNorm.apply(x, weight, eps)
+
+
 def _weight_scale(weight: torch.Tensor) -> torch.Tensor:
     """β = max(mean|W|, floor) in float32, as a 1-element device tensor (no host sync)."""
     return weight.float().abs().mean().clamp(min=1e-5).reshape(1)
@@ -235,16 +282,10 @@ class FusedBitLinear(torch.autograd.Function):
         dy2 = dy.reshape(M, -1).to(ctx.dtype)
         w_eff = ternary_codes(weight, beta, ctx.dtype) if ctx.quantize else weight.to(ctx.dtype)
         dxn = dy2 @ w_eff  # ·β happens in the kernel
-        dx = torch.empty(M, K, dtype=x2.dtype, device=x2.device)
         xq = torch.empty(M, K, dtype=ctx.dtype, device=x2.device)
-        rows = 1 if _interpreting() else 8 if M < 16384 else 32
-        programs = triton.cdiv(M, rows)
-        dg = torch.empty(programs, K, dtype=torch.float32, device=x2.device)
-        _norm_quant_bwd_kernel[(programs,)](x2, norm_weight, rstd, dxn, dx, xq, dg, beta, M, K, x2.stride(0),
-                                            dxn.stride(0), dx.stride(0), xq.stride(0), QUANT=ctx.quantize,
-                                            ROWS=rows, BLOCK_K=_block(K), num_warps=_warps(K))
+        dx, dg = norm_backward(x2, norm_weight, rstd, dxn, beta, ctx.quantize, xq)
         dw = (dy2.t() @ xq).to(weight.dtype)
-        return dx.reshape(ctx.x_shape), dg.sum(0).to(norm_weight.dtype), dw, None
+        return dx.reshape(ctx.x_shape), dg.to(norm_weight.dtype), dw, None
 
 
 def bitlinear_fused(x: torch.Tensor, norm_weight: torch.Tensor, weight: torch.Tensor,
@@ -256,5 +297,5 @@ def bitlinear_fused(x: torch.Tensor, norm_weight: torch.Tensor, weight: torch.Te
     return FusedBitLinear.apply(x, norm_weight, weight, quantize)
 
 
-__all__ = ["bitlinear_fused", "norm_quant", "ternary_codes", "int8_ternary_gemm", "FORWARD_MATMUL",
+__all__ = ["bitlinear_fused", "rms_norm_fused", "norm_quant", "ternary_codes", "int8_ternary_gemm", "FORWARD_MATMUL",
            "ACT_SCALE_FLOOR"]
