@@ -87,10 +87,23 @@ def prefill_rates(engine: CudaEngine, length: int, repeats: int = 3) -> list[flo
     return rates
 
 
+def profile(engine: CudaEngine) -> None:
+    """Print where GPU time goes in eager decode steps (batch 1) and one prefill (diagnostics only)."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+    tokens = torch.zeros(1, 1, dtype=torch.long, device="cuda")
+    with torch.inference_mode(), torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(5):
+            engine.forward(tokens, engine.new_state(1))
+        engine.forward(torch.zeros(1, 2048, dtype=torch.long, device="cuda"), engine.new_state(1))
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="1.3b")
     ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--profile", action="store_true", help="also print a kernel time table (not recorded)")
     args = ap.parse_args()
     import triton
     config = preset(args.preset)
@@ -113,6 +126,8 @@ def main() -> None:
     med = sorted(rates)[1]
     print(f"prefill 2048: {med:.0f} tok/s", flush=True)
     record(bench, "prefill tokens/s (2048 tokens, batch 1)", rates, "tok/s", ">= 50000", med >= 50000, notes)
+    if args.profile:
+        profile(engine)
 
 
 if __name__ == "__main__":
