@@ -103,6 +103,11 @@ def test_repetition_penalty_changes_greedy_output(engine):
     assert repeats(penal) < repeats(plain)
 
 
+def test_bad_dtype_is_a_user_error(model_dir):
+    with pytest.raises(UserError, match="unknown dtype 'float7'"):
+        load_engine("torch", model_dir, dtype="float7")
+
+
 def test_bad_sampling_params_are_user_errors():
     with pytest.raises(UserError, match="temperature"):
         SamplingParams(temperature=-1)

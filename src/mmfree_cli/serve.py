@@ -184,6 +184,33 @@ def message_text(message: ChatMessage) -> str:
     return message.content or ""
 
 
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error, ours or the framework's, answers with an OpenAI-style JSON body."""
+
+    @app.exception_handler(APIError)
+    async def api_error(_: Request, e: APIError):
+        return JSONResponse(error_body(e.message, e.kind, e.param, e.code), status_code=e.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, e: RequestValidationError):
+        errors = e.errors()
+        if any(err.get("type") == "json_invalid" for err in errors):
+            return JSONResponse(error_body("the request body is not valid JSON"), status_code=400)
+        first = errors[0] if errors else {}
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return JSONResponse(error_body(f"{where or 'body'}: {first.get('msg', 'invalid request')}", param=where),
+                            status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, e: HTTPException):
+        return JSONResponse(error_body(str(e.detail), "invalid_request_error" if e.status_code < 500 else "server_error"),
+                            status_code=e.status_code)
+
+    @app.exception_handler(Exception)
+    async def crashed(_: Request, e: Exception):  # a bug, but the client still gets a JSON body
+        return JSONResponse(error_body(f"internal error: {type(e).__name__}: {e}", "server_error"), status_code=500)
+
+
 def create_app(engine: Engine, model_id: str, template: ChatTemplate, limits: Limits | None = None,
                max_batch: int = 8) -> FastAPI:
     """The FastAPI app serving `engine` as model `model_id`; chats are rendered with `template`."""
@@ -212,28 +239,7 @@ def create_app(engine: Engine, model_id: str, template: ChatTemplate, limits: Li
                            f"({limits.max_prompt_tokens})", "prompt", "context_length_exceeded")
         return ids
 
-    @app.exception_handler(APIError)
-    async def api_error(_: Request, e: APIError):
-        return JSONResponse(error_body(e.message, e.kind, e.param, e.code), status_code=e.status)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, e: RequestValidationError):
-        errors = e.errors()
-        if any(err.get("type") == "json_invalid" for err in errors):
-            return JSONResponse(error_body("the request body is not valid JSON"), status_code=400)
-        first = errors[0] if errors else {}
-        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-        return JSONResponse(error_body(f"{where or 'body'}: {first.get('msg', 'invalid request')}", param=where),
-                            status_code=400)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Request, e: HTTPException):
-        return JSONResponse(error_body(str(e.detail), "invalid_request_error" if e.status_code < 500 else "server_error"),
-                            status_code=e.status_code)
-
-    @app.exception_handler(Exception)
-    async def crashed(_: Request, e: Exception):  # a bug, but the client still gets a JSON body
-        return JSONResponse(error_body(f"internal error: {type(e).__name__}: {e}", "server_error"), status_code=500)
+    install_error_handlers(app)
 
     @app.get("/health")
     async def health():
@@ -255,7 +261,8 @@ def create_app(engine: Engine, model_id: str, template: ChatTemplate, limits: Li
                 raise APIError(400, "send one prompt per request", "prompt")
             prompt = prompt[0]
         job = Job(encode(prompt), sampling_params(req, limits), asyncio.get_running_loop())
-        return await respond(job, req, "text_completion")
+        scheduler().submit(job)
+        return await respond(job, req, "text_completion", model_id)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(req: ChatRequest):
@@ -272,66 +279,70 @@ def create_app(engine: Engine, model_id: str, template: ChatTemplate, limits: Li
         prefix = encode(system) if system and text.startswith(system) else []
         ids = encode(text[len(system):], add_bos=False) if prefix else encode(text)
         job = Job(ids, sampling_params(req, limits, template.stop), asyncio.get_running_loop(), prefix)
-        return await respond(job, req, "chat.completion")
-
-    async def respond(job: Job, req: _Sampling, kind: str):
         scheduler().submit(job)
-        rid = ("chatcmpl-" if kind == "chat.completion" else "cmpl-") + uuid.uuid4().hex[:24]
-        if req.stream:
-            usage = bool((req.stream_options or {}).get("include_usage"))
-            return StreamingResponse(sse(job, rid, kind, usage), media_type="text/event-stream")
-        parts = []
-        try:
-            while True:
-                event, value = await job.events.get()
-                if event == "text":
-                    parts.append(value)
-                elif event == "error":
-                    raise value
-                else:
-                    break
-        finally:
-            job.cancelled = True
-        choice = {"index": 0, "finish_reason": value.finish_reason, "logprobs": None}
-        if kind == "chat.completion":
-            choice["message"] = {"role": "assistant", "content": "".join(parts)}
-        else:
-            choice["text"] = "".join(parts)
-        return {"id": rid, "object": kind, "created": int(time.time()), "model": model_id,
-                "choices": [choice], "usage": usage_of(value)}
-
-    async def sse(job: Job, rid: str, kind: str, include_usage: bool):
-        chat = kind == "chat.completion"
-        head = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
-                "created": int(time.time()), "model": model_id}
-
-        def event(delta: str | None, finish: str | None, first: bool = False) -> str:
-            if chat:
-                d = {"role": "assistant", "content": delta or ""} if first else ({"content": delta} if delta else {})
-                choice = {"index": 0, "delta": d, "finish_reason": finish, "logprobs": None}
-            else:
-                choice = {"index": 0, "text": delta or "", "finish_reason": finish, "logprobs": None}
-            return f"data: {json.dumps({**head, 'choices': [choice]}, ensure_ascii=False)}\n\n"
-        try:
-            if chat:
-                yield event("", None, first=True)
-            while True:
-                kind_, value = await job.events.get()
-                if kind_ == "text":
-                    yield event(value, None)
-                elif kind_ == "error":
-                    yield f"data: {json.dumps(error_body(str(value), 'server_error'))}\n\n"
-                    break
-                else:
-                    yield event(None, value.finish_reason)
-                    if include_usage:
-                        yield f"data: {json.dumps({**head, 'choices': [], 'usage': usage_of(value)})}\n\n"
-                    break
-            yield "data: [DONE]\n\n"
-        finally:
-            job.cancelled = True  # the client went away or we are done: the scheduler drops it
+        return await respond(job, req, "chat.completion", model_id)
 
     return app
+
+
+async def respond(job: Job, req: _Sampling, kind: str, model_id: str):
+    """The answer to a submitted job: one JSON body, or an SSE stream when req.stream."""
+    rid = ("chatcmpl-" if kind == "chat.completion" else "cmpl-") + uuid.uuid4().hex[:24]
+    if req.stream:
+        usage = bool((req.stream_options or {}).get("include_usage"))
+        return StreamingResponse(sse(job, rid, kind, usage, model_id), media_type="text/event-stream")
+    parts = []
+    try:
+        while True:
+            event, value = await job.events.get()
+            if event == "text":
+                parts.append(value)
+            elif event == "error":
+                raise value
+            else:
+                break
+    finally:
+        job.cancelled = True
+    choice = {"index": 0, "finish_reason": value.finish_reason, "logprobs": None}
+    if kind == "chat.completion":
+        choice["message"] = {"role": "assistant", "content": "".join(parts)}
+    else:
+        choice["text"] = "".join(parts)
+    return {"id": rid, "object": kind, "created": int(time.time()), "model": model_id,
+            "choices": [choice], "usage": usage_of(value)}
+
+
+async def sse(job: Job, rid: str, kind: str, include_usage: bool, model_id: str):
+    """Server-sent events: one chunk per piece of text, the finish reason, usage if asked, [DONE]."""
+    chat = kind == "chat.completion"
+    head = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": int(time.time()), "model": model_id}
+
+    def event(delta: str | None, finish: str | None, first: bool = False) -> str:
+        if chat:
+            d = {"role": "assistant", "content": delta or ""} if first else ({"content": delta} if delta else {})
+            choice = {"index": 0, "delta": d, "finish_reason": finish, "logprobs": None}
+        else:
+            choice = {"index": 0, "text": delta or "", "finish_reason": finish, "logprobs": None}
+        return f"data: {json.dumps({**head, 'choices': [choice]}, ensure_ascii=False)}\n\n"
+    try:
+        if chat:
+            yield event("", None, first=True)
+        while True:
+            kind_, value = await job.events.get()
+            if kind_ == "text":
+                yield event(value, None)
+            elif kind_ == "error":
+                yield f"data: {json.dumps(error_body(str(value), 'server_error'))}\n\n"
+                break
+            else:
+                yield event(None, value.finish_reason)
+                if include_usage:
+                    yield f"data: {json.dumps({**head, 'choices': [], 'usage': usage_of(value)})}\n\n"
+                break
+        yield "data: [DONE]\n\n"
+    finally:
+        job.cancelled = True  # the client went away or we are done: the scheduler drops it
 
 
 def usage_of(sequence: Sequence) -> dict[str, int]:
@@ -341,7 +352,8 @@ def usage_of(sequence: Sequence) -> dict[str, int]:
 
 def serve_command(model: str | None, engine_name: str = "auto", host: str = "127.0.0.1", port: int = 8000,
                   template: str = "auto", model_name: str | None = None, max_batch: int = 8,
-                  max_tokens: int = 2048, dtype: str | None = None, threads: int | None = None) -> None:
+                  max_tokens: int = 2048, dtype: str | None = None, threads: int | None = None,
+                  device: str | None = None) -> None:
     """`mmfree serve`: load the model (default: the newest run) and serve it until Ctrl-C."""
     import socket
 
@@ -356,7 +368,7 @@ def serve_command(model: str | None, engine_name: str = "auto", host: str = "127
             probe.bind((host, port))
         except OSError as e:
             raise UserError(f"cannot listen on {host}:{port} ({e.strerror}) — pick another --port") from None
-    engine, path = open_engine(model, engine_name, dtype, threads)
+    engine, path = open_engine(model, engine_name, dtype, threads, device)
     chosen = find_template(path, template) or builtin_template("dialogue")
     model_id = model_name or path.name
     app = create_app(engine, model_id, chosen, Limits(max_tokens=max_tokens), max_batch)
