@@ -103,6 +103,27 @@ def test_chat_commands_in_a_terminal(model_dir, tmp_path):
     assert child.exitstatus == 0 and first
 
 
+def test_ctrl_c_stops_the_answer_and_the_chat_goes_on(model_dir, tmp_path):
+    child = pexpect.spawn(MMFREE, ["chat", str(model_dir), "--template", "none", "-n", "100000"],
+                          cwd=str(tmp_path), encoding="utf-8", timeout=60,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    child.expect_exact("you> ")
+    child.sendline("Hello")
+    child.expect_exact("Hello\r\n")
+    child.expect(r"\S{20}")  # the answer is streaming
+    child.sendintr()
+    child.expect(r"\[\d+ tokens, [\d.]+ tokens/s, interrupted\]")
+    child.expect_exact("you> ")
+    child.sendline("/params max_new_tokens=5")
+    child.expect_exact("max_new_tokens=5")
+    child.sendline("more")
+    child.expect(r"\[5 tokens, [\d.]+ tokens/s, length\]")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
 def test_template_turns_feed_only_new_text_and_match_a_full_read(engine):
     """Turn 2 reads only what the template adds, yet answers as if the whole transcript were read."""
     template = builtin_template("dialogue")

@@ -30,7 +30,7 @@ class TorchEngine(Engine):
     name = "torch"
 
     def __init__(self, model, tokenizer) -> None:
-        self.model = model.eval()
+        self.model = model  # not switched to eval(): a trainer's model stays as the trainer left it
         self.config = model.config
         self.tokenizer = tokenizer
         param = next(model.parameters())
