@@ -100,7 +100,7 @@ def test_completion_stop_and_seeded_sampling(client, engine):
     assert a.choices[0].text == b.choices[0].text == complete(engine, "Hello", 20, 0.9, 5, top_p=0.9)
 
 
-def test_chat_plain_and_streamed(client, engine):
+def test_chat_plain_and_streamed(client, engine, server):
     messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi!"}]
     template = builtin_template("dialogue")
     rendered = template.render(messages, add_generation_prompt=True)
@@ -112,6 +112,7 @@ def test_chat_plain_and_streamed(client, engine):
     chunks = list(stream)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == want
     assert chunks[-1].usage.completion_tokens == got.usage.completion_tokens
+    assert httpx.get(server + "/health").json()["prefix_cache_hits"] >= 1  # the system prompt was read once
 
 
 def test_eight_concurrent_clients_get_their_own_answers(client, server):

@@ -344,14 +344,12 @@ class Generation:
         self.decode_s = 0.0
 
     def __iter__(self) -> Iterator[str]:
-        t0 = time.perf_counter()
-        try:
-            while not self.sequence.finished:
-                chunk = decode_step(self.engine, [self.sequence])[0]
-                if chunk:
-                    yield chunk
-        finally:
+        while not self.sequence.finished:
+            t0 = time.perf_counter()  # timed per step: the caller's time between chunks is not ours
+            chunk = decode_step(self.engine, [self.sequence])[0]
             self.decode_s += time.perf_counter() - t0
+            if chunk:
+                yield chunk
 
     def run(self) -> str:
         for _ in self:
@@ -417,7 +415,7 @@ def generate_batch(engine: Engine, prompts: list[str], params: SamplingParams | 
 
 
 def open_engine(model: str | None, engine: str = "auto", dtype: str | None = None,
-                threads: int | None = None) -> tuple[Engine, "Path"]:
+                threads: int | None = None, device: str | None = None) -> tuple[Engine, "Path"]:
     """Resolve MODEL (default: the newest run, or the newest export of a named engine's target)
     and load it into `engine`."""
     from pathlib import Path
@@ -431,6 +429,8 @@ def open_engine(model: str | None, engine: str = "auto", dtype: str | None = Non
     else:
         path = resolve_model(model)
     options = {"dtype": dtype} if dtype else {}
+    if device:
+        options["device"] = device
     return load_engine(engine, path, **options), Path(path)
 
 
@@ -448,7 +448,7 @@ def split_model_and_prompt(args: list[str]) -> tuple[str | None, str | None]:
 
 def generate_command(args: list[str], engine_name: str, params: SamplingParams, as_json: bool,
                      dtype: str | None = None, threads: int | None = None, add_bos: bool = True,
-                     stdin=None, out=None) -> dict:
+                     stdin=None, out=None, device: str | None = None) -> dict:
     """`mmfree generate`: stream the continuation to `out` (or print one JSON object with --json)."""
     import json
     import sys
@@ -458,7 +458,7 @@ def generate_command(args: list[str], engine_name: str, params: SamplingParams, 
         if stdin.isatty():
             raise UserError("no prompt — give one as an argument or pipe it in: echo 'Once upon' | mmfree generate")
         prompt = stdin.read()
-    engine, path = open_engine(model, engine_name, dtype, threads)
+    engine, path = open_engine(model, engine_name, dtype, threads, device)
     gen = Generation(engine, prompt, params, add_bos=add_bos)
     for chunk in gen:
         if not as_json:

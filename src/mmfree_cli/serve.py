@@ -243,8 +243,9 @@ def create_app(engine: Engine, model_id: str, template: ChatTemplate, limits: Li
 
     @app.get("/health")
     async def health():
-        peak = app.state.scheduler.batch_peak if app.state.scheduler else 0
-        return {"status": "ok", "model": model_id, **engine.describe(), "max_batch": max_batch, "batch_peak": peak}
+        sched = app.state.scheduler
+        return {"status": "ok", "model": model_id, **engine.describe(), "max_batch": max_batch,
+                "batch_peak": sched.batch_peak if sched else 0, "prefix_cache_hits": sched.cache.hits if sched else 0}
 
     @app.get("/v1/models")
     async def models():
