@@ -79,6 +79,25 @@ def train(
 
 
 @app.command()
+def distill(
+    recipe: Path = typer.Argument(..., help="A recipe with a distill: section (recipes/distill-tiny.yaml, recipes/distill-370m.yaml)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides: section.key=value ..."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="auto (the newest unfinished run) or a run / checkpoint directory."),
+):
+    """Distil a full-precision teacher (transformers directory or mmfree run) into the recipe's ternary student.
+
+    With no distill.teacher, a full-precision teacher is trained first into runs/<recipe>-teacher-<hash>/ and reused later.
+
+    Examples:
+      mmfree distill recipes/distill-tiny.yaml
+      mmfree distill recipes/distill-tiny.yaml distill.alpha=0.9 distill.temperature=1.0
+      mmfree distill recipes/distill-370m.yaml distill.teacher=/models/my-llama --resume auto
+    """
+    from .train.distill import run as run_distill
+    run_distill(recipe, overrides or [], resume, console=console)
+
+
+@app.command()
 def quantize(
     model: Optional[str] = typer.Argument(None, help="Run, reference checkpoint or packed model directory (default: the newest run)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: exports/packed/<model>-<layout>)."),

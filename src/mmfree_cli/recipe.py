@@ -1,7 +1,7 @@
 """Training recipes: a typed, validated schema, YAML loading and dotted command-line overrides.
 
 A recipe is one YAML file with the sections model / tokenizer / data / optimizer / schedule /
-train / checkpoint / logging / eval. Each section is a small dataclass; every field has a default,
+train / checkpoint / logging / eval (and distill, read by `mmfree distill`). Each section is a small dataclass; every field has a default,
 so a recipe names only what it changes. Loading checks everything at once — unknown keys (with a
 "did you mean"), wrong types, impossible values, missing files — and reports all problems in one
 `UserError` line, so a bad recipe never starts a run.
@@ -133,6 +133,28 @@ class EvalSection:
 
 
 @dataclass
+class DistillSection:
+    """`mmfree distill` only (`mmfree train` ignores it): a full-precision teacher's knowledge into this model."""
+    teacher: str | None = None
+    """A transformers causal-LM directory or an mmfree run with ternary: false; null: train one first (teacher_recipe)."""
+    teacher_recipe: dict[str, Any] = field(default_factory=dict)
+    """When teacher is null: recipe sections laid over this recipe to train the teacher (model.ternary: false by default)."""
+    alpha: float = 0.5
+    """loss = (1 - alpha)·CE + alpha·T²·KL(teacher ‖ student) at temperature T."""
+    temperature: float = 2.0
+    hidden_mse: float = 0.0
+    """Weight of the MSE between the student's last hidden state (through a learned projection) and the teacher's; 0: off."""
+    teacher_dtype: str = "float32"
+    """float32 | bfloat16 | float16: the teacher's weights and compute."""
+    teacher_device: str | None = None
+    """Where the teacher runs ("cpu", "cuda:1"); null: the student's device."""
+    chunk_tokens: int = 1024
+    """Positions per chunk of the fp32 loss: its memory is chunk_tokens × vocabulary floats, not the whole batch's."""
+    cache_dir: str | None = None
+    """Cache teacher logits here (float16, one file per training block: small corpora only); null: no cache."""
+
+
+@dataclass
 class Recipe:
     model: ModelSection = field(default_factory=ModelSection)
     tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
@@ -143,6 +165,7 @@ class Recipe:
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
     eval: EvalSection = field(default_factory=EvalSection)
+    distill: DistillSection = field(default_factory=DistillSection)
     name: str = "recipe"
     """The recipe's file stem, used to name runs (not a YAML key)."""
     base_dir: Path = Path(".")
@@ -293,7 +316,27 @@ def _check_values(r: Recipe, problems: list[str]) -> None:
         value = getattr(getattr(r, sec), name)
         need(value >= 0, key, "must be >= 0", value)
     need(r.checkpoint.keep_last >= 1, "checkpoint.keep_last", "must be >= 1", r.checkpoint.keep_last)
+    _check_distill(r.distill, problems)
     _check_files(r, problems)
+
+
+def _check_distill(x: DistillSection, problems: list[str]) -> None:
+    def need(ok: bool, key: str, what: str, value: Any) -> None:
+        if not ok:
+            problems.append(f"distill.{key} {what}, got {value!r}")
+
+    need(0 <= x.alpha <= 1, "alpha", "must be in [0, 1]", x.alpha)
+    need(x.temperature > 0, "temperature", "must be > 0", x.temperature)
+    need(x.hidden_mse >= 0, "hidden_mse", "must be >= 0", x.hidden_mse)
+    need(x.teacher_dtype in ("float32", "bfloat16", "float16"), "teacher_dtype", "must be float32, bfloat16 or float16",
+         x.teacher_dtype)
+    need(x.chunk_tokens > 0, "chunk_tokens", "must be > 0", x.chunk_tokens)
+    need(x.cache_dir is None or x.hidden_mse == 0, "cache_dir", "caches logits only: set it to null when hidden_mse > 0",
+         x.cache_dir)
+    for key in x.teacher_recipe:
+        if key not in SECTIONS or key == "distill":
+            problems.append(f"distill.teacher_recipe.{key}: not a recipe section"
+                            f"{_suggest(str(key), [k for k in SECTIONS if k != 'distill'])}")
 
 
 def _check_files(r: Recipe, problems: list[str]) -> None:

@@ -27,8 +27,13 @@ SUMMARY_FILE = "summary.json"
 
 
 def run(recipe_path: str | Path, overrides: list[str] | None = None, resume: str | None = None,
-        console=None) -> Path:
-    """Train per the recipe (or resume a run: "auto" or a run / checkpoint path); returns the run directory."""
+        console=None, objective=None) -> Path:
+    """Train per the recipe (or resume a run: "auto" or a run / checkpoint path); returns the run directory.
+
+    `objective(recipe, model, tokenizer, accelerator)`, if given, returns the training loss to use instead
+    of next-token CE: a callable `(model, input_ids) -> (loss_sum, n)` with a `modules` list of extra
+    trainable modules (optimised, prepared and checkpointed with the model; e.g. distillation's projection).
+    Validation stays plain CE."""
     recipe = _absolute_paths(load_recipe(recipe_path, overrides))  # a bad recipe fails before any heavy import
     from accelerate import Accelerator
     from accelerate.utils import broadcast_object_list, set_seed
@@ -46,10 +51,10 @@ def run(recipe_path: str | Path, overrides: list[str] | None = None, resume: str
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
     set_seed(recipe.train.seed)
-    return _train(recipe, run_dir, checkpoint, acc, console)
+    return _train(recipe, run_dir, checkpoint, acc, console, objective)
 
 
-def _train(recipe: Recipe, run_dir: Path, checkpoint: Path | None, acc, console) -> Path:
+def _train(recipe: Recipe, run_dir: Path, checkpoint: Path | None, acc, console, objective=None) -> Path:
     from accelerate.utils import gather_object
 
     from ..data import blocks
@@ -60,13 +65,18 @@ def _train(recipe: Recipe, run_dir: Path, checkpoint: Path | None, acc, console)
 
     tokenizer = tokenizer_for_recipe(recipe.tokenizer.name, recipe.resolve_path)
     model = build_model(recipe, tokenizer)
-    optimizer = build_optimizer(recipe, model)
-    model, optimizer = acc.prepare(model, optimizer)
+    loss_fn = objective(recipe, model, tokenizer, acc) if objective else None
+    extra = list(loss_fn.modules) if loss_fn is not None else []
+    optimizer = build_optimizer(recipe, model, extra)
+    model, optimizer, *extra = acc.prepare(model, optimizer, *extra)
+    if loss_fn is not None:
+        loss_fn.modules = extra
     train_source, val_set = blocks.build(recipe.data, tokenizer, recipe.train.seed, acc.process_index, acc.num_processes)
     if acc.is_main_process:
         _write_run_files(recipe, run_dir, acc.unwrap_model(model), tokenizer)
     acc.wait_for_everyone()
-    trainer = Trainer(recipe, run_dir, model, optimizer, train_source, val_set, acc)
+    trainer = Trainer(recipe, run_dir, model, optimizer, train_source, val_set, acc,
+                      **({"loss_fn": loss_fn} if loss_fn is not None else {}))
     if checkpoint is not None:
         trainer.resume(checkpoint)
     log = MetricsLog(run_dir, acc.is_main_process, recipe.logging.tensorboard,
@@ -110,11 +120,12 @@ def build_model(recipe: Recipe, tokenizer):
     return model
 
 
-def build_optimizer(recipe: Recipe, model) -> torch.optim.Optimizer:
+def build_optimizer(recipe: Recipe, model, extra_modules=()) -> torch.optim.Optimizer:
     """AdamW; weight decay on matrices only (projections, embedding), never on norms or lower bounds."""
     o = recipe.optimizer
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "lower_bounds" not in n]
-    other = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "lower_bounds" not in n)]
+    named = [*model.named_parameters(), *(np for m in extra_modules for np in m.named_parameters())]
+    decay = [p for n, p in named if p.dim() >= 2 and "lower_bounds" not in n]
+    other = [p for n, p in named if not (p.dim() >= 2 and "lower_bounds" not in n)]
     groups = [{"params": decay, "weight_decay": o.weight_decay, "decay": True},
               {"params": other, "weight_decay": 0.0, "decay": False}]
     return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)

@@ -80,16 +80,21 @@ class Trainer:
         totals = self.acc.reduce(torch.tensor([float(loss_sum), float(tokens)], device=self.acc.device), "sum").cpu()
         # DDP averaged the summed gradients over processes; rescale to a mean over every token of the window
         scale = world / float(totals[1])
-        for p in self.model.parameters():
+        params = self._trained_parameters()
+        for p in params:
             if p.grad is not None:
                 p.grad.mul_(scale)
         if t.max_grad_norm:
-            self.acc.clip_grad_norm_(self.model.parameters(), t.max_grad_norm)
+            self.acc.clip_grad_norm_(params, t.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.tokens_seen += int(totals[1])
         return float(totals[0] / totals[1])
+
+    def _trained_parameters(self) -> list[torch.nn.Parameter]:
+        """Everything the optimizer steps: the model and any module of the loss (e.g. a distillation projection)."""
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
