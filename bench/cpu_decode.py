@@ -27,6 +27,7 @@ if __package__ in (None, ""):
 
 import numpy as np
 import torch
+import numba
 from numba import njit, prange
 
 from bench.record import record
@@ -87,14 +88,19 @@ def main() -> None:
     freeze_ternary_weights(model)
     weight_bytes = compiled.weight_bytes()
     load = os.getloadavg()[0]
-    notes = (f"{args.layers} layers x d=1024, I=2816, V=32000; shared 2-core machine, load average "
+    notes = (f"{args.layers} layers x d=1024, I=2816, V=32000, {compiled.kernel} kernel, "
+             f"{numba.get_num_threads()} threads; shared 2-core machine, load average "
              f"{load:.1f} at start (other jobs running)")
 
-    tok = np.array([[1]])
     state = np.zeros((config.num_hidden_layers, 1, config.hidden_size), dtype=np.int32)
-    compiled.forward(tok, state)  # compile / warm up
-    step_times = [t / args.steps for t in timed(lambda: _decode(compiled, state, args.steps), args.repeats)]
-    bw_same = stream_bandwidth(weight_bytes, args.repeats)
+    compiled.forward(np.array([[1]]), state)  # compile / warm up
+    words = np.ones(weight_bytes // 8, dtype=np.uint64)
+    _stream_sum(words)
+    # decode and the streaming read alternate, so both see the same load on a shared machine
+    step_times, bw_same = [], []
+    for _ in range(args.repeats):
+        step_times.append(timed(lambda: _decode(compiled, state, args.steps), 1)[0] / args.steps)
+        bw_same.append(words.nbytes / timed(lambda: _stream_sum(words), 1)[0] / 1e9)
     bw_dram = stream_bandwidth(1 << 30, 3)
     prompt = np.random.default_rng(0).integers(0, config.vocab_size, (1, args.prefill))
     prefill_times = timed(lambda: compiled.forward(prompt, state), max(2, args.repeats // 2))
@@ -107,7 +113,7 @@ def main() -> None:
         torch_prefill = timed(lambda: model(torch.from_numpy(prompt)), 2)
 
     tps = [1 / t for t in step_times]
-    fraction = [(weight_bytes / t) / 1e9 / statistics.median(bw_same) for t in step_times]
+    fraction = [(weight_bytes / t) / 1e9 / bw for t, bw in zip(step_times, bw_same)]
     speedup = statistics.median(tps) * statistics.median(torch_step)
     record(BENCH, "weight bytes read per token", float(weight_bytes), "bytes", notes=notes)
     record(BENCH, "streaming read bandwidth (buffer = weight bytes)", bw_same, "GB/s", notes=notes)

@@ -10,7 +10,8 @@ import torch
 
 from mmfree_cli.data.tokenizer import ByteTokenizer
 from mmfree_cli.engines import load_engine
-from mmfree_cli.engines.cpu_int import CompiledModel, CpuIntEngine, bit_planes
+from mmfree_cli.engines.cpu_int import CompiledModel, CpuIntEngine
+from mmfree_cli.engines.cpu_ternary import KERNELS, MATMULS, has_vnni, layout, padded
 from mmfree_cli.export import run_export
 from mmfree_cli.export.cpu import read_int_model
 from mmfree_cli.model import save_pretrained
@@ -33,19 +34,28 @@ def run_dir(tmp_path, small_model):
     return path
 
 
-def test_bit_planes_hold_each_weight_once():
-    codes = np.random.default_rng(0).integers(-1, 2, (5, 130)).astype(np.int8)
-    plus, minus = bit_planes(codes)
-    assert plus.shape == (5, 3) and not (plus & minus).any()
-    bits = np.unpackbits(plus.view(np.uint8), axis=-1, bitorder="little")[:, :130]
-    assert np.array_equal(bits, codes == 1)
+KERNELS_HERE = [k for k in KERNELS if k != "vnni" or has_vnni()]
 
 
+@pytest.mark.parametrize("kernel", KERNELS_HERE)
+@pytest.mark.parametrize("n,k,rows", [(5, 130, 1), (37, 256, 3), (64, 700, 2)])
+def test_ternary_kernels_are_exact(kernel, n, k, rows):
+    rng = np.random.default_rng(n)
+    codes = rng.integers(-1, 2, (n, k)).astype(np.int8)
+    q = np.zeros((rows, padded(k)), dtype=np.int8)
+    q[:, :k] = rng.integers(-127, 128, (rows, k))
+    acc = np.full((rows, n), -999, dtype=np.int64)  # every element must be written
+    MATMULS[kernel](layout(codes, kernel), q, acc)
+    assert np.array_equal(acc, q[:, :k].astype(np.int64) @ codes.T.astype(np.int64))
+    assert layout(codes, kernel).nbytes == n * padded(k) // 4  # 2 bits a weight
+
+
+@pytest.mark.parametrize("kernel", KERNELS_HERE)
 @pytest.mark.parametrize("shape", [dict(hidden_size=72, intermediate_size=100, vocab_size=97),
                                    dict(hidden_size=130, intermediate_size=64, vocab_size=61, num_hidden_layers=2)])
-def test_engine_is_bit_exact_with_the_reference(small_model, shape):
+def test_engine_is_bit_exact_with_the_reference(small_model, shape, kernel):
     im = intspec.int_model_from_float(small_model(seed=3, **shape))
-    compiled = CompiledModel(im)
+    compiled = CompiledModel(im, kernel)
     tokens = np.random.default_rng(1).integers(0, shape["vocab_size"], (3, 7))
     state0 = intref.new_state(im, 3)
     state0[:] = np.random.default_rng(2).integers(-2**21, 2**21, state0.shape)  # a non-zero start

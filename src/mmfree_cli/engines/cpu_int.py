@@ -1,16 +1,11 @@
 """The CPU integer engine (`--engine cpu`): numba kernels bit-exact with `quant.intref`.
 
-The arithmetic is docs/integer-spec.md, unit by unit, on int64 scalars in compiled loops; only the
-ternary products are organised for speed. Weights live in memory as two bit planes per row
-(`plus`, `minus`: bit i of word j is weight 64j + i, K padded to a multiple of 64 with zeros),
-so 2 bits a weight, the same bytes as the exported i2 layout. The int8 activations are split
-into their 8 two's-complement bit planes the same way, and
-
-    acc[n] = Σ_b 2^b·(popcount(plus_n & X_b) - popcount(minus_n & X_b))   (b = 7 counts -128)
-
-which LLVM vectorises to AVX-512 `vpopcntq` where the CPU has it. Rows of a matrix product run
-in parallel on all cores (numba prange); a prefill reuses each weight row, loaded once, for every
-token of the batch. State is an int32 numpy array [L, B, d] (Q11.20), as in the reference.
+The arithmetic is docs/integer-spec.md, unit by unit, on int64 scalars in compiled loops (no
+per-element Python); the ternary products are `cpu_ternary`'s packed kernels (AVX-512 VNNI where
+the CPU has it, popcount otherwise), parallel over all cores. Rows of a batch are the tokens of
+all sequences (row b·T + t), so a prefill runs each projection once as a matrix-matrix product;
+only the recurrence itself walks the positions in order. State is an int32 numpy array
+[L, B, d] (Q11.20), as in the reference.
 """
 
 from __future__ import annotations
@@ -22,11 +17,10 @@ from typing import Any
 import numba
 import numpy as np
 import torch
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.extending import intrinsic
+from numba import njit
 
 from ..quant import intspec
+from .cpu_ternary import BLOCK, MATMULS, default_kernel, layout
 from ..quant.intspec import (EPS_M, EPS_S, EPS_TERM_MAX, FRAC_G, FRAC_H, FRAC_X, INT32_MAX,
                              INT32_MIN, ONE_G)
 from .base import Engine, State
@@ -39,18 +33,6 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
 
 SIG = intspec.SIGMOID_TABLE.astype(np.int64)
 RSQ = intspec.RSQRT_TABLE.astype(np.int64)
-WORD = 64
-
-
-@intrinsic
-def _popcount(typingctx, x):
-    """llvm.ctpop on a uint64: one `popcnt` / `vpopcntq` lane."""
-    sig = types.uint64(types.uint64)
-
-    def codegen(context, builder, signature, args):
-        fn = builder.module.declare_intrinsic("llvm.ctpop", [ir.IntType(64)])
-        return builder.call(fn, args)
-    return sig, codegen
 
 
 @njit(cache=True)
@@ -104,8 +86,8 @@ def _rsqrt(s, rsq):
 
 
 @njit(cache=True)
-def _prepare_row(w, gain, eps_z, eps_p, use_eps, cm, cs, rsq, planes, w16, u, u16):
-    """One BitLinear input row → its int8 activations as bit planes [8, KW] and (M_m, M_e)."""
+def _prepare_row(w, gain, eps_z, eps_p, use_eps, cm, cs, rsq, q, w16, u, u16):
+    """One BitLinear input row → its int8 activations q (zero-padded) and (M_m, M_e)."""
     kw = _normalize16(w, w16)
     total = np.int64(0)
     for j in range(w16.shape[0]):
@@ -119,49 +101,21 @@ def _prepare_row(w, gain, eps_z, eps_p, use_eps, cm, cs, rsq, planes, w16, u, u1
     for j in range(u16.shape[0]):
         a = max(a, abs(u16[j]))
     recip = ((np.int64(127) << 32) + a - 1) // a if a > 0 else np.int64(0)
-    planes[:] = 0
     for j in range(u16.shape[0]):
         mag = (abs(u16[j]) * recip + (np.int64(1) << 31)) >> 32
-        q = (mag if u16[j] >= 0 else -mag) & 0xFF  # two's complement byte
-        word, bit = j // 64, np.uint64(j % 64)
-        for b in range(8):
-            if (q >> b) & 1:
-                planes[b, word] |= np.uint64(1) << bit
+        q[j] = mag if u16[j] >= 0 else -mag
     p = _rsr(a * r, 8)
     mm = _rsr(cm * p, 24)
     me = min(max(cs + 23 + (e >> 1) - k - 32, 1), 62)
     return mm, me
 
 
-@njit(parallel=True, fastmath=True, cache=True)
-def ternary_matmul(plus, minus, xplanes, acc):
-    """acc[r, n] = Σ_k W[n, k]·q[r, k] from bit planes. plus/minus [N, KW], xplanes [R, 8, KW]."""
-    n_rows, kw = plus.shape
-    for n in prange(n_rows):
-        for r in range(xplanes.shape[0]):
-            c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = np.int64(0)
-            for j in range(kw):
-                p = plus[n, j]
-                m = minus[n, j]
-                x = xplanes[r]
-                c0 += np.int64(_popcount(p & x[0, j])) - np.int64(_popcount(m & x[0, j]))
-                c1 += np.int64(_popcount(p & x[1, j])) - np.int64(_popcount(m & x[1, j]))
-                c2 += np.int64(_popcount(p & x[2, j])) - np.int64(_popcount(m & x[2, j]))
-                c3 += np.int64(_popcount(p & x[3, j])) - np.int64(_popcount(m & x[3, j]))
-                c4 += np.int64(_popcount(p & x[4, j])) - np.int64(_popcount(m & x[4, j]))
-                c5 += np.int64(_popcount(p & x[5, j])) - np.int64(_popcount(m & x[5, j]))
-                c6 += np.int64(_popcount(p & x[6, j])) - np.int64(_popcount(m & x[6, j]))
-                c7 += np.int64(_popcount(p & x[7, j])) - np.int64(_popcount(m & x[7, j]))
-            acc[r, n] = c0 + 2 * c1 + 4 * c2 + 8 * c3 + 16 * c4 + 32 * c5 + 64 * c6 - 128 * c7
-
-
 @njit(cache=True)
-def bitlinear_rows(w, proj, eps_z, eps_p, use_eps, rsq):
-    """intref.bitlinear_int on rows w [R, K] → y [R, N] (Q15.16). proj = (plus, minus, gain, scale)."""
-    plus, minus, gain, scale = proj
+def bitlinear_rows(w, proj, eps_z, eps_p, use_eps, rsq, matmul):
+    """intref.bitlinear_int on rows w [R, K] → y [R, N] (Q15.16). proj = (weights, gain, scale)."""
+    weights, gain, scale = proj
     n_rows, k = w.shape
-    kw = plus.shape[1]
-    xplanes = np.zeros((n_rows, 8, kw), dtype=np.uint64)
+    q = np.zeros((n_rows, -(-k // BLOCK) * BLOCK), dtype=np.int8)
     mm = np.empty(n_rows, dtype=np.int64)
     me = np.empty(n_rows, dtype=np.int64)
     w16 = np.empty(k, dtype=np.int64)
@@ -169,9 +123,9 @@ def bitlinear_rows(w, proj, eps_z, eps_p, use_eps, rsq):
     u16 = np.empty(k, dtype=np.int64)
     for r in range(n_rows):
         mm[r], me[r] = _prepare_row(w[r], gain, eps_z[r], eps_p[r], use_eps, scale[0], scale[1],
-                                    rsq, xplanes[r], w16, u, u16)
-    acc = np.empty((n_rows, plus.shape[0]), dtype=np.int64)
-    ternary_matmul(plus, minus, xplanes, acc)
+                                    rsq, q[r], w16, u, u16)
+    acc = np.empty((n_rows, weights.shape[0]), dtype=np.int64)
+    matmul(weights, q, acc)
     for r in range(n_rows):
         for n in range(acc.shape[1]):
             acc[r, n] = min(max(_rsr(acc[r, n] * mm[r], me[r]), INT32_MIN), INT32_MAX)
@@ -205,15 +159,15 @@ def _gain_rows(x, gain):
 
 
 @njit(cache=True)
-def token_mixer_rows(x, h, n_seq, attn_gain, lb, g_gain, g_shift, pi, pf, pg, po, sig, rsq):
+def token_mixer_rows(x, h, n_seq, attn_gain, lb, g_gain, g_shift, pi, pf, pg, po, sig, rsq, matmul):
     """intref.token_mixer on rows x [B·T, d] (row b·T + t); h [B, d] is updated in place."""
     n_rows, d = x.shape
     steps = n_rows // n_seq
     zeros = np.zeros(n_rows, dtype=np.int64)
     w, _ = _gain_rows(x, attn_gain)
-    y_i = bitlinear_rows(w, pi, zeros, zeros, False, rsq)
-    y_f = bitlinear_rows(w, pf, zeros, zeros, False, rsq)
-    y_g = bitlinear_rows(w, pg, zeros, zeros, False, rsq)
+    y_i = bitlinear_rows(w, pi, zeros, zeros, False, rsq, matmul)
+    y_f = bitlinear_rows(w, pf, zeros, zeros, False, rsq, matmul)
+    y_g = bitlinear_rows(w, pg, zeros, zeros, False, rsq, matmul)
     silu_h = np.empty((n_rows, d), dtype=np.int64)
     for b in range(n_seq):
         for t in range(steps):
@@ -243,16 +197,16 @@ def token_mixer_rows(x, h, n_seq, attn_gain, lb, g_gain, g_shift, pi, pf, pg, po
             o_in[r, j] *= g_gain[j]
         eps_z[r] = z
         eps_p[r] = ks + kp - FRAC_H - g_shift
-    return bitlinear_rows(o_in, po, eps_z, eps_p, True, rsq)
+    return bitlinear_rows(o_in, po, eps_z, eps_p, True, rsq, matmul)
 
 
 @njit(cache=True)
-def channel_mixer_rows(x, mlp_gain, pgate, pdown, sig, rsq):
+def channel_mixer_rows(x, mlp_gain, pgate, pdown, sig, rsq, matmul):
     """intref.channel_mixer on rows x [R, d]."""
     n_rows = x.shape[0]
     zeros = np.zeros(n_rows, dtype=np.int64)
     w, _ = _gain_rows(x, mlp_gain)
-    y = bitlinear_rows(w, pgate, zeros, zeros, False, rsq)
+    y = bitlinear_rows(w, pgate, zeros, zeros, False, rsq, matmul)
     inner = y.shape[1] // 2
     p = np.empty((n_rows, inner), dtype=np.int64)
     eps_z = np.full(n_rows, inner, dtype=np.int64)
@@ -268,24 +222,16 @@ def channel_mixer_rows(x, mlp_gain, pgate, pdown, sig, rsq):
         for j in range(inner):
             p[r, j] = a16[j] * b16[j]
         eps_p[r] = ka + kb - 2 * FRAC_X
-    return bitlinear_rows(p, pdown, eps_z, eps_p, True, rsq)
-
-
-def bit_planes(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ternary codes [N, K] → (plus, minus) uint64 [N, ceil(K/64)]: bit i of word j is weight 64j + i."""
-    n, k = codes.shape
-    padded = np.zeros((n, -(-k // WORD) * WORD), dtype=np.int8)
-    padded[:, :k] = codes
-    planes = [np.packbits(padded == v, axis=-1, bitorder="little").view("<u8").astype(np.uint64)
-              for v in (1, -1)]
-    return planes[0], planes[1]
+    return bitlinear_rows(p, pdown, eps_z, eps_p, True, rsq, matmul)
 
 
 class CompiledModel:
-    """The integer model in the engine's memory layout, and a forward over rows of tokens."""
+    """The integer model in the kernel's memory layout, and a forward over rows of tokens."""
 
-    def __init__(self, model: dict[str, np.ndarray]):
+    def __init__(self, model: dict[str, np.ndarray], kernel: str | None = None):
         from ..quant.intref import head_view, layer_view, num_layers
+        self.kernel = kernel or default_kernel()
+        self.matmul = MATMULS[self.kernel]
         self.embed = model["embed"]
         self.final_gain = model["final_gain"].astype(np.int64)
         self.head = self._proj(head_view(model))
@@ -297,29 +243,28 @@ class CompiledModel:
                                 *(self._proj(v[p]) for p in "ifgo"),
                                 v["mlp_gain"].astype(np.int64), self._proj(v["gate"]), self._proj(v["down"])))
 
-    @staticmethod
-    def _proj(p: dict) -> tuple:
-        plus, minus = bit_planes(p["codes"])
-        return plus, minus, p["gain"].astype(np.int64), p["scale"].astype(np.int64)
+    def _proj(self, p: dict) -> tuple:
+        return layout(p["codes"], self.kernel), p["gain"].astype(np.int64), p["scale"].astype(np.int64)
 
     def weight_bytes(self) -> int:
-        """Bytes of ternary weights one token reads (both bit planes of every projection)."""
+        """Bytes of packed ternary weights one token reads (every projection once)."""
         projs = [self.head] + [p for layer in self.layers for p in (*layer[4:8], *layer[9:])]
-        return sum(p[0].nbytes + p[1].nbytes for p in projs)
+        return sum(p[0].nbytes for p in projs)
 
     def forward(self, tokens: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """tokens [B, T], state int32 [L, B, d] → (logits int32 [B, T, V], new state)."""
         n_seq, steps = tokens.shape
         x = self.embed[tokens.reshape(-1)].astype(np.int64)  # rows b·T + t
         new = np.empty_like(state)
+        mm = self.matmul
         for l, (ag, lb, gg, gs, pi, pf, pg, po, mg, pgate, pdown) in enumerate(self.layers):
             h = state[l].astype(np.int64)
-            o = token_mixer_rows(x, h, n_seq, ag, lb, gg, gs, pi, pf, pg, po, SIG, RSQ)
+            o = token_mixer_rows(x, h, n_seq, ag, lb, gg, gs, pi, pf, pg, po, SIG, RSQ, mm)
             new[l] = h
             x = np.clip(x + o, INT32_MIN, INT32_MAX)
-            x = np.clip(x + channel_mixer_rows(x, mg, pgate, pdown, SIG, RSQ), INT32_MIN, INT32_MAX)
+            x = np.clip(x + channel_mixer_rows(x, mg, pgate, pdown, SIG, RSQ, mm), INT32_MIN, INT32_MAX)
         zeros = np.zeros(x.shape[0], dtype=np.int64)
-        logits = bitlinear_rows(_gain_rows(x, self.final_gain)[0], self.head, zeros, zeros, False, RSQ)
+        logits = bitlinear_rows(_gain_rows(x, self.final_gain)[0], self.head, zeros, zeros, False, RSQ, mm)
         return logits.astype(np.int32).reshape(n_seq, steps, -1), new
 
 
@@ -329,9 +274,9 @@ class CpuIntEngine(Engine):
 
     name = "cpu"
 
-    def __init__(self, config, tokenizer, model: dict[str, np.ndarray]):
+    def __init__(self, config, tokenizer, model: dict[str, np.ndarray], kernel: str | None = None):
         self.config, self.tokenizer = config, tokenizer
-        self.compiled = CompiledModel(model)
+        self.compiled = CompiledModel(model, kernel)
 
     @classmethod
     def load(cls, path: str | Path, **_options: Any) -> "CpuIntEngine":
@@ -369,5 +314,5 @@ class CpuIntEngine(Engine):
         return np.concatenate(states, axis=1)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "device": "cpu (integer-only, numba)",
+        return {**super().describe(), "device": f"cpu (integer-only, numba, {self.compiled.kernel} kernel)",
                 "weight_bytes_per_token": self.compiled.weight_bytes()}

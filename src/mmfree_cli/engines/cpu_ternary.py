@@ -1,0 +1,161 @@
+"""Packed ternary × int8 matrix products for the CPU integer engine (numba), two kernels.
+
+Both read 2 bits a weight and give exact int32-range sums acc[r, n] = Σ_k W[n, k]·q[r, k]; rows n
+run in parallel over all cores (prange), and a product over R activation rows (prefill) reuses
+each weight row, loaded once, for all of them. Activations arrive as int8 q [R, Kp], Kp = K
+rounded up to a multiple of 256, zero-padded.
+
+`vnni` (CPUs with AVX-512 VNNI): weights in 256-weight blocks of 64 bytes; byte t of block b holds
+the codes c = w + 1 of weights 256b + 64p + t in bits 2p..2p+1 (p = 0..3; padding code 1). One
+block is one 64-byte load, four shift-and-mask steps and four `vpdpbusd` (u8 code × s8
+activation, summed in int32 lanes): Σ c·q, and acc = Σ c·q - Σ q.
+
+`popcount` (any CPU): two bit planes per row, plus and minus (bit i of word j is weight 64j + i),
+and the activations' 8 two's-complement bit planes X_b:
+acc = Σ_b 2^b·(popcount(plus & X_b) - popcount(minus & X_b)), bit 7 counting -128.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from llvmlite import binding as llvm_binding
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+BLOCK = 256
+KERNELS = ("vnni", "popcount")
+
+_I8, _I16, _I32, _I64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
+_V64I8, _V32I16, _V16I32 = ir.VectorType(_I8, 64), ir.VectorType(_I16, 32), ir.VectorType(_I32, 16)
+
+
+def has_vnni() -> bool:
+    features = llvm_binding.get_host_cpu_features()
+    return bool(features.get("avx512vnni") and features.get("avx512bw"))
+
+
+def default_kernel() -> str:
+    """`vnni` where the CPU has it, else `popcount`; MMFREE_CPU_KERNEL overrides."""
+    chosen = os.environ.get("MMFREE_CPU_KERNEL") or ("vnni" if has_vnni() else "popcount")
+    if chosen not in KERNELS or (chosen == "vnni" and not has_vnni()):
+        raise ValueError(f"MMFREE_CPU_KERNEL={chosen!r}: choose popcount"
+                         + (" or vnni" if has_vnni() else " (this CPU has no AVX-512 VNNI)"))
+    return chosen
+
+
+def padded(k: int) -> int:
+    return -(-k // BLOCK) * BLOCK
+
+
+def layout(codes: np.ndarray, kernel: str) -> np.ndarray:
+    """Ternary codes int8 [N, K] → the kernel's weight array (see the module docstring)."""
+    n, k = codes.shape
+    c = np.ones((n, padded(k)), dtype=np.uint8)
+    c[:, :k] = codes + 1
+    if kernel == "vnni":
+        c = c.reshape(n, -1, 4, 64)  # [N, blocks, p, t]
+        packed = c[:, :, 0] | (c[:, :, 1] << 2) | (c[:, :, 2] << 4) | (c[:, :, 3] << 6)
+        return np.ascontiguousarray(packed.reshape(n, -1))
+    planes = [np.packbits(c == v, axis=-1, bitorder="little").view("<u8") for v in (2, 0)]
+    return np.ascontiguousarray(np.stack(planes, axis=1).astype(np.uint64))  # [N, 2, KW]
+
+
+def _splat(ty, n, v):
+    return ir.Constant(ir.VectorType(ty, n), [ir.Constant(ty, v)] * n)
+
+
+@intrinsic
+def _dot_vnni(typingctx, w, x, nblocks):
+    """Σ_k code[k]·x[k] over `nblocks` 256-weight blocks of one weight row w and activations x."""
+    sig = types.int64(w, x, types.intp)
+
+    def codegen(context, builder, signature, args):
+        wbase = context.make_array(signature.args[0])(context, builder, args[0]).data
+        xbase = context.make_array(signature.args[1])(context, builder, args[1]).data
+        mod = builder.module
+        dot = cgutils.get_or_insert_function(mod, ir.FunctionType(_V16I32, [_V16I32] * 3),
+                                             "llvm.x86.avx512.vpdpbusd.512")
+        reduce_add = cgutils.get_or_insert_function(mod, ir.FunctionType(_I32, [_V16I32]),
+                                                    "llvm.vector.reduce.add.v16i32")
+        accp = cgutils.alloca_once_value(builder, ir.Constant(_V16I32, None))
+        with cgutils.for_range(builder, args[2]) as loop:
+            b = loop.index
+            wptr = builder.gep(wbase, [builder.mul(b, ir.Constant(b.type, 64))])
+            wv = builder.load(builder.bitcast(wptr, _V64I8.as_pointer()), align=1)
+            acc = builder.load(accp)
+            for p in range(4):
+                # codes of plane p: shift 16-bit lanes, then mask each byte (no bits cross bytes)
+                shifted = builder.lshr(builder.bitcast(wv, _V32I16), _splat(_I16, 32, 2 * p))
+                codes = builder.and_(builder.bitcast(shifted, _V64I8), _splat(_I8, 64, 3))
+                offset = builder.add(builder.mul(b, ir.Constant(b.type, BLOCK)), ir.Constant(b.type, 64 * p))
+                xv = builder.load(builder.bitcast(builder.gep(xbase, [offset]), _V64I8.as_pointer()), align=1)
+                acc = builder.call(dot, [acc, builder.bitcast(codes, _V16I32), builder.bitcast(xv, _V16I32)])
+            builder.store(acc, accp)
+        return builder.sext(builder.call(reduce_add, [builder.load(accp)]), _I64)
+    return sig, codegen
+
+
+@njit(parallel=True, cache=True)
+def matmul_vnni(weights, q, acc):
+    """acc [R, N] = W q for W in the vnni layout [N, Kp/4], q int8 [R, Kp]."""
+    n_rows, n_seq = weights.shape[0], q.shape[0]
+    nblocks = q.shape[1] // BLOCK
+    qsum = np.zeros(n_seq, dtype=np.int64)
+    for r in range(n_seq):
+        for k in range(q.shape[1]):
+            qsum[r] += q[r, k]
+    for n in prange(n_rows):
+        for r in range(n_seq):
+            acc[r, n] = _dot_vnni(weights[n], q[r], nblocks) - qsum[r]
+
+
+@intrinsic
+def _popcount(typingctx, x):
+    """llvm.ctpop on a uint64: one `popcnt` / `vpopcntq` lane."""
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        return builder.call(builder.module.declare_intrinsic("llvm.ctpop", [_I64]), args)
+    return sig, codegen
+
+
+@njit(cache=True)
+def _activation_planes(q):
+    """int8 q [R, Kp] → its 8 two's-complement bit planes uint64 [R, 8, Kp/64]."""
+    planes = np.zeros((q.shape[0], 8, q.shape[1] // 64), dtype=np.uint64)
+    for r in range(q.shape[0]):
+        for k in range(q.shape[1]):
+            byte = np.int64(q[r, k]) & 0xFF
+            for b in range(8):
+                if (byte >> b) & 1:
+                    planes[r, b, k // 64] |= np.uint64(1) << np.uint64(k % 64)
+    return planes
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def matmul_popcount(weights, q, acc):
+    """acc [R, N] = W q for W as bit planes [N, 2, Kp/64], q int8 [R, Kp]."""
+    x = _activation_planes(q)
+    n_rows, _, kw = weights.shape
+    for n in prange(n_rows):
+        for r in range(x.shape[0]):
+            c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = np.int64(0)
+            for j in range(kw):
+                p = weights[n, 0, j]
+                m = weights[n, 1, j]
+                c0 += np.int64(_popcount(p & x[r, 0, j])) - np.int64(_popcount(m & x[r, 0, j]))
+                c1 += np.int64(_popcount(p & x[r, 1, j])) - np.int64(_popcount(m & x[r, 1, j]))
+                c2 += np.int64(_popcount(p & x[r, 2, j])) - np.int64(_popcount(m & x[r, 2, j]))
+                c3 += np.int64(_popcount(p & x[r, 3, j])) - np.int64(_popcount(m & x[r, 3, j]))
+                c4 += np.int64(_popcount(p & x[r, 4, j])) - np.int64(_popcount(m & x[r, 4, j]))
+                c5 += np.int64(_popcount(p & x[r, 5, j])) - np.int64(_popcount(m & x[r, 5, j]))
+                c6 += np.int64(_popcount(p & x[r, 6, j])) - np.int64(_popcount(m & x[r, 6, j]))
+                c7 += np.int64(_popcount(p & x[r, 7, j])) - np.int64(_popcount(m & x[r, 7, j]))
+            acc[r, n] = c0 + 2 * c1 + 4 * c2 + 8 * c3 + 16 * c4 + 32 * c5 + 64 * c6 - 128 * c7
+
+
+MATMULS = {"vnni": matmul_vnni, "popcount": matmul_popcount}
