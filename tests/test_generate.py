@@ -103,6 +103,13 @@ def test_repetition_penalty_changes_greedy_output(engine):
     assert repeats(penal) < repeats(plain)
 
 
+def test_byte_models_start_without_bos_like_their_training_data(engine):
+    from mmfree_cli.generate import encode_prompt
+    assert encode_prompt(engine, "ab") == [97, 98]
+    assert encode_prompt(engine, "ab", add_bos=True) == [engine.tokenizer.bos_id, 97, 98]
+    assert encode_prompt(engine, "") == [engine.tokenizer.eos_id]  # EOS separates training documents
+
+
 def test_bad_dtype_is_a_user_error(model_dir):
     with pytest.raises(UserError, match="unknown dtype 'float7'"):
         load_engine("torch", model_dir, dtype="float7")

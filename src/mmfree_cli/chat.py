@@ -27,7 +27,7 @@ import yaml
 
 from .engines.base import Engine
 from .errors import UserError
-from .generate import Generation, SamplingParams
+from .generate import Generation, SamplingParams, default_add_bos
 
 CHAT_FORMAT_VERSION = "1"
 
@@ -135,8 +135,8 @@ class ChatSession:
         tok = self.engine.tokenizer
         text = self.carry_text + delta
         fresh = self.state is None
-        add_bos = fresh and tok.bos_id is not None and not (self.template and self.template.bos_token
-                                                           and text.startswith(self.template.bos_token))
+        add_bos = fresh and default_add_bos(tok) and not (self.template and self.template.bos_token
+                                                         and text.startswith(self.template.bos_token))
         ids = self.carry_tokens + tok.encode(text, add_bos=add_bos)
         if not ids:
             raise UserError("nothing to send — type some text")
@@ -277,10 +277,11 @@ def _command(session: ChatSession, line: str, out) -> bool:
 
 
 def chat_command(model: str | None, engine_name: str, template: str, params: SamplingParams,
-                 system: str | None = None, dtype: str | None = None, threads: int | None = None) -> None:
+                 system: str | None = None, dtype: str | None = None, threads: int | None = None,
+                 device: str | None = None) -> None:
     """`mmfree chat`: load the model (default: the newest run) and talk."""
     from .generate import open_engine
-    engine, path = open_engine(model, engine_name, dtype, threads)
+    engine, path = open_engine(model, engine_name, dtype, threads, device)
     chosen = find_template(path, template)
     banner = f"mmfree chat — {path.name} on {engine.name}; "
     run_chat(engine, chosen, params, system, banner)

@@ -151,10 +151,11 @@ def generate(
     seed: int = typer.Option(0, help="Random seed of the sampler."),
     stop: Optional[list[str]] = typer.Option(None, "--stop", help="Stop string (repeat for several)."),
     ignore_eos: bool = typer.Option(False, help="Keep going after the end-of-sequence token."),
-    no_bos: bool = typer.Option(False, "--no-bos", help="Do not put the BOS token before the prompt."),
+    no_bos: bool = typer.Option(False, "--no-bos", help="No BOS before the prompt (default: BOS for HF tokenizers, none for byte-level runs, which train without it)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: text, token counts, tokens/s."),
     dtype: Optional[str] = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
+    device: Optional[str] = typer.Option(None, "--device", help="fpga engine: the XDMA node prefix, e.g. /dev/xdma0 (or DIR/xdma0 of `mmfree fpga-emulator`)."),
 ):
     """Continue a prompt once, streaming the text as it is generated.
 
@@ -167,7 +168,7 @@ def generate(
     params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                             min_p=min_p, repetition_penalty=repetition_penalty, seed=seed,
                             stop=tuple(stop or ()), ignore_eos=ignore_eos)
-    result = generate_command(args or [], engine, params, as_json, dtype, threads, add_bos=not no_bos)
+    result = generate_command(args or [], engine, params, as_json, dtype, threads, add_bos=False if no_bos else None, device=device)
     if not as_json:
         Console(stderr=True).print(f"[dim][{result['completion_tokens']} tokens, {result['tokens_per_s']:.1f} tokens/s, "
                                    f"{result['engine']}][/]", highlight=False)

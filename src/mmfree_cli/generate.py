@@ -292,14 +292,24 @@ class PrefixCache:
         return self._entries[key]
 
 
-def encode_prompt(engine: Engine, prompt: str | Seq[int], add_bos: bool = True) -> list[int]:
-    """Prompt text → ids (with BOS when the tokenizer has one and add_bos); ids pass through."""
+def default_add_bos(tokenizer) -> bool:
+    """Whether a fresh sequence starts with BOS: yes for HF tokenizers (the released checkpoints
+    were trained so), no for the byte tokenizer (our trainer packs text with no BOS, data/blocks.py)."""
+    from .data.tokenizer import ByteTokenizer
+    return tokenizer.bos_id is not None and not isinstance(tokenizer, ByteTokenizer)
+
+
+def encode_prompt(engine: Engine, prompt: str | Seq[int], add_bos: bool | None = None) -> list[int]:
+    """Prompt text → ids (BOS first when add_bos, by default `default_add_bos`); ids pass through.
+    An empty prompt becomes the start-of-document token (BOS, else EOS, which separates documents)."""
     tok = engine.tokenizer
-    ids = list(prompt) if not isinstance(prompt, str) else tok.encode(prompt, add_bos=add_bos and tok.bos_id is not None)
+    add_bos = default_add_bos(tok) if add_bos is None else add_bos and tok.bos_id is not None
+    ids = list(prompt) if not isinstance(prompt, str) else tok.encode(prompt, add_bos=add_bos)
     if not ids:
-        if tok.bos_id is None:
-            raise UserError("empty prompt and the tokenizer has no BOS token — give some prompt text")
-        ids = [tok.bos_id]
+        start_id = tok.bos_id if add_bos or tok.eos_id is None else tok.eos_id
+        if start_id is None:
+            raise UserError("empty prompt and the tokenizer has no BOS or EOS token — give some prompt text")
+        ids = [start_id]
     bad = [i for i in ids if not 0 <= i < engine.config.vocab_size]
     if bad:
         raise UserError(f"token id(s) {bad[:4]} outside the model's vocabulary of {engine.config.vocab_size}")
@@ -307,7 +317,7 @@ def encode_prompt(engine: Engine, prompt: str | Seq[int], add_bos: bool = True) 
 
 
 def start(engine: Engine, prompt: str | Seq[int], params: SamplingParams, state: State | None = None,
-          prefix: str | Seq[int] = (), cache: PrefixCache | None = None, add_bos: bool = True) -> Sequence:
+          prefix: str | Seq[int] = (), cache: PrefixCache | None = None, add_bos: bool | None = None) -> Sequence:
     """Read the prompt (after `prefix`, whose state comes from `cache` when given) → a Sequence.
 
     `state` continues an earlier sequence (a chat): then no BOS is added and `prefix` is not used.
@@ -317,7 +327,7 @@ def start(engine: Engine, prompt: str | Seq[int], params: SamplingParams, state:
         logits, state = engine.prefill(torch.tensor([ids], dtype=torch.long), state)
         return Sequence(engine, params, state, logits[0, -1], ids)
     prefix_ids = encode_prompt(engine, prefix, add_bos) if len(prefix) else []
-    ids = encode_prompt(engine, prompt, add_bos and not prefix_ids) if len(prompt) or not prefix_ids else []
+    ids = encode_prompt(engine, prompt, False if prefix_ids else add_bos) if len(prompt) or not prefix_ids else []
     if prefix_ids:
         cache = cache or PrefixCache(engine, size=1)
         state, logits = cache.get(prefix_ids)
@@ -388,14 +398,14 @@ def complete(engine: Engine, prompt: str, max_new_tokens: int = 200, temperature
 
     Example: complete(engine, "ROMEO:", max_new_tokens=100, temperature=0.8, top_k=50)
     """
-    add_bos = sampling.pop("add_bos", True)
+    add_bos = sampling.pop("add_bos", None)
     params = SamplingParams.from_options(max_new_tokens=max_new_tokens, temperature=temperature,
                                          seed=seed, **sampling)
     return Generation(engine, prompt, params, add_bos=add_bos).run()
 
 
 def generate_batch(engine: Engine, prompts: list[str], params: SamplingParams | None = None,
-                   prefix: str = "", add_bos: bool = True) -> list[Generation]:
+                   prefix: str = "", add_bos: bool | None = None) -> list[Generation]:
     """Continue several prompts together (one batched step per token); sequence i uses seed + i.
 
     A shared `prefix` (e.g. a system prompt) is read once and its state reused for every prompt.
@@ -447,7 +457,7 @@ def split_model_and_prompt(args: list[str]) -> tuple[str | None, str | None]:
 
 
 def generate_command(args: list[str], engine_name: str, params: SamplingParams, as_json: bool,
-                     dtype: str | None = None, threads: int | None = None, add_bos: bool = True,
+                     dtype: str | None = None, threads: int | None = None, add_bos: bool | None = None,
                      stdin=None, out=None, device: str | None = None) -> dict:
     """`mmfree generate`: stream the continuation to `out` (or print one JSON object with --json)."""
     import json

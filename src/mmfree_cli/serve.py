@@ -229,7 +229,7 @@ def create_app(engine: Engine, model_id: str, template: ChatTemplate, limits: Li
             raise APIError(404, f"The model `{name}` does not exist — this server has `{model_id}`",
                            "model", "model_not_found")
 
-    def encode(text: str | list[int], add_bos: bool = True) -> list[int]:
+    def encode(text: str | list[int], add_bos: bool | None = None) -> list[int]:
         try:
             ids = encode_prompt(engine, text, add_bos=add_bos)
         except UserError as e:
