@@ -16,7 +16,9 @@ from .base import Engine
 ENGINES: dict[str, str] = {
     "torch": "mmfree_cli.engines.torch_engine:TorchEngine",
     "cuda": "mmfree_cli.engines.cuda:CudaEngine",
+    "onnx": "mmfree_cli.engines.onnx_engine:OnnxEngine",
     "cpu": "mmfree_cli.engines.cpu_int:CpuIntEngine",
+    "fpga": "mmfree_cli.engines.fpga:FpgaEngine",
 }
 """name → "module:Class". Other issues add cuda, cpu, onnx and fpga here."""
 
