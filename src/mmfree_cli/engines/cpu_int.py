@@ -279,14 +279,20 @@ class CpuIntEngine(Engine):
         self.compiled = CompiledModel(model, kernel)
 
     @classmethod
-    def load(cls, path: str | Path, **_options: Any) -> "CpuIntEngine":
+    def load(cls, path: str | Path, threads: int | None = None, kernel: str | None = None,
+             **_options: Any) -> "CpuIntEngine":
+        """A cpu export or any model directory. threads: cores to use (default all);
+        kernel: vnni | popcount (default: vnni where the CPU has it)."""
         from ..data.tokenizer import load_tokenizer
         from ..export.cpu import read_int_model
         from ..model import HGRNBitConfig
         path = Path(path)
         config = HGRNBitConfig.load(path)
         model = read_int_model(path)
-        return cls(config, load_tokenizer(path, bos_id=config.bos_token_id, eos_id=config.eos_token_id), model)
+        if threads:
+            numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+        tokenizer = load_tokenizer(path, bos_id=config.bos_token_id, eos_id=config.eos_token_id)
+        return cls(config, tokenizer, model, kernel)
 
     def new_state(self, batch_size: int) -> State:
         c = self.config
