@@ -30,6 +30,8 @@ from mmfree_cli.kernels.bitlinear import fused as bitlinear_fused
 from mmfree_cli.model import HGRNBitForCausalLM, preset
 
 BENCH = "train_step_370m"
+PROFILE = False
+"""--profile: print a kernel time table for one fused step (diagnostics, not recorded)."""
 
 
 def versions() -> str:
@@ -74,6 +76,12 @@ def measure(path: str, batch: int, seq: int, steps: int, name: str) -> dict:
         torch.cuda.synchronize()
         rates.append(batch * seq / (time.perf_counter() - t0))
     peak = torch.cuda.max_memory_allocated()
+    if PROFILE and path.startswith("fused"):
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            step()
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18), flush=True)
     result = {"rates": rates, "peak_gb": peak / 1e9, "act_gb": (peak - held) / 1e9, "loss": float(loss.detach())}
     del model, opt, ids
     gc.collect()
@@ -88,7 +96,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--preset", default="370m")
     ap.add_argument("--paths", default="fused-int8,fused-float,twin,transformer++")
+    ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
+    global PROFILE
+    PROFILE = args.profile
     notes = f"batch {args.batch} x seq {args.seq}, bf16 autocast, fused AdamW, random tokens; {versions()}"
     results = {}
     for path in args.paths.split(","):

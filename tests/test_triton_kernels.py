@@ -116,7 +116,8 @@ def test_hgrn_scan_matches_twin(fn, chunk, B, T, D, with_h0):
     kernel = (lambda a, b, c: fn(a, b, c, chunk)) if chunk and D < 1000 else fn
     for scan in (kernel, hgrn_recurrent_naive):
         h, last = scan(i, f, h0)
-        ((h * dh).sum() + (last * dT).sum()).backward()
+        # without h0, leave the final state out of the loss: its gradient then never materialises
+        ((h * dh).sum() + ((last * dT).sum() if with_h0 else 0)).backward()
         leaves = [i, f] + ([h0] if with_h0 else [])
         outs.append([h.detach(), last.detach()] + [t.grad.clone() for t in leaves])
         for t in leaves:
@@ -125,7 +126,7 @@ def test_hgrn_scan_matches_twin(fn, chunk, B, T, D, with_h0):
         assert rel(a, b) <= TOL[torch.float32], name
 
 
-@pytest.mark.parametrize("G,M,K,ng", [(3, 5, 300, 16), (3, 2, 300, 16), (1, 1, 70, 40),
+@pytest.mark.parametrize("G,M,K,ng", [(3, 5, 300, 16), (3, 2, 300, 16), (1, 1, 70, 40), (3, 1, 300, 16),
                                       pytest.param(3, 64, 2048, 2048, marks=gpu),
                                       pytest.param(1, 2048, 5632, 2048, marks=gpu),
                                       pytest.param(1, 1, 2048, 32000, marks=gpu)])

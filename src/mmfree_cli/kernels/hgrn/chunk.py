@@ -9,7 +9,7 @@ linear space like `naive.hgrn_scan_naive`, so gates near zero stay exact):
        a whole [BT, BD] tile at once.
 
 The backward is the same scan run from the end: dh_t = dout_t + f_{t+1}·dh_{t+1}; then
-di = dh, df_t = dh_t·h_{t-1}, dh0 = f_0·dh_0. Only f and the output h are saved (the model keeps
+di = dh, df_t = dh_t·h_{t-1} (written by the second pass), dh0 = f_0·dh_0. Only f and the output h are saved (the model keeps
 both alive anyway). Everything is computed in float32.
 """
 
@@ -53,9 +53,21 @@ def _chunk_local_kernel(X, F, H, P, T, D, BT: tl.constexpr, BD: tl.constexpr, RE
 
 
 @triton.jit
-def _chunk_carry_kernel(H, P, H0, HT, T, D, BT: tl.constexpr, BD: tl.constexpr, REVERSE: tl.constexpr,
-                        HAS_H0: tl.constexpr):
-    """Chunk after chunk: h += p · carry over a [BT, BD] tile; carry = the chunk's last state."""
+def _store_df(dh, HF, HF0, DF, base, i_b, t, cols, cmask, mask, D, HAS_HF0: tl.constexpr):
+    """df_t = dh_t · h_{t-1} (h_{-1} = h0, or 0) for a [BT, BD] tile of time steps t [BT]."""
+    tt = t[:, None]
+    hp = tl.load(HF + base + (tt - 1) * D + cols[None, :], mask=mask & (tt >= 1), other=0.0)
+    if HAS_HF0:
+        h0 = tl.load(HF0 + i_b.to(tl.int64) * D + cols, mask=cmask, other=0.0)
+        hp += tl.where(tt == 0, h0[None, :], 0.0)
+    tl.store(DF + base + tt * D + cols[None, :], dh * hp, mask=mask)
+
+
+@triton.jit
+def _chunk_carry_kernel(H, P, H0, HT, HF, HF0, DF, T, D, BT: tl.constexpr, BD: tl.constexpr,
+                        REVERSE: tl.constexpr, HAS_H0: tl.constexpr, HAS_HF0: tl.constexpr):
+    """Chunk after chunk: h += p · carry over a [BT, BD] tile; carry = the chunk's last state.
+    Reverse (backward) also writes df_t = dh_t · h_{t-1}, reading the forward states HF (HF0 at t=0)."""
     i_d, i_b = tl.program_id(0), tl.program_id(1)
     cols = i_d * BD + tl.arange(0, BD)
     cmask = cols < D
@@ -73,6 +85,8 @@ def _chunk_carry_kernel(H, P, H0, HT, T, D, BT: tl.constexpr, BD: tl.constexpr, 
         mask = (t[:, None] < T) & cmask[None, :]
         h = tl.load(H + offs, mask=mask, other=0.0) + tl.load(P + offs, mask=mask, other=0.0) * carry[None, :]
         tl.store(H + offs, h, mask=mask)
+        if REVERSE:
+            _store_df(h, HF, HF0, DF, base, i_b, t, cols, cmask, mask, D, HAS_HF0)
         last = chunk * BT if REVERSE else tl.minimum(chunk * BT + BT, T) - 1
         carry = tl.sum(tl.where((t == last)[:, None], h, 0.0), 0)
     if not REVERSE:
@@ -84,35 +98,38 @@ def _block_d(D: int) -> int:
 
 
 def chunk_scan(x: torch.Tensor, f: torch.Tensor, h0: torch.Tensor | None, reverse: bool,
-               chunk: int = CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+               chunk: int = CHUNK, hf: torch.Tensor | None = None, hf0: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Linear scan over time of x with gates f ([B, T, D], float32 contiguous) → (h, h_T).
 
-    Forward: h_t = f_t·h_{t-1} + x_t from h0. Reverse: h_t = f_{t+1}·h_{t+1} + x_t (no h0; h_T unused).
+    Forward: h_t = f_t·h_{t-1} + x_t from h0. Reverse (the backward, x = dL/dh): h_t = f_{t+1}·h_{t+1}
+    + x_t, and the second result is df_t = h_t · hf_{t-1} from the forward states hf (hf0 at t = 0).
     """
     B, T, D = x.shape
     h = torch.empty_like(x)
     p = torch.empty_like(x)
-    hT = torch.empty(B, D, dtype=torch.float32, device=x.device)
+    second = torch.empty_like(x) if reverse else torch.empty(B, D, dtype=torch.float32, device=x.device)
     BD = _block_d(D)
     _chunk_local_kernel[(triton.cdiv(D, BD), triton.cdiv(T, chunk), B)](x, f, h, p, T, D, BT=chunk, BD=BD,
                                                                       REVERSE=reverse)
-    _chunk_carry_kernel[(triton.cdiv(D, BD), B)](h, p, h0 if h0 is not None else hT, hT, T, D, BT=chunk, BD=BD,
-                                                 REVERSE=reverse, HAS_H0=h0 is not None)
-    return h, hT
+    _chunk_carry_kernel[(triton.cdiv(D, BD), B)](h, p, h0 if h0 is not None else x, second,
+                                                 hf if hf is not None else x, hf0 if hf0 is not None else x,
+                                                 second, T, D, BT=chunk, BD=BD, REVERSE=reverse,
+                                                 HAS_H0=h0 is not None, HAS_HF0=hf0 is not None)
+    return h, second
 
 
-def scan_backward(dh_out: torch.Tensor, dhT: torch.Tensor | None, f: torch.Tensor, h: torch.Tensor,
+def scan_backward(dh_out: torch.Tensor | None, dhT: torch.Tensor | None, f: torch.Tensor, h: torch.Tensor,
                   h0: torch.Tensor | None, scan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Gradients (di, df, dh0) of h_t = f_t·h_{t-1} + i_t, given dL/dh and dL/dh_T; `scan` is the
-    kernel form (chunked or recurrent) run in reverse."""
-    dh_out = dh_out.float().contiguous()
+    """Gradients (di, df, dh0) of h_t = f_t·h_{t-1} + i_t, given dL/dh and dL/dh_T (None: unused);
+    `scan(x, f, h0, reverse, hf, hf0)` is the kernel form (chunked or recurrent)."""
+    dh_out = torch.zeros_like(h) if dh_out is None else dh_out.float().contiguous()
     if dhT is not None:  # the final state is also h[:, -1]: its gradient joins the last step's
         dh_out = dh_out.clone()
         dh_out[:, -1] += dhT.float()
-    dh, _ = scan(dh_out, f, None, reverse=True)
-    h_prev = torch.cat([(h0.float() if h0 is not None else torch.zeros_like(h[:, 0]))[:, None], h[:, :-1]], 1)
+    dh, df = scan(dh_out, f, None, True, h, h0)
     dh0 = f[:, 0] * dh[:, 0] if h0 is not None else None
-    return dh, dh * h_prev, dh0
+    return dh, df, dh0
 
 
 class ChunkScan(torch.autograd.Function):
@@ -122,13 +139,14 @@ class ChunkScan(torch.autograd.Function):
         h0c = h0.float().contiguous() if h0 is not None else None
         h, hT = chunk_scan(i, f, h0c, reverse=False, chunk=chunk)
         ctx.save_for_backward(f, h, h0c)
+        ctx.set_materialize_grads(False)  # an unused h_T then costs nothing in backward
         ctx.chunk = chunk
         return h, hT
 
     @staticmethod
     def backward(ctx, dh, dhT):
         f, h, h0 = ctx.saved_tensors
-        scan = lambda x, g, h0_, reverse: chunk_scan(x, g, h0_, reverse, ctx.chunk)  # noqa: E731
+        scan = lambda x, g, h0_, reverse, hf, hf0: chunk_scan(x, g, h0_, reverse, ctx.chunk, hf, hf0)  # noqa: E731
         return (*scan_backward(dh, dhT, f, h, h0, scan), None)
 
 

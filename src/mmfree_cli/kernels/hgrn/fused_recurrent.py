@@ -15,7 +15,10 @@ from .chunk import _block_d, scan_backward
 
 
 @triton.jit
-def _recurrent_kernel(X, F, H0, H, HT, T, D, BD: tl.constexpr, REVERSE: tl.constexpr, HAS_H0: tl.constexpr):
+def _recurrent_kernel(X, F, H0, H, HT, HF, HF0, T, D, BD: tl.constexpr, REVERSE: tl.constexpr,
+                      HAS_H0: tl.constexpr, HAS_HF0: tl.constexpr):
+    """Forward: h_t = f_t·h_{t-1} + x_t, h_T into HT. Reverse: h_t = f_{t+1}·h_{t+1} + x_t and
+    df_t = h_t·hf_{t-1} into HT (a [B, T, D] buffer then)."""
     i_d, i_b = tl.program_id(0), tl.program_id(1)
     cols = i_d * BD + tl.arange(0, BD)
     cmask = cols < D
@@ -32,20 +35,28 @@ def _recurrent_kernel(X, F, H0, H, HT, T, D, BD: tl.constexpr, REVERSE: tl.const
             a = tl.load(F + base + t * D + cols, mask=cmask, other=0.0).to(tl.float32)
         h = a * h + tl.load(X + base + t * D + cols, mask=cmask, other=0.0).to(tl.float32)
         tl.store(H + base + t * D + cols, h, mask=cmask)
+        if REVERSE:
+            hp = tl.load(HF + base + (t - 1) * D + cols, mask=cols < tl.where(t >= 1, D, 0), other=0.0)
+            if HAS_HF0:
+                hp += tl.load(HF0 + i_b.to(tl.int64) * D + cols, mask=cols < tl.where(t == 0, D, 0), other=0.0)
+            tl.store(HT + base + t * D + cols, h * hp, mask=cmask)
     if not REVERSE:
         tl.store(HT + i_b.to(tl.int64) * D + cols, h, mask=cmask)
 
 
-def recurrent_scan(x: torch.Tensor, f: torch.Tensor, h0: torch.Tensor | None, reverse: bool
+def recurrent_scan(x: torch.Tensor, f: torch.Tensor, h0: torch.Tensor | None, reverse: bool,
+                   hf: torch.Tensor | None = None, hf0: torch.Tensor | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Same contract as `chunk.chunk_scan`, in one sequential pass."""
     B, T, D = x.shape
     h = torch.empty_like(x)
-    hT = torch.empty(B, D, dtype=torch.float32, device=x.device)
+    second = torch.empty_like(x) if reverse else torch.empty(B, D, dtype=torch.float32, device=x.device)
     BD = _block_d(D)
-    _recurrent_kernel[(triton.cdiv(D, BD), B)](x, f, h0 if h0 is not None else hT, h, hT, T, D, BD=BD,
-                                               REVERSE=reverse, HAS_H0=h0 is not None)
-    return h, hT
+    _recurrent_kernel[(triton.cdiv(D, BD), B)](x, f, h0 if h0 is not None else x, h, second,
+                                               hf if hf is not None else x, hf0 if hf0 is not None else x,
+                                               T, D, BD=BD, REVERSE=reverse, HAS_H0=h0 is not None,
+                                               HAS_HF0=hf0 is not None)
+    return h, second
 
 
 class RecurrentScan(torch.autograd.Function):
@@ -55,6 +66,7 @@ class RecurrentScan(torch.autograd.Function):
         h0c = h0.float().contiguous() if h0 is not None else None
         h, hT = recurrent_scan(i, f, h0c, reverse=False)
         ctx.save_for_backward(f, h, h0c)
+        ctx.set_materialize_grads(False)
         return h, hT
 
     @staticmethod

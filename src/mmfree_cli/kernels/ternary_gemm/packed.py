@@ -3,8 +3,8 @@
 The weights stay packed in memory (`i2`: byte j of a row holds codes of elements 4j..4j+3), so
 a decode step reads 2 bits a weight. Two kernels:
 
-- GEMV (a few tokens, decode): CUDA cores; a [BN, BK/4] byte tile splits into four planes of
-  codes, plane p holding elements 4j + p, which meet the activations loaded with stride 4.
+- GEMV (one token, decode at batch 1): CUDA cores; a [BN, BK/4] byte tile splits into four
+  planes of codes, plane p holding elements 4j + p, which meet the activations loaded with stride 4.
 - GEMM (batched decode, prefill): int8 tensor cores; the byte tile is widened to [BN, BK] codes
   so one product covers the whole K tile; split-K adds partial tiles atomically.
 
@@ -35,7 +35,7 @@ def _gemm_configs():
     if _interpreting():
         return [triton.Config({"BM": 16, "BN": 16, "BK": 64, "SPLIT_K": 2}, num_warps=4, pre_hook=_zero_output)]
     batch = [(bm, bn, bk, sk, w, 4) for bm, bn, bk, sk, w in
-             [(16, 32, 256, 2, 4), (16, 64, 256, 1, 4), (64, 32, 256, 2, 4), (64, 64, 256, 1, 4),
+             [(16, 16, 128, 1, 4), (16, 32, 256, 2, 4), (16, 64, 256, 1, 4), (64, 32, 256, 2, 4), (64, 64, 256, 1, 4),
               (64, 64, 128, 4, 4), (64, 128, 128, 2, 8), (64, 64, 256, 2, 4)]]
     large = [(bm, bn, bk, 1, w, st) for bm, bn, bk, w, st in
              [(128, 128, 128, 8, 3), (128, 256, 64, 8, 3), (128, 128, 64, 4, 4), (64, 128, 128, 4, 4),
@@ -55,7 +55,7 @@ def _prune(configs, named_args, **kwargs):
         keep = [c for c in fits if c.kwargs["BM"] == 64 and c.kwargs["BN"] <= 128 and c.kwargs["BK"] >= 128]
     else:
         keep = [c for c in fits if c.kwargs["SPLIT_K"] == 1 and c.kwargs["BM"] >= 64]
-    return keep or [min(configs, key=lambda c: c.kwargs["BN"])]
+    return keep or [min(fits or configs, key=lambda c: (c.kwargs["BN"], c.kwargs["BM"]))]
 
 
 @triton.autotune(configs=_gemm_configs(), key=["M", "N", "K"], prune_configs_by={"early_config_prune": _prune},
@@ -98,7 +98,7 @@ def _gemv_configs():
     if _interpreting():
         return [triton.Config({"BN": 16, "BK": 128}, num_warps=4)]
     return [triton.Config({"BN": bn, "BK": bk}, num_warps=w) for bn, bk, w in
-            [(16, 512, 4), (16, 1024, 4), (32, 512, 4), (32, 1024, 8), (8, 1024, 4), (64, 256, 4)]]
+            [(8, 2048, 4), (8, 1024, 4), (16, 1024, 4), (16, 2048, 8), (4, 2048, 4), (32, 512, 4)]]
 
 
 def _prune_gemv(configs, named_args, **kwargs):
@@ -106,40 +106,39 @@ def _prune_gemv(configs, named_args, **kwargs):
     return [c for c in configs if n == ng or ng % c.kwargs["BN"] == 0] or [min(configs, key=lambda c: c.kwargs["BN"])]
 
 
-@triton.autotune(configs=_gemv_configs(), key=["M", "N", "K"], prune_configs_by={"early_config_prune": _prune_gemv},
+@triton.autotune(configs=_gemv_configs(), key=["N", "K"], prune_configs_by={"early_config_prune": _prune_gemv},
                  restore_value=["C"])
 @triton.jit
 def _packed_gemv_kernel(A, W, C, S, BETA, M, N, K, NG, stride_ag, stride_am, stride_sg, stride_wn, stride_cm,
-                        ACCUMULATE: tl.constexpr, MB: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-    """CUDA cores, for a few tokens (decode): each program owns BN output rows over all of K, reads
-    their bytes once, coalesced; sums of ±q are integers below 2^24, so float32 keeps them exact."""
+                        ACCUMULATE: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    """CUDA cores, one token (decode at batch 1): each program owns BN output rows, reads their bytes
+    in a few wide coalesced tiles (many bytes in flight), multiplies element-wise into a
+    [BN, BK/4] accumulator and reduces once at the end. Sums of ±q are integers below 2^24, so
+    float32 keeps them exact."""
     pid_n = tl.program_id(0)
     group = (pid_n * BN) // NG
     rn = pid_n * BN + tl.arange(0, BN)
     rj = tl.arange(0, BK // 4)
-    rm = tl.arange(0, MB)
-    a_base = A + group.to(tl.int64) * stride_ag + rm[:, None].to(tl.int64) * stride_am
+    a_base = A + group.to(tl.int64) * stride_ag
     w_base = W + rn[:, None].to(tl.int64) * stride_wn
     kb = tl.cdiv(K, 4)
-    acc = tl.zeros([BN, MB], dtype=tl.float32)
+    acc = tl.zeros([BN, BK // 4], dtype=tl.float32)
     for k0 in range(0, K, BK):
         j = k0 // 4 + rj
         packed = tl.load(w_base + j[None, :], mask=(rn[:, None] < N) & (j[None, :] < kb), other=0x55)
         for p in tl.static_range(4):
-            w = ((packed >> (2 * p)) & 3).to(tl.float32) - 1.0  # [BN, BK/4]
-            k = k0 + 4 * rj + p
-            a = tl.load(a_base + k[None, :], mask=(rm[:, None] < M) & (k[None, :] < K), other=0).to(tl.float32)
-            acc += tl.sum(w[:, None, :] * a[None, :, :], axis=2)  # [BN, MB]
-    s = tl.load(S + group.to(tl.int64) * stride_sg + rm, mask=rm < M, other=1.0)
-    y = acc * (tl.load(BETA + group) / s[None, :])
-    c_ptr = C + rm[None, :].to(tl.int64) * stride_cm + rn[:, None]
-    cmask = (rm[None, :] < M) & (rn[:, None] < N)
+            k = 4 * j[None, :] + p  # element 4j + p of the row
+            a = tl.load(a_base + k, mask=k < K, other=0).to(tl.float32)  # [1, BK/4]
+            acc += (((packed >> (2 * p)) & 3).to(tl.float32) - 1.0) * a
+    s = tl.load(S + group.to(tl.int64) * stride_sg)
+    y = tl.sum(acc, axis=1) * (tl.load(BETA + group) / s)
+    c_ptr = C + rn
     if ACCUMULATE:
-        y += tl.load(c_ptr, mask=cmask, other=0.0)
-    tl.store(c_ptr, y, mask=cmask)
+        y += tl.load(c_ptr, mask=rn < N, other=0.0)
+    tl.store(c_ptr, y, mask=rn < N)
 
 
-GEMV_MAX_M = 4
+GEMV_MAX_M = 1
 """Up to this many tokens the CUDA-core GEMV runs; beyond, the tensor-core GEMM."""
 
 
@@ -157,7 +156,7 @@ def ternary_gemm_packed(q: torch.Tensor, s: torch.Tensor, packed: torch.Tensor, 
             out.stride(0))
     if M <= GEMV_MAX_M:
         grid = lambda meta: (triton.cdiv(N, meta["BN"]),)  # noqa: E731
-        _packed_gemv_kernel[grid](*args, ACCUMULATE=accumulate, MB=triton.next_power_of_2(M))
+        _packed_gemv_kernel[grid](*args, ACCUMULATE=accumulate)
     else:
         grid = lambda meta: (triton.cdiv(M, meta["BM"]), triton.cdiv(N, meta["BN"]), meta["SPLIT_K"])  # noqa: E731
         _packed_gemm_kernel[grid](*args, ACCUMULATE=accumulate)
