@@ -45,9 +45,16 @@ def test_ternary_kernels_are_exact(kernel, n, k, rows):
     q = np.zeros((rows, padded(k)), dtype=np.int8)
     q[:, :k] = rng.integers(-127, 128, (rows, k))
     acc = np.full((rows, n), -999, dtype=np.int64)  # every element must be written
-    MATMULS[kernel](layout(codes, kernel), q, acc)
+    MATMULS[kernel](layout(codes, kernel), q[None], acc)
     assert np.array_equal(acc, q[:, :k].astype(np.int64) @ codes.T.astype(np.int64))
     assert layout(codes, kernel).nbytes == n * padded(k) // 4  # 2 bits a weight
+    # three groups (stacked projections of one input width), each with its own activations
+    q3 = np.stack([q, -q, np.roll(q, 1, axis=0)])
+    stacked = np.concatenate([layout(codes, kernel)] * 3)
+    acc3 = np.full((rows, 3 * n), -999, dtype=np.int64)
+    MATMULS[kernel](stacked, q3, acc3)
+    want = np.concatenate([g[:, :k].astype(np.int64) @ codes.T.astype(np.int64) for g in q3], axis=1)
+    assert np.array_equal(acc3, want)
 
 
 @pytest.mark.parametrize("kernel", KERNELS_HERE)

@@ -112,23 +112,28 @@ def _prepare_row(w, gain, eps_z, eps_p, use_eps, cm, cs, rsq, q, w16, u, u16):
 
 @njit(cache=True)
 def bitlinear_rows(w, proj, eps_z, eps_p, use_eps, rsq, matmul):
-    """intref.bitlinear_int on rows w [R, K] → y [R, N] (Q15.16). proj = (weights, gain, scale)."""
-    weights, gain, scale = proj
+    """intref.bitlinear_int on rows w [R, K] → y [R, G·N] (Q15.16) for G projections of the same
+    input stacked in proj = (weights [G·N, ...], gains [G, K], scales [G, 2])."""
+    weights, gains, scales = proj
+    groups = gains.shape[0]
     n_rows, k = w.shape
-    q = np.zeros((n_rows, -(-k // BLOCK) * BLOCK), dtype=np.int8)
-    mm = np.empty(n_rows, dtype=np.int64)
-    me = np.empty(n_rows, dtype=np.int64)
+    q = np.zeros((groups, n_rows, -(-k // BLOCK) * BLOCK), dtype=np.int8)
+    mm = np.empty((groups, n_rows), dtype=np.int64)
+    me = np.empty((groups, n_rows), dtype=np.int64)
     w16 = np.empty(k, dtype=np.int64)
     u = np.empty(k, dtype=np.int64)
     u16 = np.empty(k, dtype=np.int64)
-    for r in range(n_rows):
-        mm[r], me[r] = _prepare_row(w[r], gain, eps_z[r], eps_p[r], use_eps, scale[0], scale[1],
-                                    rsq, q[r], w16, u, u16)
+    for g in range(groups):
+        for r in range(n_rows):
+            mm[g, r], me[g, r] = _prepare_row(w[r], gains[g], eps_z[r], eps_p[r], use_eps, scales[g, 0],
+                                              scales[g, 1], rsq, q[g, r], w16, u, u16)
     acc = np.empty((n_rows, weights.shape[0]), dtype=np.int64)
     matmul(weights, q, acc)
+    per_group = weights.shape[0] // groups
     for r in range(n_rows):
         for n in range(acc.shape[1]):
-            acc[r, n] = min(max(_rsr(acc[r, n] * mm[r], me[r]), INT32_MIN), INT32_MAX)
+            g = n // per_group
+            acc[r, n] = min(max(_rsr(acc[r, n] * mm[g, r], me[g, r]), INT32_MIN), INT32_MAX)
     return acc
 
 
@@ -159,15 +164,14 @@ def _gain_rows(x, gain):
 
 
 @njit(cache=True)
-def token_mixer_rows(x, h, n_seq, attn_gain, lb, g_gain, g_shift, pi, pf, pg, po, sig, rsq, matmul):
+def token_mixer_rows(x, h, n_seq, attn_gain, lb, g_gain, g_shift, pifg, po, sig, rsq, matmul):
     """intref.token_mixer on rows x [B·T, d] (row b·T + t); h [B, d] is updated in place."""
     n_rows, d = x.shape
     steps = n_rows // n_seq
     zeros = np.zeros(n_rows, dtype=np.int64)
     w, _ = _gain_rows(x, attn_gain)
-    y_i = bitlinear_rows(w, pi, zeros, zeros, False, rsq, matmul)
-    y_f = bitlinear_rows(w, pf, zeros, zeros, False, rsq, matmul)
-    y_g = bitlinear_rows(w, pg, zeros, zeros, False, rsq, matmul)
+    y_ifg = bitlinear_rows(w, pifg, zeros, zeros, False, rsq, matmul)  # i, f, g in one pass
+    y_i, y_f, y_g = y_ifg[:, :d], y_ifg[:, d:2 * d], y_ifg[:, 2 * d:]
     silu_h = np.empty((n_rows, d), dtype=np.int64)
     for b in range(n_seq):
         for t in range(steps):
@@ -240,15 +244,18 @@ class CompiledModel:
             v = layer_view(model, l)
             self.layers.append((v["attn_gain"].astype(np.int64), v["lower_bound"].astype(np.int64),
                                 v["g_gain"].astype(np.int64), int(v["g_gain_shift"][0]),
-                                *(self._proj(v[p]) for p in "ifgo"),
+                                self._proj(v["i"], v["f"], v["g"]), self._proj(v["o"]),
                                 v["mlp_gain"].astype(np.int64), self._proj(v["gate"]), self._proj(v["down"])))
 
-    def _proj(self, p: dict) -> tuple:
-        return layout(p["codes"], self.kernel), p["gain"].astype(np.int64), p["scale"].astype(np.int64)
+    def _proj(self, *projs: dict) -> tuple:
+        """Projections of one input, stacked for one pass: (weights, gains [G, K], scales [G, 2])."""
+        return (np.concatenate([layout(p["codes"], self.kernel) for p in projs]),
+                np.stack([p["gain"].astype(np.int64) for p in projs]),
+                np.stack([p["scale"].astype(np.int64) for p in projs]))
 
     def weight_bytes(self) -> int:
         """Bytes of packed ternary weights one token reads (every projection once)."""
-        projs = [self.head] + [p for layer in self.layers for p in (*layer[4:8], *layer[9:])]
+        projs = [self.head] + [p for layer in self.layers for p in (*layer[4:6], *layer[7:])]
         return sum(p[0].nbytes for p in projs)
 
     def forward(self, tokens: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -257,9 +264,9 @@ class CompiledModel:
         x = self.embed[tokens.reshape(-1)].astype(np.int64)  # rows b·T + t
         new = np.empty_like(state)
         mm = self.matmul
-        for l, (ag, lb, gg, gs, pi, pf, pg, po, mg, pgate, pdown) in enumerate(self.layers):
+        for l, (ag, lb, gg, gs, pifg, po, mg, pgate, pdown) in enumerate(self.layers):
             h = state[l].astype(np.int64)
-            o = token_mixer_rows(x, h, n_seq, ag, lb, gg, gs, pi, pf, pg, po, SIG, RSQ, mm)
+            o = token_mixer_rows(x, h, n_seq, ag, lb, gg, gs, pifg, po, SIG, RSQ, mm)
             new[l] = h
             x = np.clip(x + o, INT32_MIN, INT32_MAX)
             x = np.clip(x + channel_mixer_rows(x, mg, pgate, pdown, SIG, RSQ, mm), INT32_MIN, INT32_MAX)

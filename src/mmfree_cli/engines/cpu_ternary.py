@@ -2,8 +2,10 @@
 
 Both read 2 bits a weight and give exact int32-range sums acc[r, n] = Σ_k W[n, k]·q[r, k]; rows n
 run in parallel over all cores (prange), and a product over R activation rows (prefill) reuses
-each weight row, loaded once, for all of them. Activations arrive as int8 q [R, Kp], Kp = K
-rounded up to a multiple of 256, zero-padded.
+each weight row, loaded once, for all of them. Activations arrive as int8 q [G, R, Kp], Kp = K
+rounded up to a multiple of 256, zero-padded; G > 1 runs several projections of the same input
+width in one parallel pass (weight rows stacked, group g's rows multiplied by q[g]), so a token
+pays fewer fork-join points.
 
 `vnni` (CPUs with AVX-512 VNNI): weights in 256-weight blocks of 64 bytes; byte t of block b holds
 the codes c = w + 1 of weights 256b + 64p + t in bits 2p..2p+1 (p = 0..3; padding code 1). One
@@ -101,16 +103,20 @@ def _dot_vnni(typingctx, w, x, nblocks):
 
 @njit(parallel=True, cache=True)
 def matmul_vnni(weights, q, acc):
-    """acc [R, N] = W q for W in the vnni layout [N, Kp/4], q int8 [R, Kp]."""
-    n_rows, n_seq = weights.shape[0], q.shape[0]
-    nblocks = q.shape[1] // BLOCK
-    qsum = np.zeros(n_seq, dtype=np.int64)
-    for r in range(n_seq):
-        for k in range(q.shape[1]):
-            qsum[r] += q[r, k]
-    for n in prange(n_rows):
+    """acc [R, N] = W q for W in the vnni layout [N, Kp/4] and q int8 [G, R, Kp]: the weight rows
+    form G equal groups (projections sharing one pass), group g multiplied by q[g]."""
+    groups, n_seq, kp = q.shape
+    per_group = weights.shape[0] // groups
+    nblocks = kp // BLOCK
+    qsum = np.zeros((groups, n_seq), dtype=np.int64)
+    for g in range(groups):
         for r in range(n_seq):
-            acc[r, n] = _dot_vnni(weights[n], q[r], nblocks) - qsum[r]
+            for k in range(kp):
+                qsum[g, r] += q[g, r, k]
+    for n in prange(weights.shape[0]):
+        g = n // per_group
+        for r in range(n_seq):
+            acc[r, n] = _dot_vnni(weights[n], q[g, r], nblocks) - qsum[g, r]
 
 
 @intrinsic
@@ -125,36 +131,40 @@ def _popcount(typingctx, x):
 
 @njit(cache=True)
 def _activation_planes(q):
-    """int8 q [R, Kp] → its 8 two's-complement bit planes uint64 [R, 8, Kp/64]."""
-    planes = np.zeros((q.shape[0], 8, q.shape[1] // 64), dtype=np.uint64)
-    for r in range(q.shape[0]):
-        for k in range(q.shape[1]):
-            byte = np.int64(q[r, k]) & 0xFF
-            for b in range(8):
-                if (byte >> b) & 1:
-                    planes[r, b, k // 64] |= np.uint64(1) << np.uint64(k % 64)
+    """int8 q [G, R, Kp] → its 8 two's-complement bit planes uint64 [G, R, 8, Kp/64]."""
+    planes = np.zeros((q.shape[0], q.shape[1], 8, q.shape[2] // 64), dtype=np.uint64)
+    for g in range(q.shape[0]):
+        for r in range(q.shape[1]):
+            for k in range(q.shape[2]):
+                byte = np.int64(q[g, r, k]) & 0xFF
+                for b in range(8):
+                    if (byte >> b) & 1:
+                        planes[g, r, b, k // 64] |= np.uint64(1) << np.uint64(k % 64)
     return planes
 
 
 @njit(parallel=True, fastmath=True, cache=True)
 def matmul_popcount(weights, q, acc):
-    """acc [R, N] = W q for W as bit planes [N, 2, Kp/64], q int8 [R, Kp]."""
-    x = _activation_planes(q)
+    """acc [R, N] = W q for W as bit planes [N, 2, Kp/64] and q int8 [G, R, Kp] (groups as in
+    `matmul_vnni`)."""
+    planes = _activation_planes(q)
     n_rows, _, kw = weights.shape
+    per_group = n_rows // q.shape[0]
     for n in prange(n_rows):
-        for r in range(x.shape[0]):
+        for r in range(q.shape[1]):
+            x = planes[n // per_group, r]
             c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = np.int64(0)
             for j in range(kw):
                 p = weights[n, 0, j]
                 m = weights[n, 1, j]
-                c0 += np.int64(_popcount(p & x[r, 0, j])) - np.int64(_popcount(m & x[r, 0, j]))
-                c1 += np.int64(_popcount(p & x[r, 1, j])) - np.int64(_popcount(m & x[r, 1, j]))
-                c2 += np.int64(_popcount(p & x[r, 2, j])) - np.int64(_popcount(m & x[r, 2, j]))
-                c3 += np.int64(_popcount(p & x[r, 3, j])) - np.int64(_popcount(m & x[r, 3, j]))
-                c4 += np.int64(_popcount(p & x[r, 4, j])) - np.int64(_popcount(m & x[r, 4, j]))
-                c5 += np.int64(_popcount(p & x[r, 5, j])) - np.int64(_popcount(m & x[r, 5, j]))
-                c6 += np.int64(_popcount(p & x[r, 6, j])) - np.int64(_popcount(m & x[r, 6, j]))
-                c7 += np.int64(_popcount(p & x[r, 7, j])) - np.int64(_popcount(m & x[r, 7, j]))
+                c0 += np.int64(_popcount(p & x[0, j])) - np.int64(_popcount(m & x[0, j]))
+                c1 += np.int64(_popcount(p & x[1, j])) - np.int64(_popcount(m & x[1, j]))
+                c2 += np.int64(_popcount(p & x[2, j])) - np.int64(_popcount(m & x[2, j]))
+                c3 += np.int64(_popcount(p & x[3, j])) - np.int64(_popcount(m & x[3, j]))
+                c4 += np.int64(_popcount(p & x[4, j])) - np.int64(_popcount(m & x[4, j]))
+                c5 += np.int64(_popcount(p & x[5, j])) - np.int64(_popcount(m & x[5, j]))
+                c6 += np.int64(_popcount(p & x[6, j])) - np.int64(_popcount(m & x[6, j]))
+                c7 += np.int64(_popcount(p & x[7, j])) - np.int64(_popcount(m & x[7, j]))
             acc[r, n] = c0 + 2 * c1 + 4 * c2 + 8 * c3 + 16 * c4 + 32 * c5 + 64 * c6 - 128 * c7
 
 
