@@ -261,3 +261,22 @@ def test_distill_trains_its_own_teacher_then_reuses_it(tmp_path):
     r = mmfree("distill", str(path), "train.run_name=second", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "reusing" in r.stdout and (tmp_path / "runs" / "second" / "summary.json").is_file()
+
+
+@pytest.mark.slow  # two training runs
+def test_resume_from_a_checkpoint_restores_the_projection_and_matches_a_straight_run(tmp_path):
+    from mmfree_cli.fileio import load_safetensors
+    teacher = fp_teacher(tmp_path)
+    path = student_recipe(tmp_path, teacher, distill={"hidden_mse": 0.5}, checkpoint={"every_steps": 2, "keep_last": 2})
+    r = mmfree("distill", str(path), "train.run_name=straight", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path / "runs" / "straight"
+    straight = load_safetensors(run / "model.safetensors")[0]
+    middle = run / "checkpoints" / "step-0000002"
+    assert (middle / "model_1.safetensors").is_file()  # the projection is checkpointed with the model
+    r = mmfree("distill", str(path), "train.run_name=straight", "--resume", str(middle), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((run / "summary.json").read_text())["steps_this_session"] == 2
+    resumed = load_safetensors(run / "model.safetensors")[0]
+    for k in straight:
+        assert torch.equal(straight[k], resumed[k]), k
