@@ -136,6 +136,7 @@ def test_float32_agrees_with_fake_quant_model(reference32, exports, fmt):
 PROMPT = "To be, or not to be"
 
 
+@pytest.mark.slow  # 64 float64 PyTorch steps; the float32 greedy tests below run by default
 def test_64_greedy_tokens_identical_float64(model64, export64):
     """The engine's prefill → step loop against the model's, on the random model, exactly."""
     engine = load_engine("onnx", export64)
@@ -245,6 +246,14 @@ def test_cli_export_default_paths_and_bad_inputs(tmp_path, small_model):
     latest = tmp_path / "exports" / "onnx" / "latest"
     assert (latest / "manifest.json").is_file() and (latest / "decode.onnx").is_file()
     assert load_engine("auto", latest).name == "onnx"
+    # generate with no model argument takes the newest onnx export
+    done = _mmfree("generate", "--engine", "onnx", "To be", "-n", "8", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["engine"] == "onnx" and result["completion_tokens"] == 8
+
+    bad = _mmfree("export", "runs/mini", "--target", "onnx", "--onnx-weights", "int3", "-o", "x", cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown onnx weight format 'int3'" in bad.stderr
 
     teacher = tmp_path / "teacher"
     make_run(teacher, small_model(vocab_size=260, ternary=False))
@@ -254,8 +263,9 @@ def test_cli_export_default_paths_and_bad_inputs(tmp_path, small_model):
 
     no_tok = tmp_path / "no_tok"
     save_pretrained(small_model(), no_tok)
-    bad = _mmfree("export", str(no_tok), "--target", "onnx", "-o", str(tmp_path / "n"), cwd=tmp_path)
-    assert bad.returncode == 2 and "tokenizer" in bad.stderr and not (tmp_path / "n").exists()
+    with pytest.raises(UserError, match="no tokenizer.json or mmfree_tokenizer.json"):
+        run_export("onnx", no_tok, tmp_path / "n")
+    assert not (tmp_path / "n").exists()
 
 
 def _from_torch(state: torch.Tensor):

@@ -124,6 +124,7 @@ def export(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: exports/<target>/<model>-<time>)."),
     synth: Optional[str] = typer.Option(None, help="fpga: run an open synthesis flow for ecp5 or ice40 on a small configuration."),
     bitstream: Optional[Path] = typer.Option(None, help="fpga: record a vendor-built bitstream (with its sha256) in the bundle."),
+    onnx_weights: Optional[str] = typer.Option(None, "--onnx-weights", help="onnx: nbits (MatMulNBits 2-bit, default, fastest in onnxruntime) | dq (standard INT2 DequantizeLinear, opset 25)."),
 ):
     """Export a model for an inference target; `exports/<target>/latest` then points at it.
 
@@ -133,7 +134,7 @@ def export(
       mmfree export --target fpga --synth ecp5
     """
     from .export import run_export
-    options = {k: v for k, v in {"synth": synth, "bitstream": bitstream}.items() if v is not None}
+    options = {k: v for k, v in {"synth": synth, "bitstream": bitstream, "weights": onnx_weights}.items() if v is not None}
     path = run_export(target, model, out, **options)
     console.print(f"exported [bold]{target}[/] → {path}")
 
