@@ -8,8 +8,9 @@ import pytest
 
 from tests.fpga.runner import TEMPLATES, run_cocotb
 
-pytestmark = pytest.mark.skipif(shutil.which("iverilog") is None,
-                                reason="needs Icarus Verilog (apt-get install iverilog; scripts/test.sh installs it)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("iverilog") is None,
+                                 reason="needs Icarus Verilog (apt-get install iverilog; scripts/test.sh installs it)")]
 
 
 def test_tmv(tmp_path):

@@ -66,6 +66,8 @@ module mmf_axi_master #(
     assign m_awlen = 8'd0;
     assign m_wlast = 1'b1;
     assign m_bready = 1'b1;
+    // the memory is trusted: responses are not checked, and R data is counted by the core
+    wire _unused_ok = &{1'b0, m_rresp, m_rlast, m_bresp, 1'b0};
 
     // ---- reads: split the command into bursts
     reg  [31:0]       left;       // beats still to request

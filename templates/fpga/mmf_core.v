@@ -54,6 +54,8 @@ module mmf_core #(
     localparam LOG_L  = (LANES == 16) ? 4 : (LANES == 32) ? 5 : (LANES == 64) ? 6 :
                         (LANES == 128) ? 7 : 8;
     localparam LOG_E  = (EPW == 1) ? 0 : (EPW == 2) ? 1 : (EPW == 4) ? 2 : (EPW == 8) ? 3 : 4;
+    localparam [LOG_E:0] EPW_C = EPW[LOG_E:0];
+    localparam [7:0]     IB_LAST = IBEATS[7:0] - 8'd1;
 
     initial begin
         if (LANES != 16 && LANES != 32 && LANES != 64 && LANES != 128 && LANES != 256) begin
@@ -104,7 +106,8 @@ module mmf_core #(
     wire [31:0] imm  = ir[127:96];
     wire [ADDR_W-1:0] base = (bsel == 2'd0) ? base_weights : (bsel == 2'd1) ? base_in :
                              (bsel == 2'd2) ? base_out : base_state;
-    wire [ADDR_W-1:0] imm_ext = imm;    // zero-extended (ADDR_W >= 32)
+    wire [63:0]       imm64 = {32'd0, imm};
+    wire [ADDR_W-1:0] imm_ext = imm64[ADDR_W-1:0];
     wire [ADDR_W-1:0] maddr = base + imm_ext;
 
     // ---- scratch: three read ports, one shared write port
@@ -177,7 +180,9 @@ module mmf_core #(
     // STORE: the next element enters at the top of the word (elements fill it low to high)
     wire [MEM_W+31:0]   wcat = {(i_cnt < n) ? da : 32'd0, wr_data};
     wire [LANES/4+3:0]  scat = {(i_cnt < n) ? 4'hF : 4'h0, wr_strb};
-    wire [ADDR_W-1:0]   pc_ext = pc;
+    wire [63:0]         pc64 = {32'd0, pc};
+    wire [ADDR_W-1:0]   pc_ext = pc64[ADDR_W-1:0];
+    wire _unused_ok = &{1'b0, ir[15], f_dst, f_c, f_a, wcat[31:0], scat[3:0], pc64, imm64, ibuf, 1'b0};
 
     assign rd_ready = (state == ST_FDATA) || (state == ST_LOAD && ucnt == 0) ||
                       (state == ST_MATVEC && tmv_w_ready);
@@ -224,7 +229,7 @@ module mmf_core #(
             ST_FDATA: if (rd_valid) begin
                 ibuf <= ibuf_next;
                 ibeat <= ibeat + 8'd1;
-                if (ibeat == IBEATS - 1) state <= ST_EXEC;
+                if (ibeat == IB_LAST) state <= ST_EXEC;
             end
             ST_EXEC: begin
                 ir <= ibuf[127:0];
@@ -282,7 +287,7 @@ module mmf_core #(
             ST_LOAD: begin
                 if (ucnt == 0 && rd_valid) begin
                     ubuf <= rd_data;
-                    ucnt <= EPW;
+                    ucnt <= EPW_C;
                 end else if (ucnt != 0) begin
                     if (o_cnt < n) begin
                         we <= 1'b1;
@@ -309,7 +314,7 @@ module mmf_core #(
                         wr_strb <= scat[LANES/4+3:4];
                         i_cnt <= i_cnt + 16'd1;
                         scnt <= scnt + 1'b1;
-                        if (scnt == EPW - 1) begin
+                        if (scnt == EPW_C - 1'b1) begin
                             wr_valid <= 1'b1;
                             sphase <= 2'd3;
                         end else begin
@@ -354,7 +359,7 @@ module mmf_core #(
                     end
                     if (!is_row && sub == 4'd3) begin
                         xpack <= xpack_next;
-                        if (lane == LANES - 1 || o_cnt == n - 16'd1) begin
+                        if ((&lane) || o_cnt == n - 16'd1) begin
                             x_we <= 1'b1;
                             x_waddr <= o_cnt[XADDR_W+LOG_L-1:LOG_L];
                             x_wdata <= xpack_next;

@@ -34,9 +34,9 @@ endfunction
 
 // normalize16's shift: bit_length(top) - 15 for top > 0, else 0
 function signed [7:0] mmf_kfn;
-    input [31:0] top;
+    input [31:0] t;
     begin
-        if (top == 32'd0) mmf_kfn = 8'sd0;
-        else mmf_kfn = $signed({1'b0, mmf_bitlen({32'd0, top})}) - 8'sd15;
+        if (t == 32'd0) mmf_kfn = 8'sd0;
+        else mmf_kfn = $signed({1'b0, mmf_bitlen({32'd0, t})}) - 8'sd15;
     end
 endfunction

@@ -32,20 +32,22 @@ module mmf_norm (
     reg               v1;
     reg [1:0]         op1;
     reg signed [15:0] d16;
-    reg signed [31:0] b1;
+    reg signed [15:0] b1;
     reg        [31:0] abs1;
     reg               neg1;
-    reg        [63:0] mag1;
+    reg        [7:0]  mag1;
     wire       [31:0] absa = a[31] ? (~a + 32'd1) : a;
     wire       [79:0] qprod = {48'd0, absa} * {40'd0, recip};
+    wire       [63:0] qmag  = (qprod[63:0] + 64'h8000_0000) >> 32;
+    wire _unused_ok = &{1'b0, qprod[79:64], qmag[63:8], b[31:16], 1'b0};
     always @(posedge clk) begin
         v1 <= in_valid & !rst;
         op1 <= op;
         d16 <= mmf_sat16(mmf_rsr({{32{a[31]}}, a}, k));
-        b1 <= b;
+        b1 <= b[15:0];
         abs1 <= absa;
         neg1 <= a[31];
-        mag1 <= (qprod[63:0] + 64'h8000_0000) >> 32;
+        mag1 <= qmag[7:0];
     end
 
     // stage 2: gain product, square, outputs
@@ -53,14 +55,14 @@ module mmf_norm (
     reg [1:0]         op2;
     reg        [31:0] abs2;
     reg        [31:0] sq2;
-    wire signed [31:0] prod = d16 * $signed(b1[15:0]);
+    wire signed [31:0] prod = d16 * b1;
     wire signed [31:0] dd   = (op1 == 2'd2) ? prod : {{16{d16[15]}}, d16};
     always @(posedge clk) begin
         v2 <= v1 & !rst;
         op2 <= op1;
         out_valid <= v1 & !rst;
         d <= dd;
-        q <= neg1 ? -mag1[7:0] : mag1[7:0];
+        q <= neg1 ? -mag1 : mag1;
         abs2 <= (op1 == 2'd0) ? abs1 : (dd[31] ? (~dd + 32'd1) : dd);
         sq2 <= d16 * d16;
     end

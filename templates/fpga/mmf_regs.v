@@ -126,6 +126,8 @@ module mmf_regs #(
 
     // ---- reads
     wire [9:0] ar_idx = s_araddr[11:2] - 10'd8;
+    // byte strobes are ignored (registers are written whole); the low address bits are always 0
+    wire _unused_ok = &{1'b0, s_wstrb, s_araddr[1:0], awaddr[1:0], aw_idx[9:4], ar_idx[9:4], 1'b0};
     reg [31:0] rd;
     always @(*) begin
         case (s_araddr[11:2])

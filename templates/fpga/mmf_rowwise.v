@@ -87,8 +87,8 @@ module mmf_rowwise #(
         c2 <= c1;
         sh2 <= sh1;
         f2 <= f1;
-        lo2 <= sig_rom[idx1];
-        hi2 <= sig_rom[idx1 + 10'd1];
+        lo2 <= sig_rom[{1'b0, idx1}];
+        hi2 <= sig_rom[{1'b0, idx1} + 11'd1];
     end
 
     // stage 3: interpolate, mirror for negative inputs
@@ -107,7 +107,9 @@ module mmf_rowwise #(
     reg signed [63:0] p4, q4;
     reg        [2:0]  op4r;
     reg signed [31:0] b4;
-    wire signed [63:0] a3w = a3, b3w = b3, c3w = c3;
+    wire signed [63:0] a3w = {{32{a3[31]}}, a3};
+    wire signed [63:0] b3w = {{32{b3[31]}}, b3};
+    wire signed [63:0] c3w = {{32{c3[31]}}, c3};
     always @(posedge clk) begin
         op4r <= op3;
         b4 <= b3;
@@ -122,7 +124,8 @@ module mmf_rowwise #(
     end
 
     // stage 5: the RECUR input gate, saturation
-    wire signed [63:0] b4w = b4;
+    wire signed [63:0] b4w = {{32{b4[31]}}, b4};
+    wire _unused_ok = &{1'b0, zidx[32:10], zmask[32:26], 1'b0};
     wire signed [63:0] ig = rsr(p4 * (ONE_G - b4w), 6'd16);
     always @(posedge clk) begin
         case (op4r)

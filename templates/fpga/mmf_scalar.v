@@ -52,19 +52,24 @@ module mmf_scalar #(
     wire        [63:0] t_new   = e_new[7] ? (ss << (-e_new)) : (ss >> e_new);
     wire        [63:0] i_raw   = (t_new >> 7) - 64'd128;
     wire        [8:0]  idx_new = (t_new < 64'd16384) ? 9'd0 : (i_raw > 64'd383) ? 9'd383 : i_raw[8:0];
-    reg         [63:0] t_q;
+    reg         [6:0]  t_frac;
+    wire signed [63:0] r_new = $signed({47'd0, lo}) + mmf_rsr(($signed({47'd0, hi}) - $signed({47'd0, lo}))
+                                                             * $signed({57'd0, t_frac}), 8'sd7);
     reg         [16:0] lo, hi;
     reg                rsq_zero;
 
     // division 127·2^32 / amax, one quotient bit a cycle from the top
     localparam [38:0] DIVIDEND = {7'd127, 32'd0};
     reg [5:0]  div_i;
-    reg [39:0] rem;
-    wire [39:0] rem_sh = {rem[38:0], DIVIDEND[div_i]};
+    reg [38:0] rem;
+    wire [39:0] rem_sh = {rem, DIVIDEND[div_i]};
 
     // output multiplier
     wire signed [63:0] pp   = mmf_rsr($signed({32'd0, amax}) * $signed({47'd0, r}), 8'sd8);
-    wire signed [15:0] me_w = $signed({1'b0, bimm[14:0]}) + 16'sd23 + (e >>> 1) - kq - 16'sd32;
+    wire signed [15:0] e16  = {{8{e[7]}}, e};
+    wire signed [15:0] kq16 = {{8{kq[7]}}, kq};
+    wire signed [15:0] me_w = $signed({1'b0, bimm[14:0]}) + 16'sd23 + (e16 >>> 1) - kq16 - 16'sd32;
+    wire signed [63:0] mm_full = mmf_rsr($signed({33'd0, imm[30:0]}) * pp, 8'sd24);
 
     // eps term: b = max(bitlen(z) - 31, 0); prod = EPS_M·(z >> b); shift = EPS_S - b + 2p
     wire        [6:0]  z_bits = mmf_bitlen(z);
@@ -77,6 +82,8 @@ module mmf_scalar #(
     wire signed [15:0] sh_cl  = (eps_shift < -16'sd56) ? -16'sd56 : eps_shift;
     wire signed [63:0] exact  = (eps_shift >= 16'sd64) ? 64'sd0 : mmf_rsr(eps_prod, sh_cl[7:0]);
     wire signed [63:0] eps_e  = too_big ? EPS_MAX : (exact > EPS_MAX ? EPS_MAX : exact);
+    wire        [39:0] amax_w = {8'd0, amax};
+    wire _unused_ok = &{1'b0, bimm[15], sh_cl[15:8], rem_sh[39], r_new[63:17], mm_full[63:31], 1'b0};
 
     always @(posedge clk) begin
         if (rst) begin
@@ -97,14 +104,14 @@ module mmf_scalar #(
                 S_IDLE: if (cmd) case (sub)
                     4'd0: begin                          // RSQRT
                         e <= e_new;
-                        t_q <= t_new;
+                        t_frac <= t_new[6:0];
                         rsq_zero <= (ss == 64'd0);
                         lo <= rsqrt_rom[idx_new];
                         hi <= rsqrt_rom[idx_new + 9'd1];
                         state <= S_RSQ1;
                     end
                     4'd1: begin                          // RECIP
-                        rem <= 40'd0;
+                        rem <= 39'd0;
                         recip <= 40'd0;
                         div_i <= 6'd38;
                         state <= S_DIV;
@@ -122,22 +129,21 @@ module mmf_scalar #(
                 endcase
                 S_RSQ1: state <= S_RSQ2;
                 S_RSQ2: begin
-                    r <= rsq_zero ? 17'd0 : (lo + mmf_rsr(($signed({47'd0, hi}) - $signed({47'd0, lo}))
-                                                          * $signed({57'd0, t_q[6:0]}), 8'sd7));
+                    r <= rsq_zero ? 17'd0 : r_new[16:0];
                     state <= S_IDLE;
                 end
                 S_DIV: begin
-                    if (amax != 32'd0 && rem_sh >= {8'd0, amax}) begin
-                        rem <= rem_sh - {8'd0, amax};
+                    if (amax != 32'd0 && rem_sh >= amax_w) begin
+                        rem <= rem_sh[38:0] - amax_w[38:0];
                         recip[div_i] <= 1'b1;
                     end else begin
-                        rem <= rem_sh;
+                        rem <= rem_sh[38:0];
                     end
                     if (div_i == 6'd0) state <= S_IDLE;
                     else div_i <= div_i - 6'd1;
                 end
                 S_OUT2: begin
-                    mm <= mmf_rsr($signed({33'd0, imm[30:0]}) * pp, 8'sd24);
+                    mm <= mm_full[30:0];
                     me <= (me_w < 16'sd1) ? 6'd1 : (me_w > 16'sd62) ? 6'd62 : me_w[5:0];
                     state <= S_IDLE;
                 end
