@@ -122,7 +122,9 @@ def _gemm_configs():
         return [triton.Config({"BM": 16, "BN": 32, "BK": 32, "GROUP_M": 4}, num_warps=4)]
     return [triton.Config({"BM": bm, "BN": bn, "BK": bk, "GROUP_M": 8}, num_warps=w, num_stages=st)
             for bm, bn, bk, w, st in [(128, 128, 128, 8, 4), (128, 256, 128, 8, 3), (64, 128, 128, 4, 4),
-                                      (128, 128, 64, 4, 4), (64, 64, 128, 4, 4), (256, 128, 128, 8, 3)]]
+                                      (128, 128, 64, 4, 4), (64, 64, 128, 4, 4), (256, 128, 128, 8, 3),
+                                      (128, 256, 64, 8, 4), (256, 128, 64, 8, 4), (128, 128, 128, 4, 3),
+                                      (256, 256, 64, 8, 3)]]
 
 
 @triton.autotune(configs=_gemm_configs(), key=["N", "K"])

@@ -98,7 +98,8 @@ def _gemv_configs():
     if _interpreting():
         return [triton.Config({"BN": 16, "BK": 128}, num_warps=4)]
     return [triton.Config({"BN": bn, "BK": bk}, num_warps=w) for bn, bk, w in
-            [(8, 2048, 4), (8, 1024, 4), (16, 1024, 4), (16, 2048, 8), (4, 2048, 4), (32, 512, 4)]]
+            [(8, 2048, 4), (8, 1024, 4), (16, 1024, 4), (16, 2048, 8), (4, 2048, 4), (32, 512, 4),
+             (2, 4096, 4), (4, 4096, 8), (8, 4096, 8), (4, 1024, 2), (2, 2048, 2)]]
 
 
 def _prune_gemv(configs, named_args, **kwargs):
