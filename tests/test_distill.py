@@ -280,3 +280,14 @@ def test_resume_from_a_checkpoint_restores_the_projection_and_matches_a_straight
     resumed = load_safetensors(run / "model.safetensors")[0]
     for k in straight:
         assert torch.equal(straight[k], resumed[k]), k
+
+
+def test_teacher_in_bf16_is_frozen_and_close_to_fp32(tmp_path):
+    teacher_dir = fp_teacher(tmp_path)
+    full, half = load_teacher(teacher_dir, "float32"), load_teacher(teacher_dir, "bfloat16", "cpu")
+    ids = torch.randint(0, 256, (2, 16))
+    z32, h32 = full.logits_and_hidden(ids, want_hidden=True)
+    z16, h16 = half.logits_and_hidden(ids, want_hidden=True)
+    assert z16.dtype == torch.bfloat16 and not z16.requires_grad and h32.shape == (2, 16, 48)
+    assert (z16.float() - z32).abs().max() < 0.1 * z32.abs().max()
+    assert full.fingerprint != half.fingerprint  # cached logits are kept apart by dtype
