@@ -5,8 +5,8 @@
 
 (Hinton et al. 2015: the T² keeps the soft term's gradients on the scale of the hard term's.) The
 run is an ordinary `train.run` with this objective in place of next-token CE, so accelerate,
-resume, checkpoints, progress, metrics and plots are the trainer's own; validation stays plain
-CE, so a distilled run and a CE-only run compare directly. When the recipe names no teacher, one
+resume, checkpoints, progress, metrics and plots are the trainer's own. The logged training `loss`
+is this objective per token; `val_loss` stays plain CE, so distilled and CE-only runs compare directly. When the recipe names no teacher, one
 is trained first (this recipe, model.ternary=false, distill.teacher_recipe laid over it) into
 `<output_dir>/<recipe name>-teacher-<hash of its recipe>/` and reused by later distillations
 that would train the same teacher.
