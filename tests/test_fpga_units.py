@@ -23,3 +23,14 @@ def test_rowwise(tmp_path):
     write_tables(tmp_path)
     run_cocotb("mmf_rowwise", "tb_rowwise", [TEMPLATES / "mmf_rowwise.v"], tmp_path / "build",
                parameters={"SIGMOID_HEX": f'"{tmp_path / "sigmoid.hex"}"'})
+
+
+def test_norm(tmp_path):
+    run_cocotb("mmf_norm", "tb_norm", [TEMPLATES / "mmf_norm.v"], tmp_path, includes=[TEMPLATES])
+
+
+def test_scalar(tmp_path):
+    from mmfree_cli.export.fpga.memimage import write_tables
+    write_tables(tmp_path)
+    run_cocotb("mmf_scalar", "tb_scalar", [TEMPLATES / "mmf_scalar.v"], tmp_path / "build",
+               includes=[TEMPLATES], parameters={"RSQRT_HEX": f'"{tmp_path / "rsqrt.hex"}"'})

@@ -78,8 +78,8 @@ def state_stride(d: int) -> int:
 
 
 class _Builder:
-    def __init__(self, model: dict, params: CoreParams):
-        self.m, self.p = model, params
+    def __init__(self, model: dict, params: CoreParams, with_image: bool = True):
+        self.m, self.p, self.with_image = model, params, with_image
         self.dims = dims_of(model)
         self.prog: list[Instr] = []
         self.blocks: list[Block] = []
@@ -122,7 +122,8 @@ class _Builder:
             self.vec_at[f"{name}.{key}"] += off
 
     def matrix_block(self, name: str, codes: np.ndarray) -> int:
-        return self.add_block(name, pack_ternary_rows(codes, self.p.lanes), "ternary", list(codes.shape))
+        data = pack_ternary_rows(codes, self.p.lanes) if self.with_image else b""
+        return self.add_block(name, data, "ternary", list(codes.shape))
 
     # ---- instructions
     def emit(self, op: str, sub: str | None = None, **kw) -> None:
@@ -232,6 +233,36 @@ def compile_model(model: dict, params: CoreParams) -> Compiled:
     return _Builder(model, params).build()
 
 
+def shape_model(dims: dict) -> dict:
+    """An integer model with the given dims and zero weights that take no memory (zero-stride
+    views): enough to compile the program of a released size (370M..2.7B) for estimates."""
+    def zeros(*shape, dtype=np.int8):
+        return np.lib.stride_tricks.as_strided(np.zeros(1, dtype=dtype), shape=shape, strides=(0,) * len(shape))
+
+    d, inner, vocab = dims["d"], dims["inner"], dims["vocab"]
+    model = {"embed": zeros(vocab, d, dtype=np.int32), "final_gain": np.zeros(d, np.int16)}
+    shapes = {"i": (d, d), "f": (d, d), "g": (d, d), "o": (d, d), "gate": (2 * inner, d), "down": (d, inner)}
+
+    def proj(prefix: str, n: int, k: int) -> None:
+        model.update({f"{prefix}.codes": zeros(n, k), f"{prefix}.gain": np.zeros(k, np.int16),
+                      f"{prefix}.scale": np.array([1 << 30, 40])})
+
+    for l in range(dims["layers"]):
+        p = f"layers.{l}"
+        for key in ("attn_gain", "g_gain", "mlp_gain", "lower_bound"):
+            model[f"{p}.{key}"] = np.zeros(d, np.int32)
+        model[f"{p}.g_gain_shift"] = np.zeros(1, np.int64)
+        for q, (n, k) in shapes.items():
+            proj(f"{p}.{q}", n, k)
+    proj("lm_head", vocab, d)
+    return model
+
+
+def compile_program(dims: dict, params: CoreParams) -> Compiled:
+    """The program (no weight image) of a model of these dims: for cycle and size estimates."""
+    return _Builder(shape_model(dims), params, with_image=False).build()
+
+
 def fit_core(dims: dict, lanes: int | None = None) -> CoreParams:
     """The smallest build (scratch, x buffer) that holds a model of these dims, with `lanes` lanes
     (default: 16 for small models, 64 — a 128-bit memory port — from d = 512 up)."""
@@ -239,7 +270,7 @@ def fit_core(dims: dict, lanes: int | None = None) -> CoreParams:
     if lanes not in (16, 32, 64, 128, 256):
         raise UserError(f"--lanes {lanes}: choose 16, 32, 64, 128 or 256")
     big = max(dims["d"], dims["inner"])
-    need = 8 * big + 5 * dims["d"] + 2 * dims["inner"] + 256     # the scratch map plus a 256-row tile
+    need = 5 * big + 6 * dims["d"] + 2 * dims["inner"] + 256     # _scratch_map plus a 256-row tile
     saddr_w = max(8, (need - 1).bit_length())
     xaddr_w = max(1, (-(-big // lanes) - 1).bit_length())
     if saddr_w > 16:

@@ -30,15 +30,15 @@ def template_dir() -> Path:
     return templates_dir() / "fpga"
 
 
-def rtl_parameters(params: CoreParams) -> dict:
+def rtl_parameters(params: CoreParams, addr_w: int = ADDR_W) -> dict:
     return {"LANES": params.lanes, "MEM_W": params.mem_w, "SADDR_W": params.saddr_w,
-            "XADDR_W": params.xaddr_w, "ADDR_W": ADDR_W, "KMAX": params.lanes << params.xaddr_w,
+            "XADDR_W": params.xaddr_w, "ADDR_W": addr_w, "KMAX": params.lanes << params.xaddr_w,
             "EPS_M": EPS_M, "EPS_S": EPS_S}
 
 
-def design_id(params: CoreParams) -> str:
+def design_id(params: CoreParams, addr_w: int = ADDR_W) -> str:
     """8 hex digits: sha256 of the parameters, the sources and the tables."""
-    h = hashlib.sha256(json.dumps(rtl_parameters(params), sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps(rtl_parameters(params, addr_w), sort_keys=True).encode())
     for name in SOURCES + (TOP + ".tmpl",):
         h.update((template_dir() / name).read_bytes())
     h.update(table_digest().encode())
@@ -49,7 +49,7 @@ def caps_word(params: CoreParams) -> int:
     return params.lanes | params.saddr_w << 16 | params.xaddr_w << 24
 
 
-def generate(out_dir: Path, params: CoreParams, table_prefix: str = "") -> dict:
+def generate(out_dir: Path, params: CoreParams, table_prefix: str = "", addr_w: int = ADDR_W) -> dict:
     """Write the RTL of one build into out_dir; returns {"design_id", "files", "top", "parameters"}.
 
     `table_prefix` is prepended to the table file names in the top level ($readmemh paths are
@@ -58,15 +58,15 @@ def generate(out_dir: Path, params: CoreParams, table_prefix: str = "") -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in SOURCES:
         write_text(out_dir / name, (template_dir() / name).read_text())
-    did = design_id(params)
-    fields = {k: str(v) for k, v in rtl_parameters(params).items()}
+    did = design_id(params, addr_w)
+    fields = {k: str(v) for k, v in rtl_parameters(params, addr_w).items()}
     fields.update(DESIGN_ID_HEX=did, CAPS_HEX=f"{caps_word(params):08x}",
                   RSQRT_HEX=f"{table_prefix}rsqrt.hex", SIGMOID_HEX=f"{table_prefix}sigmoid.hex",
-                  BUILD=", ".join(f"{k}={v}" for k, v in rtl_parameters(params).items()))
+                  BUILD=", ".join(f"{k}={v}" for k, v in rtl_parameters(params, addr_w).items()))
     top = Template((template_dir() / (TOP + ".tmpl")).read_text()).substitute(fields)
     write_text(out_dir / TOP, top)
     tables = write_tables(out_dir)
-    return {"design_id": did, "top": "mmf_top", "parameters": rtl_parameters(params),
+    return {"design_id": did, "top": "mmf_top", "parameters": rtl_parameters(params, addr_w),
             "files": [*SOURCES, TOP, *(p.name for p in tables)]}
 
 

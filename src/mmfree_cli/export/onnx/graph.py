@@ -1,7 +1,8 @@
 """The HGRN-Bit forward pass written out as ONNX graphs: prefill (a whole sequence) and decode
 (one token), both with explicit per-layer state (`state.{i}` in, `present_state.{i}` out).
 
-Every op mirrors `mmfree_cli.model` and `kernels.bitlinear.naive` in float32, including the
+Every op mirrors `mmfree_cli.model` and `kernels.bitlinear.naive` in float32 (or float64 for
+reference graphs), including the
 activation fake-quant (per-token absmax int8, round half away from zero written as
 sign(x)·floor(|x| + 0.5), since ONNX `Round` is half-to-even). The recurrence is an ONNX `Scan`
 over time in the prefill graph and one multiply-add in the decode graph.

@@ -1,0 +1,60 @@
+"""cocotb profile of one decode step: the cycles of every instruction, written to MMF_PROFILE as
+JSON ([op, sub, n, words, cycles] per instruction) for the throughput model (estimates.py).
+An instruction's cycles run from its dispatch to the next one's, so fetches are included."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
+
+from axi_mem import AxiLiteMaster, AxiMemory
+from mmfree_cli.export.fpga import regmap
+from mmfree_cli.export.fpga.isa import decode
+from mmfree_cli.fileio import load_safetensors
+
+ST_IDLE, ST_NEXT = 0, 11
+
+
+@cocotb.test()
+async def profile_one_step(dut):
+    bundle = Path(os.environ["MMF_BUNDLE"])
+    man = json.loads((bundle / "manifest.json").read_text())
+    layout, regs = man["card_memory_map"], man["registers_to_write"]
+    mem = bytearray(layout["end"]["offset"])
+    image = (bundle / "weights.bin").read_bytes()
+    mem[:len(image)] = image
+    vec, _ = load_safetensors(bundle / "golden" / "vectors.safetensors")
+    d = man["model"]["dims"]["d"]
+    mem[regs["IN"]:regs["IN"] + 4 * d] = vec["embed_rows"].numpy()[0].astype("<i4").tobytes()
+    cocotb.start_soon(Clock(dut.clk, 4, unit="ns").start())
+    dut.aresetn.value = 0
+    AxiMemory(dut, mem, man["rtl"]["parameters"]["MEM_W"] // 8)
+    host = AxiLiteMaster(dut)
+    await ClockCycles(dut.clk, 5)
+    dut.aresetn.value = 1
+    await ClockCycles(dut.clk, 3)
+    for name, addr in regs.items():
+        await host.write(regmap.REGISTERS[f"{name}_LO"], addr & 0xFFFFFFFF)
+        await host.write(regmap.REGISTERS[f"{name}_HI"], addr >> 32)
+    await host.write(regmap.REGISTERS["CONTROL"], regmap.CONTROL_START)
+    rows, pending, since, cycle, prev = [], None, 0, 0, None
+    while True:
+        await RisingEdge(dut.clk)
+        await ReadOnly()
+        cycle += 1
+        state = int(dut.core.state.value)
+        if state != prev and state in (ST_NEXT, ST_IDLE) and prev is not None:
+            if pending is not None:
+                rows.append([pending.op, pending.sub, pending.n,
+                             pending.n * pending.a if pending.op == "MATVEC" else 0, cycle - since])
+            since = cycle
+            if state == ST_IDLE:
+                break
+            pending = decode(int(dut.core.ir.value).to_bytes(16, "little"))
+        prev = state
+    Path(os.environ["MMF_PROFILE"]).write_text(json.dumps(rows))
