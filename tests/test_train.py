@@ -84,6 +84,20 @@ def test_text_and_jsonl_sources(tmp_path):
     assert (train.blocks == tok.eos_id).any()  # documents are separated by EOS
 
 
+def test_streamed_source_resumes_and_splits_by_process(tmp_path):
+    tok = ByteTokenizer()
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps({"text": f"record number {i} " * 3}) for i in range(400)))
+    data = DataSection(source=str(tmp_path / "d.jsonl"), streaming=True, seq_len=16, validation_blocks=2)
+    train, val = build(data, tok, seed=0)
+    assert val.blocks.shape == (2, 16)
+    in_order = [train.batch(k, 2, 0, 1) for k in range(5)]
+    resumed, _ = build(data, tok, seed=0)
+    assert torch.equal(resumed.batch(4, 2, 0, 1), in_order[4])  # a resumed stream skips what was consumed
+    rank0, _ = build(data, tok, seed=0, rank=0, world_size=2)
+    rank1, _ = build(data, tok, seed=0, rank=1, world_size=2)
+    assert not torch.equal(rank0.batch(0, 2, 0, 2), rank1.batch(0, 2, 1, 2))  # each process reads its own shard
+
+
 def test_grad_accumulation_matches_one_big_batch(tmp_path):
     """2 micro-batches of 4 give the same step as 1 batch of 8: the loss is normalised over the window."""
     from accelerate import Accelerator
