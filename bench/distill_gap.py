@@ -88,11 +88,12 @@ def main() -> None:
               f"{args.steps} student steps of {args.batch}x{args.seq_len} bytes; alpha {args.alpha}, T {args.temperature}; "
               f"seeds {' '.join(map(str, args.seeds))}; validation = plain CE on 64 held-out blocks; shared 2-core machine")
     gaps = [ce - kd for _, ce, kd in results]
-    record("distill_gap", "teacher val_loss", [t for t, _, _ in results], "nats/byte", notes=config)
-    record("distill_gap", "student val_loss, CE only", [ce for _, ce, _ in results], "nats/byte", notes=config)
-    record("distill_gap", "student val_loss, distilled", [kd for _, _, kd in results], "nats/byte", notes=config)
+    command = " ".join(["python -m bench.distill_gap", *sys.argv[1:]])
+    record("distill_gap", "teacher val_loss", [t for t, _, _ in results], "nats/byte", notes=config, command=command)
+    record("distill_gap", "student val_loss, CE only", [ce for _, ce, _ in results], "nats/byte", notes=config, command=command)
+    record("distill_gap", "student val_loss, distilled", [kd for _, _, kd in results], "nats/byte", notes=config, command=command)
     record("distill_gap", "gap (CE only - distilled)", gaps, "nats/byte", target="> 0 for every seed",
-           met=all(g > 0 for g in gaps), notes=config)
+           met=all(g > 0 for g in gaps), notes=config, command=command)
 
 
 if __name__ == "__main__":
