@@ -53,6 +53,7 @@ def export(model_dir: Path, out_dir: Path, synth: str | None = None, bitstream: 
         artifacts.append(bundle.artifact(out_dir, f"bitstream/{dest.name}", "bitstream",
                                          "vendor-built, supplied with --bitstream (not verified here)",
                                          xdma_capable=True))
-    write_json(out_dir / "manifest.json",
-               bundle.manifest(compiled, params, rtl_info, config, bundle.model_hash(Path(model_dir)),
-                               golden, artifacts, reports))
+    man = bundle.manifest(compiled, params, rtl_info, config, bundle.model_hash(Path(model_dir)),
+                          golden, artifacts, reports)
+    bundle.write_readme(out_dir, man, Path(model_dir).name)
+    write_json(out_dir / "manifest.json", man)

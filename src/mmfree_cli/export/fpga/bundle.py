@@ -110,3 +110,48 @@ def write_weights(out: Path, compiled: Compiled, model: dict) -> None:
     write_bytes(out / "weights.bin", compiled.image)
     save_safetensors({"embed": torch.from_numpy(np.ascontiguousarray(model["embed"]))},
                      out / "embed.safetensors", {"format": "int32 Q15.16 embedding rows"})
+
+
+README = """# mmfree FPGA bundle
+
+Model `{model}` compiled for the mmfree core (design ID `{design_id}`, {lanes} lanes, MEM_W {mem_w}).
+
+| file | what |
+|---|---|
+| manifest.json | schema, model hash, integer spec, register map, card memory map, weight blocks (sha256), RTL parameters, artifacts |
+| weights.bin | card image: constants, ternary matrices, program; every block 4 KiB-aligned (layout `{layout}`) |
+| embed.safetensors | int32 Q15.16 embedding rows: the host writes row t to IN each step |
+| rtl/ | generated Verilog-2005 (top `mmf_top`), table images `*.hex` for $readmemh |
+| golden/ | {steps} decode steps from the zero state with the integer reference's logits and final state |
+| reports/ | throughput ESTIMATES (and synthesis results with --synth): nothing here was measured on a card |
+
+## Dropping the core into a vendor block design (XDMA) — untested here
+
+Not tried on hardware in this project; the steps follow the XDMA product guide's usual layout.
+
+1. Add every `rtl/*.v` file and `rtl/mmf_math.vh` as design sources, and `rtl/sigmoid.hex`,
+   `rtl/rsqrt.hex` as memory-initialisation files (the $readmemh paths are relative; point them at
+   the project or copy the files into the simulation/synthesis run directory).
+2. Add `mmf_top` to the block design as an RTL module. Clock `clk` = XDMA `axi_aclk`, reset
+   `aresetn` = XDMA `axi_aresetn`.
+3. `s_axil_*` (AXI4-Lite, 12 address bits): connect to XDMA's `M_AXI_LITE` (the PCIe-to-AXI-Lite
+   master, BAR0 — the host's `/dev/xdma0_user`) through a SmartConnect; give it a 4 KiB segment at
+   offset 0 of that BAR.
+4. `m_axi_*` (AXI4, 64-bit addresses, {mem_w}-bit data): connect to the same SmartConnect /
+   memory controller (MIG DDR4 or HBM) that XDMA's `M_AXI` (the DMA `h2c`/`c2h` path) reaches, so
+   that the host's DMA offsets and the core's addresses are the same card addresses.
+5. `irq` to XDMA `usr_irq_req[0]` (enable one user interrupt in the XDMA IP).
+6. Build the bitstream with the vendor tools, program the card, then run `mmfree deploy`: it checks
+   MAGIC, VERSION and DESIGN_ID (`{design_id}`) against this manifest before anything else.
+
+The host protocol (register offsets, START/DONE/IRQ handshake, buffers) is in the manifest's
+`register_map` and `card_memory_map`, and documented in `mmfree_cli.export.fpga.regmap`.
+"""
+
+
+def write_readme(out: Path, man: dict, model_name: str) -> None:
+    from ...fileio import write_text
+    p = man["rtl"]["parameters"]
+    write_text(out / "README.md", README.format(model=model_name, design_id=man["design_id"],
+                                                lanes=p["LANES"], mem_w=p["MEM_W"], layout=LAYOUT,
+                                                steps=man["golden"]["steps"]))
