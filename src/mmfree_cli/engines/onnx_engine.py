@@ -58,6 +58,10 @@ class OnnxEngine(Engine):
             options = ort.SessionOptions()
             if self.threads:
                 options.intra_op_num_threads = self.threads
+            # Idle worker threads sleep instead of spin-waiting: on a busy CPU the spinning threads
+            # take cycles from the work (measured on a loaded 2-core machine, a 4-layer 370M-width
+            # decode step: 32-39 ms spinning, 22-27 ms without).
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             if self.manifest.get("weights") == "dq":
                 # ORT would fuse DequantizeLinear+MatMul into blockwise-int8 MatMulNBits, which is
                 # not exact; without the fusion it folds the weights to float32 at load.
