@@ -14,7 +14,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
 from mmfree_cli.quant import intref
-from mmfree_cli.quant.intspec import FRAC_G, FRAC_H, FRAC_X, ONE_G
+from mmfree_cli.quant.intspec import FRAC_H, FRAC_X, ONE_G
 
 I32 = (-(1 << 31), (1 << 31) - 1)
 EDGES = [0, 1, -1, 127, -128, I32[0], I32[1], 1 << 20, -(1 << 20), (16 << 16) - 1, 16 << 16, -(16 << 16)]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...fileio import save_safetensors, sha256_file, write_bytes, write_json
+from ...fileio import save_safetensors, sha256_file, write_bytes
 from ...quant import intref
 from ...quant.intspec import SPEC_VERSION, table_digest
 from . import isa, regmap

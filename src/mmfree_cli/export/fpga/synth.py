@@ -60,6 +60,8 @@ def run_synth(out_dir: Path, family: str) -> tuple[str, str | None]:
     bits = out_dir / "bitstream" / "mmf_small_ecp5-85f.bit"
     bits.parent.mkdir(parents=True, exist_ok=True)
     _run([_tool("yowasp-ecppack"), str(work / "top.config"), str(bits)], work, "ecppack")
+    for bulky in ("top.json", "top.config"):  # netlist and config: tens of MB, rebuilt from rtl/ on demand
+        (work / bulky).unlink()
     pnr = json.loads((work / "nextpnr-report.json").read_text())
     fmax = min(v["achieved"] for v in pnr["fmax"].values())
     report = {
