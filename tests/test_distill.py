@@ -291,3 +291,25 @@ def test_teacher_in_bf16_is_frozen_and_close_to_fp32(tmp_path):
     assert z16.dtype == torch.bfloat16 and not z16.requires_grad and h32.shape == (2, 16, 48)
     assert (z16.float() - z32).abs().max() < 0.1 * z32.abs().max()
     assert full.fingerprint != half.fingerprint  # cached logits are kept apart by dtype
+
+
+@pytest.mark.slow  # three short training runs; the recorded comparison is bench/distill_gap.py
+def test_distilled_student_beats_ce_only_for_the_same_steps(tmp_path, monkeypatch):
+    from mmfree_cli.train import run as train
+    from mmfree_cli.train.distill import run as distill
+    monkeypatch.chdir(tmp_path)
+
+    def recipe(name: str, model: dict, steps: int, lr: float, **distill_section) -> Path:
+        path = student_recipe(tmp_path, None, model=model, train={"max_steps": steps, "run_name": name},
+                              optimizer={"lr": lr}, checkpoint={"every_steps": 0}, eval={"every_steps": 0},
+                              data={"validation_blocks": 32}, distill=distill_section)
+        return path.rename(tmp_path / f"{name}.yaml")
+
+    def val_loss(run: Path) -> float:
+        return json.loads((run / "summary.json").read_text())["val_loss"]
+
+    teacher = train(recipe("teacher", {"hidden_size": 64, "intermediate_size": 128, "ternary": False}, 80, 3e-3))
+    ce = train(recipe("ce", {}, 40, 5e-3))
+    kd = distill(recipe("kd", {}, 40, 5e-3, teacher=str(teacher), alpha=0.7, temperature=1.0))
+    assert val_loss(teacher) < val_loss(ce)  # the teacher is the stronger model
+    assert val_loss(kd) < val_loss(ce), (val_loss(teacher), val_loss(ce), val_loss(kd))
