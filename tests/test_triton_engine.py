@@ -89,6 +89,23 @@ def test_step_by_step_equals_prefill(run_dir, device):
                                ).flip(1).equal(state)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("cuda_graph", [True, False])
+def test_batch1_decode_equals_prefill(run_dir, device, cuda_graph):
+    """Batch 1 takes the fused one-token path (`_decode_one`); it must follow the prefill path."""
+    engine = CudaEngine.load(run_dir, device=device, cuda_graph=cuda_graph)
+    tokens = torch.randint(0, 256, (1, 12))
+    full, full_state = engine.prefill(tokens, engine.new_state(1))
+    state = engine.new_state(1)
+    steps = []
+    for t in range(tokens.shape[1]):
+        logits, state = engine.step(tokens[:, t], state)
+        steps.append(logits)
+    close, top1 = _agreement(torch.stack(steps, 1), full)
+    assert close >= 0.9 and top1 >= 0.95
+    assert ((state - full_state).norm() <= 1e-3 * full_state.norm()).item()
+
+
 def test_export_refuses_a_directory_without_a_model(tmp_path):
     (tmp_path / "empty").mkdir()
     result = _export(tmp_path / "empty", tmp_path / "out")

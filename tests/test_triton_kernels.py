@@ -23,7 +23,9 @@ from mmfree_cli.kernels.hgrn.chunk import hgrn_chunk  # noqa: E402
 from mmfree_cli.kernels.hgrn.fused_recurrent import hgrn_fused_recurrent  # noqa: E402
 from mmfree_cli.kernels.hgrn.naive import hgrn_recurrent_naive  # noqa: E402
 from mmfree_cli.kernels.rowwise import fused as rw_fused, naive as rw_naive  # noqa: E402
-from mmfree_cli.kernels.ternary_gemm.naive import ternary_gemm_naive  # noqa: E402
+from mmfree_cli.kernels.ternary_gemm import decode as tg_decode  # noqa: E402
+from mmfree_cli.kernels.ternary_gemm.naive import (gemv_glu_naive, gemv_norm_naive, gemv_step_naive,  # noqa: E402
+                                                   ternary_gemm_naive)
 from mmfree_cli.kernels.ternary_gemm.packed import ternary_gemm_packed  # noqa: E402
 from mmfree_cli.quant.packing import pack_i2  # noqa: E402
 
@@ -141,6 +143,55 @@ def test_ternary_gemm_matches_twin(G, M, K, ng, accumulate):
     out_fused = ternary_gemm_packed(q, s, packed, beta, base.clone() if accumulate else None, accumulate)
     out_naive = ternary_gemm_naive(q, s, packed, beta, base.clone() if accumulate else None, accumulate)
     assert rel(out_fused, out_naive) <= 1e-6
+
+
+def _gemv_agree(a, b):
+    """A fused one-token GEMV against its twin. Both quantise in float32; where their roundings differ
+    (rarely, at a tie) one int8 level moves, which moves the outputs by ~1e-3 relative: so most rows
+    agree to 1e-5 and all to 1e-2."""
+    assert torch.isfinite(a).all()
+    err = (a.double() - b.double()).abs() / b.double().abs().clamp(min=1e-3 * b.double().abs().max().item())
+    assert (err <= 1e-5).float().mean() >= 0.95 and err.max() <= 1e-2, err.max()
+
+
+@pytest.mark.parametrize("G,K,ng", [(3, 70, 16), (1, 300, 40), (3, 64, 32), pytest.param(3, 2048, 2048, marks=gpu),
+                                    pytest.param(1, 2048, 32000, marks=gpu)])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_decode_gemv_norm_matches_twin(G, K, ng, accumulate):
+    torch.manual_seed(7)
+    x = torch.randn(1, K, device=DEVICE) * 3
+    pre, gains = torch.rand(K, device=DEVICE) + 0.5, torch.rand(G, K, device=DEVICE) + 0.5
+    packed = pack_i2(torch.randint(-1, 2, (G * ng, K), device=DEVICE))
+    beta = torch.rand(G, device=DEVICE) + 0.1
+    base = torch.randn(1, G * ng, device=DEVICE) * 10
+    out = base.clone() if accumulate else torch.full((1, G * ng), float("nan"), device=DEVICE)
+    fused = tg_decode.decode_gemv(tg_decode.MODE_NORM, x, pre, gains, packed, beta, K, 1e-5, out=out,
+                                  accumulate=accumulate)
+    naive = gemv_norm_naive(x, pre, 1e-5, gains, packed, beta, base.clone() if accumulate else None, accumulate)
+    _gemv_agree(fused, naive)
+
+
+@pytest.mark.parametrize("D,I,N", [(70, 90, 24), (64, 128, 64), pytest.param(2048, 5632, 2048, marks=gpu)])
+@pytest.mark.parametrize("bound", [True, False])
+def test_decode_gemv_step_and_glu_match_twins(D, I, N, bound):
+    torch.manual_seed(8)
+    dev = DEVICE
+    y, h0 = torch.randn(1, 3 * D, device=dev) * 2, torch.randn(D, device=dev)
+    lb = torch.rand(D, device=dev) if bound else None
+    gn, on = torch.rand(D, device=dev) + 0.5, torch.rand(D, device=dev) + 0.5
+    packed, beta = pack_i2(torch.randint(-1, 2, (N, D), device=dev)), torch.rand(1, device=dev) + 0.1
+    base = torch.randn(1, N, device=dev) * 10
+    h1a, h1b = torch.full_like(h0, float("nan")), torch.full_like(h0, float("nan"))
+    fused = tg_decode.decode_gemv(tg_decode.MODE_STEP, y, gn, on[None], packed, beta, D, 1e-6, lb=lb, h0=h0,
+                                  h1=h1a, out=base.clone(), accumulate=True)
+    naive = gemv_step_naive(y, h0, h1b, lb, gn, 1e-6, on, packed, beta, base.clone(), True)
+    assert rel(h1a, h1b) <= 1e-5
+    _gemv_agree(fused, naive)
+    yg, dn = torch.randn(1, 2 * I, device=dev) * 2, torch.rand(I, device=dev) + 0.5
+    packed = pack_i2(torch.randint(-1, 2, (N, I), device=dev))
+    fused = tg_decode.decode_gemv(tg_decode.MODE_GLU, yg, None, dn[None], packed, beta, I,
+                                  out=torch.full((1, N), float("nan"), device=dev))
+    _gemv_agree(fused, gemv_glu_naive(yg, dn, packed, beta))
 
 
 def _codes_agree(qa, sa, qb, sb):

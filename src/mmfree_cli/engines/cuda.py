@@ -6,7 +6,9 @@ A layer is eight launches: [attn_norm → i/f/g norms + quant] → one GEMM for 
 recurrence + g_norm ⊙ silu(h) + o norm + quant] → o GEMM added into the residual → [mlp_norm →
 gate norm + quant] → gate/up GEMM → [silu(gate)·up + down norm + quant] → down GEMM added into
 the residual. Prefill runs the same kernels over all B·T tokens, with the chunked scan for the
-recurrence. A decode step at a given batch size is captured once in a CUDA graph and replayed.
+recurrence. One token of one sequence (batch-1 decode) takes four launches a layer instead: GEMVs with
+the row work fused into their prologues (`_decode_one`). A decode step at a given batch size is
+captured once in a CUDA graph and replayed.
 
 State is float32 [L, B, d] on the GPU. The residual stream is float32; the embedding is bf16.
 It loads a cuda export, a run directory or a `mmfree quantize` output (ternarised/packed on load).
@@ -119,6 +121,11 @@ class CudaEngine(Engine):
         from ..kernels.hgrn import hgrn_scan
         from ..kernels.ternary_gemm import ternary_gemm
         B, T = tokens.shape
+        if B * T == 1:
+            new_state = torch.empty_like(state)
+            logits = self._decode_one(tokens, state, new_state)
+            state.copy_(new_state)
+            return logits
         d, eps = self.config.hidden_size, self.config.rms_norm_eps
         x = self.embeddings[tokens.reshape(-1)].float()  # the residual stream, [B·T, d]
         for l, layer in enumerate(self.layers):
@@ -138,6 +145,21 @@ class CudaEngine(Engine):
             ternary_gemm(q, s, layer.down.packed, layer.down.beta, out=x, accumulate=True)
         q, s = rowwise.norm_quant(x, self.head.norms, self.final_norm, eps)
         return ternary_gemm(q, s, self.head.packed, self.head.beta)
+
+    def _decode_one(self, tokens: torch.Tensor, state: torch.Tensor, new_state: torch.Tensor) -> torch.Tensor:
+        """One token of one sequence: four fused GEMV launches a layer (norms, quantisation, recurrence
+        and GLU run in the GEMVs' prologues; `kernels/ternary_gemm/decode.py`). state [L, 1, d] is read,
+        new_state written (the recurrence's programs all read the old state) → logits [1, V]."""
+        from ..kernels.ternary_gemm import gemv_glu, gemv_norm, gemv_step
+        eps = self.config.rms_norm_eps
+        x = self.embeddings[tokens.reshape(-1)].float()  # the residual stream, [1, d]
+        for l, layer in enumerate(self.layers):
+            y = gemv_norm(x, layer.attn_norm, eps, layer.ifg.norms, layer.ifg.packed, layer.ifg.beta)
+            gemv_step(y, state[l, 0], new_state[l, 0], layer.lower_bound, layer.g_norm, eps, layer.o.norms[0],
+                      layer.o.packed, layer.o.beta, out=x, accumulate=True)
+            y = gemv_norm(x, layer.mlp_norm, eps, layer.gate.norms, layer.gate.packed, layer.gate.beta)
+            gemv_glu(y, layer.down.norms[0], layer.down.packed, layer.down.beta, out=x, accumulate=True)
+        return gemv_norm(x, self.final_norm, eps, self.head.norms, self.head.packed, self.head.beta)
 
     @torch.inference_mode()
     def prefill(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:

@@ -5,11 +5,16 @@
 q: int8 activations [G, M, K] (G groups share one launch: i/f/g projections read three differently
 normalised copies of the same token); s: their per-token scales [G, M]; W: `i2`-packed codes
 [N, ceil(K/4)] (quant.packing: four codes w+1 per byte along K), N = G·Ng; β: per-group scales [G].
+
+`gemv_*_naive` are the twins of `decode.py`'s fused one-token GEMVs: the rowwise twin that makes the
+int8 codes, then the product above.
 """
 
 from __future__ import annotations
 
 import torch
+
+from ..rowwise.naive import glu_quant_naive, hgrn_step_naive, norm_quant_naive
 
 
 def unpack_i2_codes(packed: torch.Tensor, k: int) -> torch.Tensor:
@@ -35,3 +40,27 @@ def ternary_gemm_naive(q: torch.Tensor, s: torch.Tensor, packed: torch.Tensor, b
     else:
         out.copy_(y)
     return out
+
+
+def gemv_norm_naive(x: torch.Tensor, pre: torch.Tensor, pre_eps: float, gains: torch.Tensor, packed: torch.Tensor,
+                    beta: torch.Tensor, out: torch.Tensor | None = None, accumulate: bool = False) -> torch.Tensor:
+    """x [1, K] ─ rms_norm(pre, pre_eps) ─ BitLinear norms γ_g [G, K] and quant ─ product → [1, N]."""
+    q, s = norm_quant_naive(x, gains, pre, pre_eps)
+    return ternary_gemm_naive(q, s, packed, beta, out, accumulate)
+
+
+def gemv_step_naive(y: torch.Tensor, h0: torch.Tensor, h1: torch.Tensor, lb: torch.Tensor | None,
+                    g_norm: torch.Tensor, eps: float, o_norm: torch.Tensor, packed: torch.Tensor, beta: torch.Tensor,
+                    out: torch.Tensor | None = None, accumulate: bool = False) -> torch.Tensor:
+    """y = [yi | yf | yg] [1, 3d], state h0 [d] → h1 [d] (written), o_proj's product → [1, N]."""
+    state = h0.float().clone()[None]
+    q, s = hgrn_step_naive(y, state, lb, g_norm, o_norm, eps)
+    h1.copy_(state[0])
+    return ternary_gemm_naive(q, s, packed, beta, out, accumulate)
+
+
+def gemv_glu_naive(y: torch.Tensor, down_norm: torch.Tensor, packed: torch.Tensor, beta: torch.Tensor,
+                   out: torch.Tensor | None = None, accumulate: bool = False) -> torch.Tensor:
+    """y = [gate | up] [1, 2I] → down_proj's product [1, N]."""
+    q, s = glu_quant_naive(y, down_norm)
+    return ternary_gemm_naive(q, s, packed, beta, out, accumulate)
