@@ -313,3 +313,19 @@ def test_distilled_student_beats_ce_only_for_the_same_steps(tmp_path, monkeypatc
     kd = distill(recipe("kd", {}, 40, 5e-3, teacher=str(teacher), alpha=0.7, temperature=1.0))
     assert val_loss(teacher) < val_loss(ce)  # the teacher is the stronger model
     assert val_loss(kd) < val_loss(ce), (val_loss(teacher), val_loss(ce), val_loss(kd))
+
+
+@pytest.mark.slow
+def test_two_processes_under_accelerate_launch_with_a_projection(tmp_path):
+    teacher = fp_teacher(tmp_path)
+    path = student_recipe(tmp_path, teacher, distill={"hidden_mse": 0.5})
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "mmfree_cli.cli", "distill", str(path)]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=900,
+                       env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(((tmp_path / "runs" / "latest").resolve() / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["steps"] == 4
+    digests = summary["weights_sha256_per_process"]
+    assert digests[0] == digests[1]  # the ranks stayed in step, projection gradients included

@@ -234,32 +234,59 @@ def serve(
 
 @app.command(name="eval")
 def eval_(
-    model: Optional[str] = typer.Argument(None, help="Run or model directory (default: the newest run)."),
+    model: Optional[str] = typer.Argument(None, help="Run, packed or export directory (default: the newest run; with a named engine, its newest export)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Held-out text: a UTF-8 file, a .jsonl/.parquet file, a Hub dataset NAME[:CONFIG] (cached or reachable), or 'embedded' (the last 10% of the embedded corpus)."),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="lm-evaluation-harness tasks, comma-separated: names (arc_easy,arc_challenge,hellaswag,openbookqa,piqa,winogrande) or task YAML files."),
+    include_path: Optional[list[Path]] = typer.Option(None, "--include-path", help="A directory of task YAML files for --tasks (repeatable)."),
     compare: bool = typer.Option(False, "--compare", help="Hold an engine (default: the integer cpu engine) against the float model: top-1 agreement and both perplexities."),
-    engine: str = typer.Option("cpu", "--engine", "-e", help="--compare: the engine compared with the float model."),
-    data: Optional[Path] = typer.Option(None, help="Held-out UTF-8 text (default: the last 10% of the embedded corpus)."),
-    context: int = typer.Option(128, help="Tokens per window (each window starts from a zero state)."),
-    max_tokens: int = typer.Option(4096, help="Most held-out tokens to evaluate."),
+    engine: str = typer.Option("auto", "--engine", "-e", help="auto | torch | cuda | cpu | onnx | fpga (--compare: the engine compared with the float model, default cpu)."),
+    context: Optional[int] = typer.Option(None, help="Tokens per window, each from a zero state (--data default 0: the whole text as one stream through the recurrent state; --compare default 128)."),
+    max_tokens: Optional[int] = typer.Option(None, help="Most held-out tokens to evaluate (--data default 0: all; --compare default 4096)."),
+    split: str = typer.Option("test", help="--data DATASET: the split to read."),
+    text_field: str = typer.Option("text", help="--data DATASET/JSONL: the column holding the text."),
+    limit: Optional[int] = typer.Option(None, help="--tasks: at most this many examples per task."),
+    num_fewshot: Optional[int] = typer.Option(None, help="--tasks: few-shot examples (default: the task's, zero for the paper's suite)."),
+    batch_size: int = typer.Option(8, help="Sequences per engine call."),
+    dtype: Optional[str] = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
+    device: Optional[str] = typer.Option(None, "--device", help="fpga engine: the XDMA node prefix, e.g. /dev/xdma0."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
-    """Evaluate a model. --compare: the integer engine's drift from the float model.
+    """Evaluate a model: perplexity, bits per byte and top-1 on held-out text (--data), the paper's
+    zero-shot suite through lm-evaluation-harness (--tasks), or the integer engine's drift from the
+    float model (--compare).
 
     Examples:
+      mmfree eval --data embedded
+      mmfree eval runs/latest --data held_out.txt --engine cpu --json
+      mmfree eval --tasks arc_easy,arc_challenge,hellaswag,openbookqa,piqa,winogrande
+      mmfree eval --tasks my_tasks/qa.yaml --limit 100      # a local task file, offline
       mmfree eval --compare
       mmfree eval runs/latest --compare --data held_out.txt --max-tokens 20000 --json
     """
     import json
-    from .paths import resolve_model
-    from .quant.fidelity import compare as compare_engines
-    if not compare:
-        raise UserError("nothing to evaluate yet — pass --compare (integer engine against the float model)")
-    report = compare_engines(resolve_model(model), engine, data, context, max_tokens)
+    if compare:
+        from .paths import resolve_model
+        from .quant.fidelity import compare as compare_engines
+        engine = "cpu" if engine == "auto" else engine
+        report = compare_engines(resolve_model(model), engine, None if data in (None, "embedded") else Path(data),
+                                 128 if context is None else context, 4096 if max_tokens is None else max_tokens)
+        if as_json:
+            print(json.dumps(report))
+            return
+        console.print(f"{report['tokens']} held-out tokens, windows of {report['context']}: "
+                      f"perplexity float {report['ppl_float']:.4f}, {engine} {report['ppl_engine']:.4f} "
+                      f"({100 * report['ppl_delta']:+.2f}%), top-1 agreement {100 * report['top1_agreement']:.2f}%")
+        return
+    from .evaluate import evaluate, render
+    report = evaluate(model, engine, data, [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None,
+                      include_path, context or 0, max_tokens or 0, split, text_field, limit, num_fewshot,
+                      batch_size, {"dtype": dtype, "threads": threads, "device": device})
     if as_json:
         print(json.dumps(report))
         return
-    console.print(f"{report['tokens']} held-out tokens, windows of {report['context']}: "
-                  f"perplexity float {report['ppl_float']:.4f}, {engine} {report['ppl_engine']:.4f} "
-                  f"({100 * report['ppl_delta']:+.2f}%), top-1 agreement {100 * report['top1_agreement']:.2f}%")
+    for line in render(report):
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 def main() -> None:
