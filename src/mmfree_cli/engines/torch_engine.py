@@ -44,15 +44,16 @@ class TorchEngine(Engine):
     @classmethod
     def load(cls, path: str | Path, dtype: str | torch.dtype | None = None,
              device: str | None = None, **_options: Any) -> "TorchEngine":
-        """Load a run or model directory. dtype: float32 (default) | bfloat16 | float16 | float64."""
+        """Load a run, model or packed (`mmfree quantize`) directory.
+        dtype: float32 (default) | bfloat16 | float16 | float64."""
         from ..data.tokenizer import load_tokenizer
-        from ..model import HGRNBitConfig, from_pretrained
+        from ..quant.load import load_model
         path = Path(path)
         if not (path / "config.json").is_file():
             raise UserError(f"{path}: no config.json — give a run or model directory (e.g. runs/latest)")
-        torch_dtype = _dtype(dtype)
-        config = HGRNBitConfig.load(path)
-        model = from_pretrained(path, dtype=torch_dtype, device=device or "cpu")
+        # packed directories load with their stored β (DequantBitLinear, left alone by the freeze)
+        model = load_model(path, dtype=_dtype(dtype), device=device or "cpu")
+        config = model.config
         if model.lm_head.weight.device.type == "cpu":  # on CUDA the fused kernel quantizes in-register
             freeze_ternary_weights(model)
         tokenizer = load_tokenizer(path, bos_id=config.bos_token_id, eos_id=config.eos_token_id)
