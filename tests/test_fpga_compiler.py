@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mmfree_cli.export.fpga.compiler import CoreParams, compile_model
+from mmfree_cli.export.fpga.compiler import CoreParams, compile_model, state_stride
 from mmfree_cli.export.fpga.image import pack_ternary_rows, unpack_ternary_rows
 from mmfree_cli.export.fpga.isa import assemble, disassemble
 from mmfree_cli.export.fpga.machine import Machine
@@ -17,7 +17,8 @@ from mmfree_cli.quant.intspec import int_model_from_float
 
 def card(compiled, params):
     dims = compiled.dims
-    layout = card_memory_map(len(compiled.image), dims["d"], dims["vocab"], dims["layers"])
+    layout = card_memory_map(len(compiled.image), dims["d"], dims["vocab"], dims["layers"],
+                             state_stride=state_stride(dims["d"]))
     mem = bytearray(layout["end"]["offset"])
     mem[:len(compiled.image)] = compiled.image
     bases = {"WEIGHTS": 0, "IN": layout["in"]["offset"], "OUT": layout["out"]["offset"],
@@ -42,7 +43,7 @@ def test_program_matches_intref(small_model, lanes):
         machine.run(bases["WEIGHTS"] + compiled.program_offset)
         got = np.frombuffer(bytes(mem[bases["OUT"]:bases["OUT"] + 4 * vocab]), "<i4")
         np.testing.assert_array_equal(got, want[0])
-        stride = (4 * d + 63) // 64 * 64
+        stride = state_stride(d)
         for l in range(state.shape[0]):
             h = np.frombuffer(bytes(mem[bases["STATE"] + l * stride:][:4 * d]), "<i4")
             np.testing.assert_array_equal(h, state[l, 0])

@@ -58,8 +58,8 @@ def write_golden(out: Path, model: dict, steps: int, bos: int) -> dict:
 
 def card_layout(compiled: Compiled) -> dict:
     d = compiled.dims
-    layout = regmap.card_memory_map(len(compiled.image), d["d"], d["vocab"], d["layers"])
-    layout["state"]["bytes"] = d["layers"] * state_stride(d["d"])
+    layout = regmap.card_memory_map(len(compiled.image), d["d"], d["vocab"], d["layers"],
+                                    state_stride=state_stride(d["d"]))
     layout["state"]["row_stride"] = state_stride(d["d"])
     return layout
 

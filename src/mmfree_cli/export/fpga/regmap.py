@@ -61,10 +61,12 @@ IRQ_DONE = 0
 BASES = {"WEIGHTS": 0, "IN": 1, "OUT": 2, "STATE": 3}
 
 
-def card_memory_map(weights_bytes: int, d: int, vocab: int, layers: int, align: int = 4096) -> dict[str, dict]:
+def card_memory_map(weights_bytes: int, d: int, vocab: int, layers: int, align: int = 4096,
+                    state_stride: int | None = None) -> dict[str, dict]:
     """Where everything sits in card memory for one model: weights.bin first, then the buffers.
 
-    Every region starts on a 4 KiB boundary. Returned as {region: {"offset", "bytes", "what"}}.
+    Every region starts on a 4 KiB boundary; layer l's state row starts at STATE + l·state_stride
+    (default 4·d bytes). Returned as {region: {"offset", "bytes", "what"}}.
     """
     def up(n: int) -> int:
         return -(-n // align) * align
@@ -72,7 +74,8 @@ def card_memory_map(weights_bytes: int, d: int, vocab: int, layers: int, align: 
     regions, at = {}, 0
     for name, size, what in (
         ("weights", weights_bytes, "weights.bin: program, tables, constants, ternary matrices"),
-        ("state", 4 * layers * d, "recurrent state, int32 [L, d] Q11.20; zero it to start a sequence"),
+        ("state", layers * (state_stride or 4 * d),
+         "recurrent state, int32 [L, d] Q11.20, rows `row_stride` bytes apart; zero it to start a sequence"),
         ("in", 4 * d, "embedding row of the current token, int32 [d] Q15.16 (host writes)"),
         ("out", 4 * vocab, "logits, int32 [vocab] Q15.16 (host reads after DONE)"),
     ):
