@@ -51,7 +51,13 @@ def _dot4(a, b, c, DP4A: tl.constexpr):
 
 @triton.jit
 def _rms(x, K, eps):
-    return 1.0 / tl.sqrt(tl.sum(x * x, 0) / K + eps)
+    """1/rms of a [BW, 4, 4] tile holding one row (zeros past K)."""
+    return 1.0 / tl.sqrt(tl.sum(tl.sum(tl.sum(x * x, 2), 1), 0) / K + eps)
+
+
+@triton.jit
+def _bit_or(a, b):
+    return a | b
 
 
 @triton.jit
@@ -94,7 +100,8 @@ def _codes(xh, rstd, gam, s):
 @triton.jit
 def _decode_gemv_kernel(X, PRE, LB, H0, H1, GAIN, W, C, BETA, N, K, NG, KW, stride_wn, pre_eps,
                         MODE: tl.constexpr, HAS_LB: tl.constexpr, ACCUMULATE: tl.constexpr, DP4A: tl.constexpr,
-                        BK: tl.constexpr, BW: tl.constexpr, KW_EXACT: tl.constexpr, BN: tl.constexpr):
+                        BW: tl.constexpr, KW_EXACT: tl.constexpr, FULL: tl.constexpr,
+                        BN: tl.constexpr):
     pid = tl.program_id(0)
     group = (pid * BN) // NG  # BN divides NG when there are several groups (see _prune)
     rn = pid * BN + tl.arange(0, BN)
@@ -105,8 +112,16 @@ def _decode_gemv_kernel(X, PRE, LB, H0, H1, GAIN, W, C, BETA, N, K, NG, KW, stri
         wt = tl.load(w_ptr, mask=rn[:, None] < N, other=0)
     else:
         wt = tl.load(w_ptr, mask=(rn[:, None] < N) & (rw[None, :] < KW), other=0)
-    idx = tl.arange(0, BK)
-    mask = idx < K
+    # the input as a contiguous [BW, 4, 4] tile: element 16t + 4b + p at (t, b, p), so plane p of
+    # weight word t meets lanes b of activation word (t, p) (see the module doc)
+    t3 = tl.arange(0, BW)[:, None, None]
+    b3 = tl.arange(0, 4)[None, :, None]
+    p3 = tl.arange(0, 4)[None, None, :]
+    idx = 16 * t3 + 4 * b3 + p3
+    if FULL:  # K = 16·BW: a mask known all-true at compile time lets the loads be 16 bytes wide
+        mask = idx < 16 * BW
+    else:
+        mask = idx < K
     r0 = 1.0
     if MODE == 0:
         r0 = _rms(tl.load(X + idx, mask=mask, other=0.0), K, pre_eps)
@@ -116,23 +131,14 @@ def _decode_gemv_kernel(X, PRE, LB, H0, H1, GAIN, W, C, BETA, N, K, NG, KW, stri
             tl.store(H1 + idx, _state(X, LB, H0, idx, mask, K, HAS_LB), mask=mask)
     xh = _xhat(X, PRE, LB, H0, idx, mask, K, r0, MODE, HAS_LB)
     rstd = _rms(xh, K, 1e-6)
-    gain = GAIN + group * K
-    amax = tl.max(tl.abs(xh * rstd * tl.load(gain + idx, mask=mask, other=0.0)), 0)
+    gam = tl.load(GAIN + group * K + idx, mask=mask, other=0.0)
+    amax = tl.max(tl.max(tl.max(tl.abs(xh * rstd * gam), 2), 1), 0)
     s = tl.math.div_rn(1.0, tl.maximum(amax, 1e-5)) * 127.0  # as torch: reciprocal, then ·127
-    acc = tl.zeros([BN, BW], dtype=tl.int32)
-    qsum = tl.zeros([BW], dtype=tl.int32)
-    for p in tl.static_range(4):
-        word = tl.zeros([BW], dtype=tl.int32)
-        for b in tl.static_range(4):
-            k = 16 * rw + 4 * b + p
-            km = k < K
-            q = _codes(_xhat(X, PRE, LB, H0, k, km, K, r0, MODE, HAS_LB), rstd,
-                       tl.load(gain + k, mask=km, other=0.0), s)
-            word = word | ((q & 0xFF) << (8 * b))
-        qsum = _dot4(word, tl.full([BW], 0x01010101, tl.int32), qsum, DP4A)
-        codes = (wt >> (2 * p)) & 0x03030303
-        acc = _dot4(tl.broadcast_to(word[None, :], (BN, BW)), codes, acc, DP4A)
-    total = tl.sum(acc, axis=1) - tl.sum(qsum, axis=0)
+    q = _codes(xh, rstd, gam, s)  # [BW, 4, 4]
+    words = tl.reduce((q & 0xFF) << (8 * b3), 1, _bit_or)  # [BW, 4]: activation word (t, p)
+    codes = (wt[:, :, None] >> (2 * p3)) & 0x03030303  # [BN, BW, 4]: plane p of word t, lanes 0..3
+    acc = _dot4(tl.broadcast_to(words[None, :, :], (BN, BW, 4)), codes, tl.zeros([BN, BW, 4], dtype=tl.int32), DP4A)
+    total = tl.sum(tl.sum(acc, axis=2), axis=1) - tl.sum(tl.sum(tl.sum(q, 2), 1), 0)
     y = total.to(tl.float32) * (tl.load(BETA + group) / s)
     if ACCUMULATE:
         y += tl.load(C + rn, mask=rn < N, other=0.0)
@@ -180,5 +186,6 @@ def decode_gemv(mode: int, x: torch.Tensor, pre: torch.Tensor, gains: torch.Tens
         x, pre if pre is not None else dummy, lb if lb is not None else dummy, h0 if h0 is not None else dummy,
         h1 if h1 is not None else dummy, gains, w, out, beta, n, k, ng, kw, w.stride(0), pre_eps,
         MODE=mode, HAS_LB=lb is not None, ACCUMULATE=accumulate, DP4A=not _interpreting(),
-        BK=triton.next_power_of_2(k), BW=triton.next_power_of_2(kw), KW_EXACT=kw)
+        BW=triton.next_power_of_2(kw), KW_EXACT=kw,
+        FULL=k == 16 * triton.next_power_of_2(kw))
     return out
