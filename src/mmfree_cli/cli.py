@@ -289,6 +289,39 @@ def eval_(
         console.print(line, highlight=False, soft_wrap=True)
 
 
+@app.command(name="bench")
+def bench_(
+    model: Optional[str] = typer.Argument(None, help="Run or packed model directory (default: the newest run)."),
+    engines: Optional[str] = typer.Option(None, "--engines", help="Comma-separated engines (default: torch,cpu,onnx, and cuda with a GPU)."),
+    prefill_tokens: int = typer.Option(128, help="Prompt length of the prefill figure."),
+    decode_tokens: int = typer.Option(32, help="Batch-1 decode steps timed per repeat."),
+    repeats: int = typer.Option(3, help="Repeats per figure (the median is shown)."),
+    bandwidth: Optional[float] = typer.Option(None, help="Memory bandwidth in GB/s for the bound (default: measured here)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for every engine (default: each engine's choice)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also write the figures as a PNG bar chart to this file."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the table."),
+):
+    """Benchmark engines side by side on one model: prefill and decode tokens/s, memory, and
+    decode speed as a % of the memory-bandwidth bound.
+
+    Examples:
+      mmfree bench
+      mmfree bench runs/latest --engines torch,cpu,cuda,onnx --plot bench.png
+      mmfree bench --engines cpu --decode-tokens 128 --bandwidth 25 --json
+    """
+    import json
+    from .benchmark import bench, plot as plot_report, table
+    report = bench(model, engines, prefill_tokens, decode_tokens, repeats, bandwidth, threads)
+    if plot is not None:
+        report["plot"] = str(plot_report(report, plot))
+    if as_json:
+        print(json.dumps(report))
+        return
+    console.print(table(report))
+    if plot is not None:
+        console.print(f"wrote {report['plot']}", highlight=False)
+
+
 def main() -> None:
     try:
         code = app(standalone_mode=False)
