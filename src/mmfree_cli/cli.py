@@ -103,17 +103,19 @@ def quantize(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: exports/packed/<model>-<layout>)."),
     layout: str = typer.Option("i2", "--layout", "-l", help="i2 (2 bits/weight) | tq1 (1.6 bits/weight) | hf-bitnet (transformers)"),
     float_dtype: str = typer.Option("bfloat16", "--float-dtype", help="Embeddings, norms and lower bounds: bfloat16 | float16 | float32"),
+    embedding_dtype: Optional[str] = typer.Option(None, "--embedding-dtype", help="The embedding table only: bfloat16 | float16 | float32 | int8 (per-row scale, ~half of bf16) (default: --float-dtype)"),
 ):
     """Pack a model's ternary weights into a self-contained directory (packed safetensors, config, tokenizer, manifest).
 
     Examples:
       mmfree quantize
       mmfree quantize runs/latest --layout tq1
+      mmfree quantize runs/latest --layout tq1 --embedding-dtype int8
       mmfree quantize checkpoints/MMfreeLM-370M --layout hf-bitnet -o packed/370m-hf
     """
     from .quant.quantize import quantize as run_quantize
     from .quant.report import render
-    path, report = run_quantize(model, out, layout, float_dtype)
+    path, report = run_quantize(model, out, layout, float_dtype, embedding_dtype=embedding_dtype)
     console.print(render(report, title=f"packed {layout} → {path}"))
 
 

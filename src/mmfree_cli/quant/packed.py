@@ -3,12 +3,13 @@
 A packed model directory is self-contained (format_version 1):
 
     manifest.json       {"format": "mmfree-packed", "format_version": 1, "layout", "float_dtype",
-                         "weights": "model.safetensors", "files": {name: sha256, ...}, "source": {...},
+                         "embedding_dtype", "weights": "model.safetensors", "files": {name: sha256, ...}, "source": {...},
                          "report": {...}}   — every other file of the directory with its sha256
     config.json         the source's reference config.json plus `quantization_config`
                         (hf-bitnet: transformers' BitNetQuantConfig fields; else quant_method "mmfree")
-    model.safetensors   the tensors below; `__metadata__` names format, version, layout, float dtype
-                        and the unpacked [out, in] shape of every ternary tensor; checksummed
+    model.safetensors   the tensors below; `__metadata__` names format, version, layout, float dtype,
+                        embedding dtype and the unpacked [out, in] shape of every ternary tensor;
+                        checksummed
     tokenizer files     copied from the source as they were
 
 Tensors, for every BitLinear `<m>` (`<m>.weight` is [N, K] in the float checkpoint):
@@ -16,7 +17,13 @@ Tensors, for every BitLinear `<m>` (`<m>.weight` is [N, K] in the float checkpoi
     <m>.weight          U8, the ternary codes in the layout (see `packing`)
     <m>.weight_beta     F32 [1], the per-tensor scale β exactly as training computed it
     <m>.weight_scale    F32 [1], hf-bitnet only: 1/β, what transformers' BitLinear multiplies by
-    everything else     embeddings, norms, lower bounds in `float_dtype` (bf16 by default)
+    everything else     norms, lower bounds in `float_dtype` (bf16 by default); the embedding
+                        table in `embedding_dtype` (default: `float_dtype`)
+    <e>_row_scale       F32 [V], embedding_dtype int8 only: `<e>` (the embedding) is then I8 [V, d]
+                        codes with one scale a row (see `rowint8`)
+
+Readers get every float tensor in float32 or its stored float dtype: int8 rows are dequantised on
+reading (`TernaryModel.floats`), their codes and scales kept in `int8_rows` for lossless re-packing.
 
 Dequantised weight: `W = (w.float() · β).to(dtype)`, as the fake-quant forward computes it.
 """
@@ -32,6 +39,7 @@ import torch
 from ..errors import UserError
 from ..fileio import load_safetensors, read_json, save_safetensors, sha256_file, write_json
 from .packing import LAYOUTS, pack, packed_shape, unpack
+from .rowint8 import check_rows, dequantize_rows, quantize_rows
 
 FORMAT = "mmfree-packed"
 FORMAT_VERSION = 1
@@ -40,9 +48,13 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 BETA_SUFFIX = ".weight_beta"
 HF_SCALE_SUFFIX = ".weight_scale"
+ROW_SCALE_SUFFIX = "_row_scale"
 FLOAT_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+EMBEDDING_DTYPES = (*FLOAT_DTYPES, "int8")
+"""The embedding table may also be per-row-scaled int8 (`rowint8`): 8 bits, about half of bf16."""
 META = {"format": "mmfree.format", "version": "mmfree.format_version", "layout": "mmfree.layout",
-        "float_dtype": "mmfree.float_dtype", "shapes": "mmfree.ternary_shapes"}
+        "float_dtype": "mmfree.float_dtype", "embedding_dtype": "mmfree.embedding_dtype",
+        "shapes": "mmfree.ternary_shapes"}
 
 
 @dataclass
@@ -50,7 +62,9 @@ class TernaryModel:
     """A model as quantization sees it: ternary codes with their β, and the float rest.
 
     `codes[name]` is int8 [N, K] of -1/0/+1 for the BitLinear weight `name` (a `...weight` key),
-    `betas[name]` its float32 0-dim scale; `floats` holds every other tensor by checkpoint key.
+    `betas[name]` its float32 0-dim scale; `floats` holds every other tensor by checkpoint key
+    (int8 rows dequantised to float32); `int8_rows[name]` the stored (codes, row scales) of such a
+    tensor, reused as they are when it is packed as int8 again.
     """
     config: dict
     codes: dict[str, torch.Tensor]
@@ -58,7 +72,24 @@ class TernaryModel:
     floats: dict[str, torch.Tensor]
     layout: str | None = None
     float_dtype: str = "float32"
+    embedding_dtype: str | None = None
     manifest: dict = field(default_factory=dict)
+    int8_rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+
+def is_embedding(name: str) -> bool:
+    return name.endswith("embeddings.weight")
+
+
+def check_dtypes(float_dtype: str, embedding_dtype: str | None) -> str:
+    """The embedding dtype to use (default: `float_dtype`); refuses unknown names."""
+    if float_dtype not in FLOAT_DTYPES:
+        raise UserError(f"unknown float dtype {float_dtype!r} — choose one of {', '.join(FLOAT_DTYPES)}")
+    embedding_dtype = embedding_dtype or float_dtype
+    if embedding_dtype not in EMBEDDING_DTYPES:
+        raise UserError(f"unknown embedding dtype {embedding_dtype!r} — choose one of "
+                        f"{', '.join(EMBEDDING_DTYPES)}")
+    return embedding_dtype
 
 
 def quantization_config(layout: str) -> dict:
@@ -70,12 +101,12 @@ def quantization_config(layout: str) -> dict:
     return {"quant_method": "mmfree", "layout": layout, "format_version": FORMAT_VERSION}
 
 
-def pack_tensors(model: TernaryModel, layout: str, float_dtype: str) -> tuple[dict, dict]:
+def pack_tensors(model: TernaryModel, layout: str, float_dtype: str,
+                 embedding_dtype: str | None = None) -> tuple[dict, dict]:
     """(tensors, metadata) of model.safetensors for `model` in `layout`."""
     if layout not in LAYOUTS:
         raise UserError(f"unknown layout {layout!r} — choose one of {', '.join(LAYOUTS)}")
-    if float_dtype not in FLOAT_DTYPES:
-        raise UserError(f"unknown float dtype {float_dtype!r} — choose one of {', '.join(FLOAT_DTYPES)}")
+    embedding_dtype = check_dtypes(float_dtype, embedding_dtype)
     tensors: dict[str, torch.Tensor] = {}
     for name, w in model.codes.items():
         beta = model.betas[name].reshape(1).to(torch.float32)
@@ -84,24 +115,34 @@ def pack_tensors(model: TernaryModel, layout: str, float_dtype: str) -> tuple[di
         if layout == "hf-bitnet":
             tensors[_stem(name) + HF_SCALE_SUFFIX] = 1.0 / beta
     for name, t in model.floats.items():
-        tensors[name] = t.to(FLOAT_DTYPES[float_dtype])
+        dtype = embedding_dtype if is_embedding(name) else float_dtype
+        if dtype == "int8":
+            # already int8 (a packed source): the stored codes and scales, not a re-rounding
+            codes, scale = model.int8_rows.get(name) or quantize_rows(t, name)
+            tensors[name], tensors[name + ROW_SCALE_SUFFIX] = codes, scale
+        else:
+            tensors[name] = t.to(FLOAT_DTYPES[dtype])
     shapes = {name: list(w.shape) for name, w in model.codes.items()}
     meta = {"format": "pt", META["format"]: FORMAT, META["version"]: str(FORMAT_VERSION),
-            META["layout"]: layout, META["float_dtype"]: float_dtype, META["shapes"]: json.dumps(shapes)}
+            META["layout"]: layout, META["float_dtype"]: float_dtype,
+            META["embedding_dtype"]: embedding_dtype, META["shapes"]: json.dumps(shapes)}
     return tensors, meta
 
 
-def write_packed_weights(model: TernaryModel, path: Path, layout: str, float_dtype: str) -> None:
-    tensors, meta = pack_tensors(model, layout, float_dtype)
+def write_packed_weights(model: TernaryModel, path: Path, layout: str, float_dtype: str,
+                         embedding_dtype: str | None = None) -> None:
+    tensors, meta = pack_tensors(model, layout, float_dtype, embedding_dtype)
     save_safetensors(tensors, path, meta)
 
 
-def write_manifest(directory: Path, layout: str, float_dtype: str, source: dict, report: dict) -> None:
+def write_manifest(directory: Path, layout: str, float_dtype: str, source: dict, report: dict,
+                   embedding_dtype: str | None = None) -> None:
     """manifest.json listing every other file of `directory` with its sha256; written last."""
     files = {p.name: sha256_file(p) for p in sorted(directory.iterdir())
              if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")}
     write_json(directory / MANIFEST, {"format": FORMAT, "format_version": FORMAT_VERSION,
-                                      "layout": layout, "float_dtype": float_dtype, "weights": WEIGHTS,
+                                      "layout": layout, "float_dtype": float_dtype,
+                                      "embedding_dtype": embedding_dtype or float_dtype, "weights": WEIGHTS,
                                       "files": files, "source": source, "report": report})
 
 
@@ -169,8 +210,28 @@ def read_packed_weights(path: Path) -> TernaryModel:
             raise UserError(f"{path}: {name}: {e}") from None
         betas[name] = tensors.pop(beta_key).reshape(())
         tensors.pop(_stem(name) + HF_SCALE_SUFFIX, None)
-    return TernaryModel(config={}, codes=codes, betas=betas, floats=tensors, layout=layout,
-                        float_dtype=meta.get(META["float_dtype"], "bfloat16"))
+    float_dtype = meta.get(META["float_dtype"], "bfloat16")
+    embedding_dtype = meta.get(META["embedding_dtype"], float_dtype)  # absent in files before int8 rows
+    if embedding_dtype not in EMBEDDING_DTYPES:
+        raise UserError(f"{path}: embedding dtype {embedding_dtype!r} is not one this mmfree reads "
+                        f"({', '.join(EMBEDDING_DTYPES)}) — re-run `mmfree quantize` or update mmfree")
+    int8_rows = _pop_int8_rows(tensors, path)
+    floats = {**tensors, **{k: dequantize_rows(c, s) for k, (c, s) in int8_rows.items()}}
+    return TernaryModel(config={}, codes=codes, betas=betas, floats=floats, layout=layout,
+                        float_dtype=float_dtype, embedding_dtype=embedding_dtype, int8_rows=int8_rows)
+
+
+def _pop_int8_rows(tensors: dict[str, torch.Tensor], path: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Take every int8-rows tensor (one with a `_row_scale` partner) out of `tensors`, checked."""
+    out = {}
+    for scale_key in [k for k in tensors if k.endswith(ROW_SCALE_SUFFIX)]:
+        name = scale_key.removesuffix(ROW_SCALE_SUFFIX)
+        if name not in tensors:
+            raise UserError(f"{path}: {scale_key} has no {name} — re-run `mmfree quantize`")
+        codes, scale = tensors.pop(name), tensors.pop(scale_key)
+        check_rows(codes, scale, f"{path}: {name}")
+        out[name] = (codes, scale)
+    return out
 
 
 def read_packed(path: str | Path) -> TernaryModel:

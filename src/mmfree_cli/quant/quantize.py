@@ -17,7 +17,7 @@ from ..errors import UserError
 from ..fileio import read_json, sha256_file, write_bytes, write_json
 from ..kernels.bitlinear import ternarize, weight_scale
 from ..paths import EXPORTS_DIR, point_latest, resolve_model
-from .packed import (CONFIG, FLOAT_DTYPES, WEIGHTS, TernaryModel, is_packed, quantization_config, read_packed,
+from .packed import (CONFIG, WEIGHTS, TernaryModel, check_dtypes, is_packed, quantization_config, read_packed,
                      write_manifest, write_packed_weights)
 from .packing import LAYOUTS
 from .report import size_report
@@ -63,12 +63,16 @@ def default_out(source: Path, layout: str, root: str | Path = ".") -> Path:
 
 
 def quantize(model: str | Path | None = None, out: str | Path | None = None, layout: str = "i2",
-             float_dtype: str = "bfloat16", root: str | Path = ".") -> tuple[Path, dict]:
-    """Pack `model` (default: the newest run) into `out`; returns (out, size report)."""
+             float_dtype: str = "bfloat16", root: str | Path = ".",
+             embedding_dtype: str | None = None) -> tuple[Path, dict]:
+    """Pack `model` (default: the newest run) into `out`; returns (out, size report).
+
+    The embedding table is stored in `embedding_dtype` (default: `float_dtype`; also "int8",
+    per-row scaled), every other float tensor in `float_dtype`.
+    """
     if layout not in LAYOUTS:
         raise UserError(f"unknown layout {layout!r} — choose one of {', '.join(LAYOUTS)}")
-    if float_dtype not in FLOAT_DTYPES:
-        raise UserError(f"unknown float dtype {float_dtype!r} — choose one of {', '.join(FLOAT_DTYPES)}")
+    embedding_dtype = check_dtypes(float_dtype, embedding_dtype)
     source = resolve_model(model, root)
     out = Path(out) if out is not None else default_out(source, layout, root)
     if out.resolve() == source:
@@ -80,7 +84,7 @@ def quantize(model: str | Path | None = None, out: str | Path | None = None, lay
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        report = _write_directory(ternary, source, tmp, layout, float_dtype)
+        report = _write_directory(ternary, source, tmp, layout, float_dtype, embedding_dtype)
         if out.exists():
             out.rmdir()
         tmp.rename(out)
@@ -92,17 +96,17 @@ def quantize(model: str | Path | None = None, out: str | Path | None = None, lay
 
 
 def _write_directory(ternary: TernaryModel, source: Path, directory: Path, layout: str,
-                     float_dtype: str) -> dict:
-    write_packed_weights(ternary, directory / WEIGHTS, layout, float_dtype)
+                     float_dtype: str, embedding_dtype: str) -> dict:
+    write_packed_weights(ternary, directory / WEIGHTS, layout, float_dtype, embedding_dtype)
     config = {k: v for k, v in ternary.config.items() if k != "quantization_config"}
     config["quantization_config"] = quantization_config(layout)
     write_json(directory / CONFIG, config)
     for name in TOKENIZER_FILES:
         if (source / name).is_file():
             write_bytes(directory / name, (source / name).read_bytes())
-    report = size_report(ternary, directory / WEIGHTS, layout, float_dtype)
+    report = size_report(ternary, directory / WEIGHTS, layout, float_dtype, embedding_dtype)
     src_weights = source / WEIGHTS
     source_info = {"path": str(source), "weights_sha256": sha256_file(src_weights) if src_weights.is_file() else None,
-                   "packed_layout": ternary.layout}
-    write_manifest(directory, layout, float_dtype, source_info, report)
+                   "packed_layout": ternary.layout, "packed_embedding_dtype": ternary.embedding_dtype}
+    write_manifest(directory, layout, float_dtype, source_info, report, embedding_dtype)
     return report

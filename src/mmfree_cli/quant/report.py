@@ -2,7 +2,8 @@
 
 "theoretical" is the size the layout promises with no overhead: ternary weights at exactly the
 layout's bits per weight (2 for i2 / hf-bitnet, 8/5 for tq1), the float tensors at their dtype's
-width, the scales at 4 bytes. The file's excess over it is padding, safetensors header and metadata.
+width, the scales at 4 bytes (an int8 embedding: 1 byte a value plus its 4-byte row scales). The
+file's excess over it is padding, safetensors header and metadata.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from .packed import FLOAT_DTYPES, TernaryModel, packed_bytes
+from .packed import FLOAT_DTYPES, TernaryModel, is_embedding, packed_bytes
 
 LAYOUT_BITS = {"i2": 2.0, "tq1": 8 / 5, "hf-bitnet": 2.0}
 """Bits per ternary weight each layout stores, padding aside."""
@@ -30,9 +31,17 @@ def tensor_group(name: str) -> str:
     return "other float"
 
 
-def size_report(model: TernaryModel, weights_file: Path, layout: str, float_dtype: str) -> dict:
+def stored_bytes(t, dtype: str) -> int:
+    """Bytes of float tensor `t` stored as `dtype`; int8 rows carry a float32 scale per row."""
+    if dtype == "int8":
+        return t.numel() + 4 * t.shape[0]
+    return t.numel() * FLOAT_DTYPES[dtype].itemsize
+
+
+def size_report(model: TernaryModel, weights_file: Path, layout: str, float_dtype: str,
+                embedding_dtype: str | None = None) -> dict:
     """Bytes per group, totals and bits per weight of `weights_file` (written from `model`)."""
-    float_width = FLOAT_DTYPES[float_dtype].itemsize
+    embedding_dtype = embedding_dtype or float_dtype
     scales_per_tensor = 2 if layout == "hf-bitnet" else 1
     groups: dict[str, dict] = {}
 
@@ -45,14 +54,14 @@ def size_report(model: TernaryModel, weights_file: Path, layout: str, float_dtyp
         add("ternary weights", w.numel(), packed_bytes(tuple(w.shape), layout))
         add("scales", scales_per_tensor, 4 * scales_per_tensor)
     for name, t in model.floats.items():
-        add(tensor_group(name), t.numel(), t.numel() * float_width)
+        add(tensor_group(name), t.numel(), stored_bytes(t, embedding_dtype if is_embedding(name) else float_dtype))
+    float_bytes = sum(g["bytes"] for name, g in groups.items() if name not in ("ternary weights", "scales"))
     file_bytes = weights_file.stat().st_size
     add("header + metadata", 0, file_bytes - sum(g["bytes"] for g in groups.values()))
     ternary_params = groups["ternary weights"]["params"]
     params = sum(g["params"] for g in groups.values()) - groups["scales"]["params"]
-    theoretical = (ternary_params * LAYOUT_BITS[layout] / 8 + groups["scales"]["bytes"]
-                   + (params - ternary_params) * float_width)
-    return {"layout": layout, "float_dtype": float_dtype, "groups": groups,
+    theoretical = ternary_params * LAYOUT_BITS[layout] / 8 + groups["scales"]["bytes"] + float_bytes
+    return {"layout": layout, "float_dtype": float_dtype, "embedding_dtype": embedding_dtype, "groups": groups,
             "file_bytes": file_bytes, "bf16_bytes": params * BF16_BYTES,
             "theoretical_bytes": round(theoretical), "params": params, "ternary_params": ternary_params,
             "vs_theoretical": file_bytes / theoretical, "smaller_than_bf16": params * BF16_BYTES / file_bytes,
@@ -70,7 +79,9 @@ def human_bytes(n: float) -> str:
 
 def summary(report: dict) -> str:
     """The totals of a report in one line."""
-    return (f"layout {report['layout']}, floats {report['float_dtype']} · "
+    embedding = report.get("embedding_dtype", report["float_dtype"])
+    embedding = "int8 (per-row scale)" if embedding == "int8" else embedding
+    return (f"layout {report['layout']}, floats {report['float_dtype']}, embeddings {embedding} · "
             f"{report['smaller_than_bf16']:.2f}× smaller than bf16 · "
             f"{report['vs_theoretical']:.3f}× theoretical ({human_bytes(report['theoretical_bytes'])}) · "
             f"{report['bits_per_ternary_weight']:.3f} bits per ternary weight, "
@@ -99,7 +110,7 @@ def describe_packed(path: Path) -> Group:
     from .packed import WEIGHTS, read_packed
     packed = read_packed(path)  # checks manifest, sha256s and the safetensors checksum
     weights = path / packed.manifest.get("weights", WEIGHTS) if path.is_dir() else path
-    report = size_report(packed, weights, packed.layout, packed.float_dtype)
+    report = size_report(packed, weights, packed.layout, packed.float_dtype, packed.embedding_dtype)
     lines = [f"packed ternary model, format_version {packed.manifest.get('format_version', '1 (bare file)')}",
              _config_line(packed.config), _loads_line(path) if path.is_dir() else None, summary(report)]
     return Group(_table(report, f"mmfree info {path}"), Text("\n".join(filter(None, lines))))
