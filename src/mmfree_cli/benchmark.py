@@ -10,7 +10,8 @@ same cache level as the weights do; 4 MiB at least, so that call overhead is not
 memory time), unless the caller gives one.
 
 Engines run one after another in this process, each from a fresh load: memory is the growth of
-the peak resident set while loading and running it (Linux; on CUDA the peak device allocation).
+the peak resident set while loading and running it, one-time compilation included (numba's LLVM
+for the cpu engine, onnxruntime's session); Linux; on CUDA the peak device allocation.
 Engines that read only an export (onnx) get one exported to a temporary directory first; an engine
 that cannot run here (no GPU, no export) gets a row saying why instead of figures.
 """
@@ -215,15 +216,11 @@ def bench_engine(name: str, model_dir: Path, workdir: Path, prefill_tokens: int,
     bandwidths = [bandwidth] if bandwidth else stream_bandwidth(nbytes, torch.device("cuda" if cuda else "cpu"), repeats)
     decode, bw = statistics.median(speeds["decode"]), statistics.median(bandwidths)
     return {"engine": name, "device": str(facts.get("device", "cpu")),
-            "prefill_tok_s": statistics.median(speeds["prefill"]), "prefill_range": _range(speeds["prefill"]),
-            "decode_tok_s": decode, "decode_range": _range(speeds["decode"]),
+            "prefill_tok_s": statistics.median(speeds["prefill"]), "prefill_samples": speeds["prefill"],
+            "decode_tok_s": decode, "decode_samples": speeds["decode"],
             "memory_mib": memory.peak / 2**20, "memory_kind": "cuda peak allocated" if cuda else "peak RSS growth",
             "bytes_per_token": nbytes, "bandwidth_gb_s": bw, "bandwidth_measured": not bandwidth,
             "bound_tok_s": bw * 1e9 / nbytes, "bound_fraction": decode * nbytes / (bw * 1e9)}
-
-
-def _range(values: list[float]) -> list[float]:
-    return [min(values), max(values)]
 
 
 def bench(model: str | Path | None = None, engines: str | None = None, prefill_tokens: int = 128,
@@ -267,8 +264,12 @@ def table(report: dict[str, Any]):
             continue
         t.add_row(row["engine"], f"{row['prefill_tok_s']:,.1f}", f"{row['decode_tok_s']:,.1f}",
                   f"{row['memory_mib']:,.1f}", f"{row['bytes_per_token']:,}", f"{row['bandwidth_gb_s']:,.1f}",
-                  f"{100 * row['bound_fraction']:.2f}")
+                  _percent(row["bound_fraction"]))
     return Group(t, *(Text(n) for n in notes))
+
+
+def _percent(fraction: float) -> str:
+    return f"{100 * fraction:.2f}" if fraction >= 0.01 else f"{100 * fraction:.4f}"  # tiny, not "0.00"
 
 
 def plot(report: dict[str, Any], path: str | Path) -> Path:
