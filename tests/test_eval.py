@@ -146,8 +146,7 @@ def test_cli_eval_data_and_tasks_on_the_newest_run(run_dir, task_file, tmp_path)
 
 
 def test_cli_eval_bad_inputs_fail_in_one_line(run_dir, tmp_path):
-    for args, words in [((), "--data"), (("--data", tmp_path / "missing.txt"), "missing.txt"),
-                        (("--tasks", tmp_path / "nope.yaml"), "nope.yaml")]:
+    for args, words in [((), "--data"), (("--data", tmp_path / "missing.txt"), "missing.txt")]:
         r = mmfree("eval", run_dir, *args)
         assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -166,3 +165,5 @@ def test_unavailable_datasets_and_engines_are_user_errors(run_dir, tmp_path, mon
         load_text(tmp_path / "b.jsonl")
     with pytest.raises(UserError, match="unknown engine"):
         evaluate(str(run_dir), "warp", data="embedded")
+    with pytest.raises(UserError, match="nope.yaml: task file not found"):
+        evaluate(str(run_dir), "torch", tasks=[str(tmp_path / "nope.yaml")])

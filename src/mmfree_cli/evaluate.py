@@ -121,13 +121,13 @@ def run_tasks(engine: Engine, tasks: list[str], include_path: list[Path] | None 
               log_samples: bool = False) -> dict[str, Any]:
     """Run lm-evaluation-harness `tasks` on `engine` → the harness's results dict
     (`results[task]` holds acc, acc_norm, ...; `samples` too when `log_samples`)."""
+    specs = [_task_spec(t) for t in tasks]
     try:
         import lm_eval
         from lm_eval.tasks import TaskManager
     except ImportError:
         raise UserError("--tasks needs lm-evaluation-harness — pip install 'mmfree-cli[eval]' (or lm_eval)") from None
     from .harness import EngineLM
-    specs = [_task_spec(t) for t in tasks]
     paths = [str(p) for p in include_path or []]
     # indexing the harness's thousands of built-in task files takes ~20 s: only when a name needs it
     named = any(not spec.endswith((".yaml", ".yml")) for spec in specs)
