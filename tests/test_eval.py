@@ -167,3 +167,18 @@ def test_unavailable_datasets_and_engines_are_user_errors(run_dir, tmp_path, mon
         evaluate(str(run_dir), "warp", data="embedded")
     with pytest.raises(UserError, match="nope.yaml: task file not found"):
         evaluate(str(run_dir), "torch", tasks=[str(tmp_path / "nope.yaml")])
+
+
+def test_rolling_loglikelihood_and_generation_through_the_adapter(run_dir):
+    from lm_eval.api.instance import Instance
+
+    from mmfree_cli.generate import complete
+    from mmfree_cli.harness import EngineLM
+    engine = load_engine("torch", run_dir, dtype="float64")
+    lm = EngineLM(engine)
+    text = "Some held-out words, scored whole."
+    rolling = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text,), 0)])
+    assert rolling[0] == pytest.approx(-text_metrics(engine, text)["nll"], rel=1e-12)
+    request = Instance("generate_until", {}, ("ROMEO:", {"until": ["\n"], "max_gen_toks": 12}), 0)
+    want = complete(engine, "ROMEO:", max_new_tokens=12, stop=["\n"])
+    assert lm.generate_until([request]) == [want] and "\n" not in want
