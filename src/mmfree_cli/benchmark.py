@@ -289,7 +289,7 @@ def plot(report: dict[str, Any], path: str | Path) -> Path:
         values = [100 * r[key] if key == "bound_fraction" else r[key] for r in rows]
         ax.bar(names, values, color="#4c72b0")
         ax.set_title(label)
-        ax.bar_label(ax.containers[0], fmt="%.3g")
+        ax.bar_label(ax.containers[0], fmt="%.3g" if key == "bound_fraction" else "{:,.0f}")
     fig.suptitle(Path(report["model"]).name)
     fig.tight_layout()
     path = Path(path)
