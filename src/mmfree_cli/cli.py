@@ -192,6 +192,7 @@ def chat(
     seed: int = typer.Option(0, help="Random seed of the sampler."),
     dtype: Optional[str] = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
+    device: Optional[str] = typer.Option(None, "--device", help="fpga engine: the XDMA node prefix, e.g. /dev/xdma0 (or DIR/xdma0 of `mmfree fpga-emulator`)."),
 ):
     """Talk to a model in the terminal; answers stream as they are generated and the conversation
     is carried in the recurrent state. Commands: /reset /save /load /params /help /exit.
@@ -205,7 +206,7 @@ def chat(
     from .generate import SamplingParams
     params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                             min_p=min_p, repetition_penalty=repetition_penalty, seed=seed)
-    chat_command(model, engine, template, params, system, dtype, threads)
+    chat_command(model, engine, template, params, system, dtype, threads, device)
 
 
 @app.command()
@@ -220,6 +221,7 @@ def serve(
     max_tokens: int = typer.Option(2048, help="Most tokens one request may generate."),
     dtype: Optional[str] = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
+    device: Optional[str] = typer.Option(None, "--device", help="fpga engine: the XDMA node prefix, e.g. /dev/xdma0 (or DIR/xdma0 of `mmfree fpga-emulator`)."),
 ):
     """Serve a model over an OpenAI-compatible HTTP API: /v1/models, /v1/completions,
     /v1/chat/completions (with streaming), /health.
@@ -231,7 +233,7 @@ def serve(
       (MODEL_ID: the model directory's name, as printed at start and listed by /v1/models)
     """
     from .serve import serve_command
-    serve_command(model, engine, host, port, template, model_name, max_batch, max_tokens, dtype, threads)
+    serve_command(model, engine, host, port, template, model_name, max_batch, max_tokens, dtype, threads, device)
 
 
 @app.command(name="eval")
@@ -322,6 +324,59 @@ def bench_(
     console.print(table(report))
     if plot is not None:
         console.print(f"wrote {report['plot']}", highlight=False)
+
+
+@app.command()
+def deploy(
+    bundle: Optional[Path] = typer.Argument(None, help="FPGA bundle directory (default: the newest, exports/fpga/latest)."),
+    device: str = typer.Option(..., "--device", "-d", help="XDMA node prefix: /dev/xdma0 means /dev/xdma0_user, _h2c_0, _c2h_0, _events_0."),
+    force: bool = typer.Option(False, "--force", help="Deploy even when the card's design ID differs from the bundle's."),
+    program: Optional[str] = typer.Option(None, "--program", help="Run this programming tool first ({bitstream} = the bundle's XDMA-capable bitstream)."),
+    selftest_steps: Optional[int] = typer.Option(None, "--selftest-steps", help="Golden decode steps to run (default: all in the bundle)."),
+    timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the card to finish one step."),
+    wait: str = typer.Option("irq", "--wait", help="irq (block on _events_0) | poll (read STATUS)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
+):
+    """Upload an FPGA bundle to a card over XDMA, verify it by readback and run its golden self-test.
+
+    The card must already hold the bundle's design (XDMA cannot program an FPGA); deploy checks the design ID and refuses on a mismatch.
+
+    Examples:
+      mmfree deploy --device /dev/xdma0
+      mmfree deploy exports/fpga/latest --device /dev/xdma0 --json
+      mmfree fpga-emulator start /tmp/card &  mmfree deploy --device /tmp/card/xdma0
+    """
+    import json
+
+    from .deploy.deploy import deploy as run_deploy
+    say = (lambda line: None) if as_json else (lambda line: console.print(line, highlight=False, soft_wrap=True))
+    report = run_deploy(bundle, device, force, program, selftest_steps, timeout, wait, say)
+    if as_json:
+        print(json.dumps(report))
+
+
+emulator_app = typer.Typer(no_args_is_help=True, help="An emulated mmfree card behind XDMA-like nodes (FUSE), for tests and demos.")
+app.add_typer(emulator_app, name="fpga-emulator")
+
+
+@emulator_app.command("start")
+def fpga_emulator_start(
+    directory: Path = typer.Argument(..., help="Empty directory to mount the nodes in (DIR/xdma0_user, ...)."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="The bundle whose design the card holds (default: exports/fpga/latest)."),
+    name: str = typer.Option("xdma0", "--name", help="Node prefix inside DIR."),
+    memory: Optional[int] = typer.Option(None, "--memory", help="Card memory bytes (default: what the bundle needs, rounded up to 1 MiB)."),
+    design_id: Optional[str] = typer.Option(None, "--design-id", help="Report this DESIGN_ID instead of the bundle's (hex)."),
+    fault: Optional[list[str]] = typer.Option(None, "--fault", help="Inject a fault: hang | no-access | flip-bit:ADDR (repeatable)."),
+    connect: Optional[str] = typer.Option(None, "--connect", help="Serve a card server at this Unix socket (e.g. the RTL simulation) instead of the golden machine."),
+):
+    """Mount an emulated card (bit-exact golden machine) in DIR and serve it in the foreground; Ctrl-C unmounts.
+
+    Examples:
+      mmfree fpga-emulator start /tmp/card
+      mmfree fpga-emulator start /tmp/card --bundle exports/fpga/latest --fault hang
+    """
+    from .deploy.emulator import start
+    start(directory, bundle, name, memory, design_id, fault or [], connect)
 
 
 def main() -> None:
