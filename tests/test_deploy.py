@@ -224,3 +224,20 @@ def test_hung_card_polled_and_permission_denied(tiny, tmp_path):
     with emulated_card(tmp_path / "mnt", bundle, "--fault", "no-access") as device:
         denied = run_cli("deploy", str(bundle), "--device", str(device))
     assert denied.returncode == 2 and "permission denied" in denied.stderr
+
+
+@pytest.mark.slow
+def test_program_runs_an_external_tool_and_says_so(tiny, card, tmp_path):
+    bundle = tiny[1]
+    tool = tmp_path / "fake-programmer"
+    tool.write_text("#!/bin/sh\necho \"$@\" > \"$(dirname \"$0\")/ran.txt\"\n")
+    tool.chmod(0o755)
+    ran = run_cli("deploy", str(bundle), "--device", str(card), "--program", f"{tool} --cable x",
+                  "--selftest-steps", "1")
+    assert ran.returncode == 0, ran.stderr
+    assert f"program   ran `{tool} --cable x` (exit 0)" in ran.stdout
+    assert (tmp_path / "ran.txt").read_text().strip() == "--cable x"
+    no_bitstream = run_cli("deploy", str(bundle), "--device", str(card), "--program", f"{tool} {{bitstream}}")
+    assert no_bitstream.returncode == 2 and "no XDMA-capable bitstream in the bundle" in no_bitstream.stderr
+    missing = run_cli("deploy", str(bundle), "--device", str(card), "--program", "no-such-programmer")
+    assert missing.returncode == 2 and "no-such-programmer not found on PATH" in missing.stderr
