@@ -80,8 +80,8 @@ class Xdma:
         try:
             return mmap.mmap(self.fds["user"], BAR_MAP_BYTES)
         except OSError as e:
-            raise UserError(f"{self.paths['user']}: mmap failed ({e.strerror}) — use register "
-                            "reads/writes instead (leave out --mmap)") from None
+            raise UserError(f"{self.paths['user']}: mmap failed ({e.strerror}) — use pread/pwrite "
+                            "register access instead (Xdma(..., use_mmap=False), the default)") from None
 
     def _fail(self, node: str, what: str, e: OSError) -> UserError:
         hint = {errno.EPROTO: "the driver wants aligned 4-byte register accesses",
