@@ -30,7 +30,7 @@ module mmf_scalar #(
 `include "mmf_math.vh"
 
     localparam S_IDLE = 3'd0, S_RSQ1 = 3'd1, S_RSQ2 = 3'd2, S_DIV = 3'd3, S_OUT2 = 3'd4,
-               S_EPS2 = 3'd5, S_EPS3 = 3'd6;
+               S_EPS2 = 3'd5, S_EPS3 = 3'd6, S_DIVUP = 3'd7;
     localparam signed [63:0] EPS_MAX = 64'sd1 << 56;
     localparam signed [15:0] EPS_S16 = EPS_S;
 
@@ -58,7 +58,8 @@ module mmf_scalar #(
     reg         [16:0] lo, hi;
     reg                rsq_zero;
 
-    // division 127·2^32 / amax, one quotient bit a cycle from the top
+    // division 127·2^32 / amax, one quotient bit a cycle from the top, then rounded up (S_DIVUP) as
+    // intref.quantize_int8 specifies: a ceiling reciprocal makes exact ties round away from zero
     localparam [38:0] DIVIDEND = {7'd127, 32'd0};
     reg [5:0]  div_i;
     reg [38:0] rem;
@@ -139,8 +140,12 @@ module mmf_scalar #(
                     end else begin
                         rem <= rem_sh[38:0];
                     end
-                    if (div_i == 6'd0) state <= S_IDLE;
+                    if (div_i == 6'd0) state <= S_DIVUP;
                     else div_i <= div_i - 6'd1;
+                end
+                S_DIVUP: begin
+                    if (amax != 32'd0 && rem != 39'd0) recip <= recip + 40'd1;
+                    state <= S_IDLE;
                 end
                 S_OUT2: begin
                     mm <= mm_full[30:0];

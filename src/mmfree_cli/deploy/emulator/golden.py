@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from ...errors import UserError
 from ...export.fpga import regmap
 from ...export.fpga.machine import Machine
-from ...quant.intspec import INT8_MAX, QUANT_RECIP_SHIFT
 
 R = regmap.REGISTERS
 REG_SPACE = 0x1000
@@ -70,20 +69,6 @@ class Faults:
             else:
                 raise UserError(f"--fault {spec}: unknown fault — choose hang, no-access or flip-bit:ADDR")
         return faults
-
-
-class SpecMachine(Machine):
-    """The golden machine with SCALAR RECIP rounded up, as `intref.quantize_int8` specifies.
-
-    Workaround, to be removed when export/fpga/machine.py (issue 9) rounds it up itself: its floor
-    makes a tie round toward zero, so it drifts from intref after a few tokens of the tiny model.
-    """
-
-    def do_scalar(self, i) -> None:
-        if i.sub != "RECIP":
-            return super().do_scalar(i)
-        a = self.reg["amax"]
-        self.reg["recip"] = ((INT8_MAX << QUANT_RECIP_SHIFT) + a - 1) // a if a > 0 else 0
 
 
 class GoldenCard:
@@ -147,7 +132,7 @@ class GoldenCard:
 
     def _run(self) -> None:
         d = self.design
-        machine = SpecMachine(self.memory, {k: self.addr[k] for k in ("WEIGHTS", "IN", "OUT", "STATE")},
+        machine = Machine(self.memory, {k: self.addr[k] for k in ("WEIGHTS", "IN", "OUT", "STATE")},
                           d.lanes, 2 * d.lanes, 1 << d.saddr_w)
         error_pc = None
         try:

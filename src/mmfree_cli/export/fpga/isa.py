@@ -24,7 +24,7 @@ mm, me live in the sequencer; every step mirrors a function of quant/intref.py):
                             amax = top = max|D|, k = kfn(top)
     NORM   QUANT    n a     x[i] = sign(A)·((|A|·recip + 2^31) >> 32) into the x buffer (int8)
     SCALAR RSQRT            (r, e) = rsqrt_fixed(ss)
-    SCALAR RECIP            recip = floor(127·2^32 / amax) (0 when amax = 0)
+    SCALAR RECIP            recip = ceil(127·2^32 / amax) (0 when amax = 0)
     SCALAR OUTMUL b imm     (mm, me) = output_multiplier((imm, b), amax, kq, r, e)
     SCALAR PSET imm         p = imm (signed)          SCALAR PADDK   p = p + kq
     SCALAR ZSAVE            z = ss                    SCALAR ZSET imm  z = imm

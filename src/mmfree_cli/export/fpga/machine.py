@@ -107,7 +107,8 @@ class Machine:
             rr, e = intref.rsqrt_fixed(np.int64(r["ss"]))
             r["r"], r["e"] = int(rr), int(e)
         elif i.sub == "RECIP":
-            r["recip"] = (INT8_MAX << QUANT_RECIP_SHIFT) // r["amax"] if r["amax"] > 0 else 0
+            a = r["amax"]  # ceil(127·2^32 / a), as intref.quantize_int8: exact ties round away from zero
+            r["recip"] = ((INT8_MAX << QUANT_RECIP_SHIFT) + a - 1) // a if a > 0 else 0
         elif i.sub == "OUTMUL":
             mm, me = intref.output_multiplier((i.imm, i.b), r["amax"], r["kq"], r["r"], r["e"])
             r["mm"], r["me"] = int(mm), int(me)
