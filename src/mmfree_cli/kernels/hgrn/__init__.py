@@ -1,7 +1,8 @@
 """The HGRN element-wise linear recurrence. `hgrn_scan` picks the kernel by device.
 
 CUDA tensors in float32/bfloat16/float16 go to the Triton kernels (fused recurrent for short
-sequences, chunked scan otherwise); anything else (CPU, float64) to the PyTorch twin.
+sequences, chunked scan otherwise); CPU float32/float64 sequences of up to `CPU_SCAN_MAX_T` steps
+that autograd will differentiate to the time-major scan of `cpu.py`; anything else to the PyTorch twin.
 """
 
 from __future__ import annotations
@@ -10,15 +11,20 @@ import torch
 
 from .naive import hgrn_recurrent_naive, hgrn_scan_naive
 
-__all__ = ["hgrn_scan", "hgrn_scan_naive", "hgrn_recurrent_naive", "RECURRENT_MAX_T"]
+__all__ = ["hgrn_scan", "hgrn_scan_naive", "hgrn_recurrent_naive", "RECURRENT_MAX_T", "CPU_SCAN_MAX_T"]
 
 RECURRENT_MAX_T = 64
 """Up to this many steps the one-pass recurrent kernel is used; beyond, the chunked scan."""
+
+CPU_SCAN_MAX_T = 1024
+"""Up to this many steps CPU training uses the one-kernel-per-step scan; beyond, the parallel twin."""
 
 _TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 USE_TRITON = True
 """False sends CUDA tensors to the PyTorch twin too (bench/train_step.py compares the two paths)."""
+USE_CPU_TRAINING = True
+"""False sends CPU training to the PyTorch twin too (tests compare the two paths)."""
 
 
 def hgrn_scan(i: torch.Tensor, f: torch.Tensor, h0: torch.Tensor | None = None
@@ -34,4 +40,14 @@ def hgrn_scan(i: torch.Tensor, f: torch.Tensor, h0: torch.Tensor | None = None
             from .chunk import hgrn_chunk
             h, last = hgrn_chunk(i, f, h0)
         return h.to(i.dtype), last.to(i.dtype)
+    if _cpu_training(i, f, h0):
+        from .cpu import hgrn_scan_cpu
+        return hgrn_scan_cpu(i, f, h0)
     return hgrn_scan_naive(i, f, h0)
+
+
+def _cpu_training(i: torch.Tensor, f: torch.Tensor, h0: torch.Tensor | None) -> bool:
+    tensors = [t for t in (i, f, h0) if t is not None]
+    return (USE_CPU_TRAINING and torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+            and i.shape[1] <= CPU_SCAN_MAX_T and all(t.device.type == "cpu" for t in tensors)
+            and i.dtype == f.dtype and i.dtype in (torch.float32, torch.float64))
