@@ -15,6 +15,9 @@ from ..fileio import read_json, write_json
 
 BYTE_TOKENIZER_FILE = "mmfree_tokenizer.json"
 HF_TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_FILES = (BYTE_TOKENIZER_FILE, HF_TOKENIZER_FILE, "tokenizer_config.json", "special_tokens_map.json",
+                   "tokenizer.model", "chat_template.jinja", "generation_config.json")
+"""Every file of a model directory that belongs to its tokenizer or chat template (copied by exports)."""
 
 
 class ByteTokenizer:
@@ -116,3 +119,18 @@ def tokenizer_for_recipe(name: str, resolve=Path) -> Tokenizer:
     except Exception as e:  # offline, unknown repo, no tokenizer.json: all end the same way for a user
         raise UserError(f"tokenizer.name: cannot get {HF_TOKENIZER_FILE} of {name!r} from the Hugging Face Hub "
                         f"({type(e).__name__}) — check the name and the network, or give a local tokenizer.json") from None
+
+
+def copy_tokenizer_files(src: str | Path, dst: str | Path, required: bool = False) -> list[str]:
+    """Copy the tokenizer files of model directory `src` into `dst` (atomically); returns their names.
+
+    With `required`, a directory without tokenizer.json or mmfree_tokenizer.json is an error."""
+    from ..fileio import write_bytes
+    src, dst = Path(src), Path(dst)
+    found = [name for name in TOKENIZER_FILES if (src / name).is_file()]
+    if required and not {BYTE_TOKENIZER_FILE, HF_TOKENIZER_FILE} & set(found):
+        raise UserError(f"{src}: no {HF_TOKENIZER_FILE} or {BYTE_TOKENIZER_FILE} — copy the model's tokenizer "
+                        "there, then export again")
+    for name in found:
+        write_bytes(dst / name, (src / name).read_bytes())
+    return found

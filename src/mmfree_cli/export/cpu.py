@@ -21,14 +21,13 @@ import torch
 
 from ..errors import UserError
 from ..fileio import load_safetensors, read_json, save_safetensors, sha256_file, write_json
+from ..data.tokenizer import copy_tokenizer_files
 from ..quant import intspec
 from ..quant.packing import pack_i2, unpack_i2
 
 WEIGHTS = "model.safetensors"
 MANIFEST = "manifest.json"
 TARGET = "cpu"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "mmfree_tokenizer.json", "tokenizer.model")
 
 
 def int_model_of(model_dir: Path) -> dict[str, np.ndarray]:
@@ -81,9 +80,7 @@ def export(model_dir: Path, out_dir: Path, **options) -> None:
     save_safetensors(to_file_tensors(model), out_dir / WEIGHTS,
                      {"format": "mmfree-int", "spec_version": str(intspec.SPEC_VERSION)})
     shutil.copy2(Path(model_dir) / "config.json", out_dir / "config.json")
-    for name in TOKENIZER_FILES:
-        if (Path(model_dir) / name).is_file():
-            shutil.copy2(Path(model_dir) / name, out_dir / name)
+    copy_tokenizer_files(model_dir, out_dir)
     files = {p.name: sha256_file(p) for p in sorted(out_dir.iterdir()) if p.is_file()}
     write_json(out_dir / MANIFEST, {
         "target": TARGET, "schema_version": 1, "integer_spec_version": intspec.SPEC_VERSION,

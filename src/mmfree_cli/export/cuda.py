@@ -19,14 +19,13 @@ from pathlib import Path
 
 import torch
 
+from ..data.tokenizer import copy_tokenizer_files
 from ..errors import UserError
-from ..fileio import read_json, save_safetensors, sha256_file, write_bytes, write_json
+from ..fileio import read_json, save_safetensors, sha256_file, write_json
 
 FORMAT = "mmfree-cuda"
 FORMAT_VERSION = 1
 WEIGHTS = "weights.safetensors"
-TOKENIZER_FILES = ("tokenizer.json", "mmfree_tokenizer.json", "tokenizer_config.json",
-                   "special_tokens_map.json", "tokenizer.model")
 BETA_SUFFIX = "_beta"
 
 
@@ -55,9 +54,7 @@ def export(model_dir: Path, out_dir: Path, **options) -> None:
                      {"mmfree.format": FORMAT, "mmfree.layout": "i2"})
     config = {k: v for k, v in read_json(model_dir / "config.json").items() if k != "quantization_config"}
     write_json(out_dir / "config.json", config)
-    for name in TOKENIZER_FILES:
-        if (model_dir / name).is_file():
-            write_bytes(out_dir / name, (model_dir / name).read_bytes())
+    copy_tokenizer_files(model_dir, out_dir)
     files = {p.name: sha256_file(p) for p in sorted(out_dir.iterdir()) if p.is_file()}
     write_json(out_dir / "manifest.json", {"target": "cuda", "format": FORMAT, "format_version": FORMAT_VERSION,
                                            "layout": "i2", "files": files, "source": str(model_dir)})

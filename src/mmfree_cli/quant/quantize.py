@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 
+from ..data.tokenizer import copy_tokenizer_files
 from ..errors import UserError
-from ..fileio import read_json, sha256_file, write_bytes, write_json
+from ..fileio import read_json, sha256_file, write_json
 from ..kernels.bitlinear import ternarize, weight_scale
 from ..paths import EXPORTS_DIR, point_latest, resolve_model
 from .packed import (CONFIG, WEIGHTS, TernaryModel, check_dtypes, is_packed, quantization_config, read_packed,
@@ -24,8 +25,6 @@ from .report import size_report
 
 PACKED_DIR = "packed"
 """Default outputs go to exports/packed/<model>-<layout>/, with exports/packed/latest."""
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "tokenizer.model", "mmfree_tokenizer.json", "generation_config.json")
 
 
 def ternary_from_model(model) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -101,9 +100,7 @@ def _write_directory(ternary: TernaryModel, source: Path, directory: Path, layou
     config = {k: v for k, v in ternary.config.items() if k != "quantization_config"}
     config["quantization_config"] = quantization_config(layout)
     write_json(directory / CONFIG, config)
-    for name in TOKENIZER_FILES:
-        if (source / name).is_file():
-            write_bytes(directory / name, (source / name).read_bytes())
+    copy_tokenizer_files(source, directory)
     report = size_report(ternary, directory / WEIGHTS, layout, float_dtype, embedding_dtype)
     src_weights = source / WEIGHTS
     source_info = {"path": str(source), "weights_sha256": sha256_file(src_weights) if src_weights.is_file() else None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from ...data.tokenizer import copy_tokenizer_files
 from ...errors import UserError
 from ...fileio import write_json
 from . import bundle, estimates
@@ -55,5 +56,7 @@ def export(model_dir: Path, out_dir: Path, synth: str | None = None, bitstream: 
                                          xdma_capable=True))
     man = bundle.manifest(compiled, params, rtl_info, config, bundle.model_hash(Path(model_dir)),
                           golden, artifacts, reports)
+    write_json(out_dir / "config.json", config)
+    copy_tokenizer_files(model_dir, out_dir)  # the bundle chats on its own (--engine fpga)
     bundle.write_readme(out_dir, man, Path(model_dir).name)
     write_json(out_dir / "manifest.json", man)

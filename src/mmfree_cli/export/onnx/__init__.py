@@ -33,6 +33,7 @@ from pathlib import Path
 import onnx
 import torch
 
+from ...data.tokenizer import copy_tokenizer_files
 from ...errors import UserError
 from ...fileio import read_json, sha256_file, write_bytes, write_json
 from .graph import FLOAT_TYPES, OPSET, build
@@ -43,8 +44,6 @@ WEIGHT_FORMATS = ("nbits", "dq")
 GRAPH_FILES = {"prefill": "prefill.onnx", "decode": "decode.onnx"}
 WEIGHTS_FILE = "weights.bin"
 CONFIG_FILE = "onnx_config.json"
-TOKENIZER_FILES = ("mmfree_tokenizer.json", "tokenizer.json", "tokenizer_config.json",
-                   "special_tokens_map.json", "tokenizer.model", "chat_template.jinja")
 
 
 def export(model_dir: Path, out_dir: Path, weights: str = "nbits", precision: str = "float32",
@@ -71,7 +70,7 @@ def export(model_dir: Path, out_dir: Path, weights: str = "nbits", precision: st
         write_bytes(out_dir / filename, graph.SerializeToString())
         onnx.checker.check_model(str(out_dir / filename))
     model.config.save(out_dir / "config.json")
-    tokenizer_files = _copy_tokenizer(model_dir, out_dir)
+    tokenizer_files = copy_tokenizer_files(model_dir, out_dir, required=True)
     write_json(out_dir / CONFIG_FILE, _onnx_config(model.config, weights, precision, tokenizer_files, model_dir))
     files = [WEIGHTS_FILE, *GRAPH_FILES.values(), "config.json", *tokenizer_files, CONFIG_FILE]
     write_json(out_dir / "manifest.json", {
@@ -95,16 +94,6 @@ def _load_model(model_dir: Path, dtype: torch.dtype):
         raise UserError(f"{model_dir}: the model is not ternary (ternary: false) — the onnx export "
                         "packs ternary weights; export a ternary model")
     return model
-
-
-def _copy_tokenizer(model_dir: Path, out_dir: Path) -> list[str]:
-    found = [name for name in TOKENIZER_FILES if (model_dir / name).is_file()]
-    if not any(name in found for name in TOKENIZER_FILES[:2]):
-        raise UserError(f"{model_dir}: no tokenizer.json or mmfree_tokenizer.json — copy the model's "
-                        "tokenizer there, then export again")
-    for name in found:
-        write_bytes(out_dir / name, (model_dir / name).read_bytes())
-    return found
 
 
 def _chat_template(model_dir: Path) -> str | None:
