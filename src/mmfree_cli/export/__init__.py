@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
-import shutil
 from pathlib import Path
 
 from ..errors import UserError
+from ..fileio import atomic_dir
 from ..paths import EXPORTS_DIR, point_latest, resolve_model
 
 TARGETS: dict[str, str] = {
@@ -43,16 +43,8 @@ def run_export(target: str, model: str | Path | None = None, out: str | Path | N
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: already exists and is not empty — choose another -o or remove it")
-    tmp = out.parent / f".{out.name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(out) as tmp:
         module.export(model_dir, tmp, **options)
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     if out.parent.name == target and out.parent.parent.name == EXPORTS_DIR:
         point_latest(out)
     return out

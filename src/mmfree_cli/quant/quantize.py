@@ -8,14 +8,13 @@ The directory is built under a temporary name and renamed into place: nothing ha
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import torch
 
 from ..data.tokenizer import copy_tokenizer_files
 from ..errors import UserError
-from ..fileio import read_json, sha256_file, write_json
+from ..fileio import atomic_dir, read_json, sha256_file, write_json
 from ..kernels.bitlinear import ternarize, weight_scale
 from ..paths import EXPORTS_DIR, point_latest, resolve_model
 from .packed import (CONFIG, WEIGHTS, TernaryModel, check_dtypes, is_packed, quantization_config, read_packed,
@@ -79,16 +78,8 @@ def quantize(model: str | Path | None = None, out: str | Path | None = None, lay
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out}: already exists and is not empty — choose another -o or remove it")
     ternary = load_ternary(source)
-    tmp = out.parent / f".{out.name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(out) as tmp:
         report = _write_directory(ternary, source, tmp, layout, float_dtype, embedding_dtype)
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     if out.parent.name == PACKED_DIR and out.parent.parent.name == EXPORTS_DIR:
         point_latest(out)
     return out, report
