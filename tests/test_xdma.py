@@ -25,7 +25,7 @@ R = regmap.REGISTERS
 @pytest.fixture(scope="module")
 def device(tmp_path_factory):
     if FUSE_MISSING:
-        pytest.skip(FUSE_MISSING)
+        pytest.skip(reason=FUSE_MISSING)
     root = tmp_path_factory.mktemp("xdma")
     bundle = make_bundle(make_run(root / "run", small_config(vocab_size=260)), root / "bundle")
     with emulated_card(root / "mnt", bundle) as prefix:
