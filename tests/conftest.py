@@ -11,16 +11,21 @@ def small_config(**kw) -> HGRNBitConfig:
     return HGRNBitConfig(**base)
 
 
+@torch.no_grad()
+def perturb(model):
+    """Give norms and lower bounds non-trivial values (init has ones and zeros) so every parameter matters."""
+    for name, p in model.named_parameters():
+        if name.endswith("norm.weight"):
+            p.uniform_(0.5, 1.5)
+        elif name.endswith("lower_bounds"):
+            p.normal_(0, 1)
+    return model
+
+
 @pytest.fixture
 def small_model():
     def make(dtype=torch.float32, seed=0, **kw):
         torch.manual_seed(seed)
         model = HGRNBitForCausalLM(small_config(**kw)).to(dtype)
-        with torch.no_grad():  # non-trivial norms and bounds so every parameter matters
-            for name, p in model.named_parameters():
-                if name.endswith("norm.weight"):
-                    p.uniform_(0.5, 1.5)
-                elif name.endswith("lower_bounds"):
-                    p.normal_(0, 1)
-        return model.eval()
+        return perturb(model).eval()
     return make

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import perturb
 from mmfree_cli.data.tokenizer import ByteTokenizer
 from mmfree_cli.model import HGRNBitForCausalLM, preset, save_pretrained
 
@@ -32,12 +33,7 @@ def make_run(path: Path, model_preset: str = "tiny", seed: int = 1) -> Path:
     """A byte-level model of `model_preset` with non-trivial norms and bounds, saved as a run."""
     torch.manual_seed(seed)
     model = HGRNBitForCausalLM(preset(model_preset) if isinstance(model_preset, str) else model_preset)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.uniform_(0.5, 1.5)
-            elif name.endswith("lower_bounds"):
-                p.normal_(0, 1)
+    perturb(model)
     save_pretrained(model.eval(), path)
     ByteTokenizer().save(path)
     return path

@@ -13,6 +13,7 @@ import onnx
 import pytest
 import torch
 
+from conftest import perturb
 from mmfree_cli.data.tokenizer import ByteTokenizer
 from mmfree_cli.engines import load_engine
 from mmfree_cli.engines.onnx_engine import OnnxEngine
@@ -34,12 +35,7 @@ def tiny_model():
     """The tiny preset (byte vocab, d=128, 4 layers) with non-trivial norms and lower bounds."""
     torch.manual_seed(1)
     model = HGRNBitForCausalLM(preset("tiny"))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.uniform_(0.5, 1.5)
-            elif name.endswith("lower_bounds"):
-                p.normal_(0, 1)
+    perturb(model)
     return model.eval()
 
 
