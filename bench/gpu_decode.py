@@ -3,9 +3,12 @@ does not depend on the values). Needs a CUDA GPU.
 
 Records: resident weight memory (packed codes, scales, gains, bf16 embedding), decode tokens/s at
 batch 1 and batch 64 (CUDA-graph step, logits left on the GPU; batch 1 also through
-`engine.step`, logits copied to the host), and prefill tokens/s for 2,048 tokens.
+`engine.step`, logits copied to the host), and prefill tokens/s for 2,048 tokens. `--variants` also
+records batch-1 decode with the fused GEMV's switches (`kernels/ternary_gemm/decode.py`: PDL,
+ONE_PASS) set each way, in the same process on the same weights; `--profile` prints where a batch-1
+step's time goes, launch by launch (not recorded).
 
-    python -m bench.gpu_decode [--preset 1.3b] [--steps 200]
+    python -m bench.gpu_decode [--preset 1.3b] [--steps 200] [--variants] [--profile]
 """
 
 from __future__ import annotations
@@ -87,16 +90,55 @@ def prefill_rates(engine: CudaEngine, length: int, repeats: int = 3) -> list[flo
     return rates
 
 
-def profile(engine: CudaEngine) -> None:
-    """Print where GPU time goes in eager decode steps (batch 1) and one prefill (diagnostics only)."""
+VARIANTS = {"pdl+one_pass": (True, True), "one_pass": (False, True), "pdl+chained": (True, False),
+            "chained": (False, False)}
+"""name → (decode.PDL, decode.ONE_PASS)."""
+
+
+def set_variant(engine: CudaEngine, name: str) -> None:
+    """Switch the fused GEMV's variant; the captured graphs hold the old kernels, so drop them."""
+    from mmfree_cli.kernels.ternary_gemm import decode
+    decode.PDL, decode.ONE_PASS = VARIANTS[name]
+    engine._graphs.clear()
+
+
+def profile(engine: CudaEngine, steps: int = 5) -> None:
+    """Print, for CUDA-graph batch-1 steps, each launch role's kernel time and the idle gap before it
+    (end of the previous kernel to start of this one; negative when launches overlap), then the
+    whole step. Diagnostics only."""
     from torch.profiler import ProfilerActivity, profile as torch_profile
-    tokens = torch.zeros(1, 1, dtype=torch.long, device="cuda")
+    tokens = torch.zeros(1, dtype=torch.long, device="cuda")
+    state = engine.new_state(1)
+    engine.step_device(tokens, state)
     with torch.inference_mode(), torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(5):
-            engine.forward(tokens, engine.new_state(1))
-        engine.forward(torch.zeros(1, 2048, dtype=torch.long, device="cuda"), engine.new_state(1))
+        for _ in range(steps):
+            engine.step_device(tokens, state)
         torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14), flush=True)
+    kernels = sorted((e for e in prof.events() if e.device_type.name == "CUDA"), key=lambda e: e.time_range.start)
+    if not any("decode_gemv" in e.name for e in kernels) and engine.use_graph:
+        print("(the profiler saw no kernels inside graph replays: eager steps instead)", flush=True)
+        engine.use_graph = False
+        try:
+            return profile(engine, steps)
+        finally:
+            engine.use_graph = True
+    roles: dict[str, list[tuple[float, float]]] = {}
+    gemv = 0
+    for prev, e in zip([None] + kernels[:-1], kernels):
+        if "decode_gemv" in e.name:
+            per_layer = 4 * engine.config.num_hidden_layers
+            role = "head" if gemv % (per_layer + 1) == per_layer else ["ifg", "o+step", "gate/up", "down+glu"][gemv % 4]
+            gemv += 1
+        else:
+            role = e.name[:40]
+        gap = e.time_range.start - prev.time_range.end if prev is not None else 0.0
+        roles.setdefault(role, []).append((e.time_range.end - e.time_range.start, gap))
+    span = (kernels[-1].time_range.end - kernels[0].time_range.start) / steps
+    print(f"{'launch':42s} {'per step':>8s} {'kernel us':>9s} {'gap us':>7s}", flush=True)
+    for role, vals in sorted(roles.items(), key=lambda kv: -sum(v[0] + v[1] for v in kv[1])):
+        n = len(vals)
+        print(f"{role:42s} {n / steps:8.1f} {sum(v[0] for v in vals) / n:9.2f} {sum(v[1] for v in vals) / n:7.2f}")
+    print(f"step (first kernel start to last kernel end, incl. gaps between steps): {span:.1f} us", flush=True)
 
 
 def main() -> None:
@@ -104,6 +146,7 @@ def main() -> None:
     ap.add_argument("--preset", default="1.3b")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--profile", action="store_true", help="also print a kernel time table (not recorded)")
+    ap.add_argument("--variants", action="store_true", help="also record batch-1 decode for each GEMV variant")
     args = ap.parse_args()
     import triton
     config = preset(args.preset)
@@ -128,6 +171,20 @@ def main() -> None:
     record(bench, "prefill tokens/s (2048 tokens, batch 1)", rates, "tok/s", ">= 50000", med >= 50000, notes)
     if args.profile:
         profile(engine)
+    if args.variants:
+        from mmfree_cli.kernels.ternary_gemm import decode
+        default = next(k for k, v in VARIANTS.items() if v == (decode.PDL, decode.ONE_PASS))
+        for name in VARIANTS:
+            if VARIANTS[name][0] and not decode._pdl_supported():
+                print(f"{name}: this Triton has no programmatic dependent launch, skipped", flush=True)
+                continue
+            set_variant(engine, name)
+            rates = decode_rates(engine, 1, args.steps)
+            print(f"decode batch 1 [{name}]: {sorted(rates)[1]:.0f} tok/s", flush=True)
+            record(bench, f"decode tokens/s batch 1 [{name}]", rates, "tok/s", notes=notes)
+            if args.profile:
+                profile(engine)
+        set_variant(engine, default)
 
 
 if __name__ == "__main__":

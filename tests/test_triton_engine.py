@@ -44,10 +44,20 @@ def _export(run_dir, out):
                            "-o", str(out)], capture_output=True, text=True, timeout=300)
 
 
-def _agreement(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
-    """(share of positions whose logits agree to 1e-3 relative, top-1 agreement)."""
-    close = ((a - b).norm(dim=-1) <= 1e-3 * b.norm(dim=-1)).float().mean().item()
-    return close, (a.argmax(-1) == b.argmax(-1)).float().mean().item()
+def _assert_agree(a: torch.Tensor, b: torch.Tensor) -> None:
+    """Logits [..., V] of two float32 paths with quantizers on agree: the median position to 1e-4
+    relative, every position to 0.1, top-1 at ≥ 95% of positions (DESIGN.md §2, Parity).
+
+    Not "most positions to 1e-3": two float32 paths that round differently (GPU against CPU, one
+    kernel against another) now and then move one int8 activation by a level, and the recurrent
+    state carries that to every later position of the sequence (logits then differ by ~1e-2). One
+    such flip early in one of three sequences already leaves only ~70% of positions within 1e-3;
+    on CPU, 1-ulp changes of the gains did that in 9 of 40 trials here. A wrong kernel misses the
+    median or the 0.1 bound by orders of magnitude."""
+    rel = ((a - b).norm(dim=-1) / b.norm(dim=-1)).flatten()
+    top1 = (a.argmax(-1) == b.argmax(-1)).float().mean().item()
+    assert rel.median() <= 1e-4 and rel.max() <= 0.1 and top1 >= 0.95, \
+        f"median rel {rel.median():.2e}, max {rel.max():.2e}, top-1 {top1:.3f}"
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -60,13 +70,12 @@ def test_cuda_export_runs_like_the_torch_engine(run_dir, tmp_path, device):
     logits, state = engine.prefill(tokens, engine.new_state(3))
     ref_logits, ref_state = reference.prefill(tokens, reference.new_state(3))
     assert logits.shape == ref_logits.shape and logits.dtype == torch.float32
-    close, top1 = _agreement(logits, ref_logits)
-    assert close >= 0.9 and top1 >= 0.95
+    _assert_agree(logits, ref_logits)
     # decode: one step after the prompt, from the engine's own state, like the reference
     nxt = torch.randint(0, 256, (3,))
     step_logits, _ = engine.step(nxt, state)
     ref_step, _ = reference.step(nxt, ref_state)
-    assert _agreement(step_logits, ref_step)[1] >= 2 / 3
+    assert (step_logits.argmax(-1) == ref_step.argmax(-1)).float().mean() >= 2 / 3
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -79,8 +88,7 @@ def test_step_by_step_equals_prefill(run_dir, device):
     for t in range(tokens.shape[1]):
         logits, state = engine.step(tokens[:, t], state)
         steps.append(logits)
-    close, top1 = _agreement(torch.stack(steps, 1), full)
-    assert close >= 0.9 and top1 >= 0.95
+    _assert_agree(torch.stack(steps, 1), full)
     assert engine.state_concat([engine.state_batch_select(state, [1]), engine.state_batch_select(state, [0])]
                                ).flip(1).equal(state)
 
@@ -97,8 +105,7 @@ def test_batch1_decode_equals_prefill(run_dir, device, cuda_graph):
     for t in range(tokens.shape[1]):
         logits, state = engine.step(tokens[:, t], state)
         steps.append(logits)
-    close, top1 = _agreement(torch.stack(steps, 1), full)
-    assert close >= 0.9 and top1 >= 0.95
+    _assert_agree(torch.stack(steps, 1), full)
     assert ((state - full_state).norm() <= 1e-3 * full_state.norm()).item()
 
 

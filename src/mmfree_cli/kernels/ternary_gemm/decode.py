@@ -19,6 +19,22 @@ Modes (what the prologue computes from the inputs, x̂ is the BitLinear input be
            x̂ = rms_norm(yg; g_norm, eps) ⊙ silu(h)               (o_proj)
     GLU    [gate|up] ─▶ x̂ = silu(gate) ⊙ up                       (down_proj)
 then q, s = int8 quant of rms_norm(x̂; γ_group, 1e-6), y = (Σ q·w)·β/s, stored or added into the output.
+
+The row statistics come from one pass (`ONE_PASS`): the pre-norm's Σx², the BitLinear norm's Σx̂² and
+the absmax are three independent reductions of one tuple, since x̂ = r₀·a with a = x·pre (or
+yg·g_norm·silu(h)), so Σx̂² = r₀²·Σa² and max|x̂·rstd·γ| = r₀·rstd·max|a·γ|. Chained, they were three
+dependent block reductions on every program's critical path. The reassociation moves float32 results
+by an ulp, which (rarely, at a tie) moves an int8 level: the tests allow for that as for any other
+rounding order.
+
+Programmatic dependent launch (`PDL`, Hopper): a launch may start while the launch before it still
+runs; each program loads what no earlier launch writes (its weight tile, the gains) and only then
+waits (`gdc_wait`) for the previous launch to finish and its writes to be visible, and lets the next
+launch start (`gdc_launch_dependents`) once it has waited, so at most two launches overlap. Every load
+of an activation and every store come after the wait, so neither a read-after-write nor a
+write-after-read crosses launches. CUDA-graph capture keeps these launches' programmatic edges.
+Off under TRITON_INTERPRET=1 (the interpreter has no grid dependency control) and where this Triton
+has no `launch_pdl` option.
 """
 
 from __future__ import annotations
@@ -35,6 +51,23 @@ MODE_NORM, MODE_STEP, MODE_GLU = 0, 1, 2
 
 def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _pdl_supported() -> bool:
+    """This Triton can launch with programmatic dependent launch and emit its wait/launch instructions."""
+    try:
+        from triton.backends.nvidia.compiler import CUDAOptions
+        from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait  # noqa: F401
+    except ImportError:
+        return False
+    return hasattr(CUDAOptions, "launch_pdl")
+
+
+PDL = not _interpreting() and _pdl_supported()
+"""Launch the decode GEMVs with programmatic dependent launch (see the module doc); bench/gpu_decode.py
+switches it off to measure what it buys. Only takes effect on a GPU of compute capability ≥ 9.0."""
+ONE_PASS = True
+"""Row statistics in one tuple reduction (see the module doc); False chains three reductions."""
 
 
 @triton.jit
@@ -58,6 +91,27 @@ def _rms(x, K, eps):
 @triton.jit
 def _bit_or(a, b):
     return a | b
+
+
+@triton.jit
+def _stats_combine(s0, s1, m0, t0, t1, n0):
+    return s0 + t0, s1 + t1, tl.maximum(m0, n0)
+
+
+@triton.jit
+def _stats(x, a, ag):
+    """(Σx², Σa², max|ag|) of [BW, 4, 4] tiles, as one reduction (one pass, one set of barriers)."""
+    s0, s1, m = tl.reduce((x * x, a * a, tl.abs(ag)), 2, _stats_combine)
+    s0, s1, m = tl.reduce((s0, s1, m), 1, _stats_combine)
+    return tl.reduce((s0, s1, m), 0, _stats_combine)
+
+
+@triton.jit
+def _wait_for_previous_launch(PDL: tl.constexpr):
+    """Block until the previous launch has finished (its writes visible), then let the next one start."""
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
 
 
 @triton.jit
@@ -98,15 +152,54 @@ def _codes(xh, rstd, gam, s):
 
 
 @triton.jit
+def _row_one_pass(X, PRE, LB, H0, H1, gam, idx, mask, K, pre_eps, pid, MODE: tl.constexpr, HAS_LB: tl.constexpr):
+    """(x̂, rstd of x̂ with the BitLinear eps, absmax of x̂·rstd·γ) from one tuple reduction."""
+    if MODE == 0:
+        x = tl.load(X + idx, mask=mask, other=0.0)
+        a = x * tl.load(PRE + idx, mask=mask, other=0.0)
+    elif MODE == 1:
+        x = tl.load(X + 2 * K + idx, mask=mask, other=0.0)
+        h = _state(X, LB, H0, idx, mask, K, HAS_LB)
+        if pid == 0:
+            tl.store(H1 + idx, h, mask=mask)
+        a = x * tl.load(PRE + idx, mask=mask, other=0.0) * _silu(h)
+    else:
+        a = _silu(tl.load(X + idx, mask=mask, other=0.0)) * tl.load(X + K + idx, mask=mask, other=0.0)
+        x = a
+    sx, sa, m = _stats(x, a, a * gam)
+    r0 = 1.0
+    if MODE != 2:
+        r0 = 1.0 / tl.sqrt(sx / K + pre_eps)
+    rstd = 1.0 / tl.sqrt(r0 * r0 * sa / K + 1e-6)
+    return a * r0, rstd, r0 * rstd * m
+
+
+@triton.jit
+def _row_chained(X, PRE, LB, H0, H1, gam, idx, mask, K, pre_eps, pid, MODE: tl.constexpr, HAS_LB: tl.constexpr):
+    """The same three statistics as `_row_one_pass`, each reduction waiting for the one before."""
+    r0 = 1.0
+    if MODE == 0:
+        r0 = _rms(tl.load(X + idx, mask=mask, other=0.0), K, pre_eps)
+    elif MODE == 1:
+        r0 = _rms(tl.load(X + 2 * K + idx, mask=mask, other=0.0), K, pre_eps)
+        if pid == 0:
+            tl.store(H1 + idx, _state(X, LB, H0, idx, mask, K, HAS_LB), mask=mask)
+    xh = _xhat(X, PRE, LB, H0, idx, mask, K, r0, MODE, HAS_LB)
+    rstd = _rms(xh, K, 1e-6)
+    return xh, rstd, tl.max(tl.max(tl.max(tl.abs(xh * rstd * gam), 2), 1), 0)
+
+
+@triton.jit
 def _decode_gemv_kernel(X, PRE, LB, H0, H1, GAIN, W, C, BETA, N, K, NG, KW, stride_wn, pre_eps,
                         MODE: tl.constexpr, HAS_LB: tl.constexpr, ACCUMULATE: tl.constexpr, DP4A: tl.constexpr,
-                        BW: tl.constexpr, KW_EXACT: tl.constexpr, FULL: tl.constexpr,
-                        BN: tl.constexpr):
+                        BW: tl.constexpr, KW_EXACT: tl.constexpr, FULL: tl.constexpr, PDL: tl.constexpr,
+                        ONE_PASS: tl.constexpr, BN: tl.constexpr):
     pid = tl.program_id(0)
     group = (pid * BN) // NG  # BN divides NG when there are several groups (see _prune)
     rn = pid * BN + tl.arange(0, BN)
     rw = tl.arange(0, BW)
-    # the weights first: their loads are in flight while the prologue computes the row statistics
+    # the weights first: no launch writes them, so their loads are in flight before the wait below
+    # and while the prologue computes the row statistics
     w_ptr = W + rn[:, None].to(tl.int64) * stride_wn + rw[None, :]
     if BW == KW_EXACT:  # no mask along the row, so the loads can be 16 bytes wide
         wt = tl.load(w_ptr, mask=rn[:, None] < N, other=0)
@@ -122,17 +215,12 @@ def _decode_gemv_kernel(X, PRE, LB, H0, H1, GAIN, W, C, BETA, N, K, NG, KW, stri
         mask = idx < 16 * BW
     else:
         mask = idx < K
-    r0 = 1.0
-    if MODE == 0:
-        r0 = _rms(tl.load(X + idx, mask=mask, other=0.0), K, pre_eps)
-    elif MODE == 1:
-        r0 = _rms(tl.load(X + 2 * K + idx, mask=mask, other=0.0), K, pre_eps)
-        if pid == 0:
-            tl.store(H1 + idx, _state(X, LB, H0, idx, mask, K, HAS_LB), mask=mask)
-    xh = _xhat(X, PRE, LB, H0, idx, mask, K, r0, MODE, HAS_LB)
-    rstd = _rms(xh, K, 1e-6)
     gam = tl.load(GAIN + group * K + idx, mask=mask, other=0.0)
-    amax = tl.max(tl.max(tl.max(tl.abs(xh * rstd * gam), 2), 1), 0)
+    _wait_for_previous_launch(PDL)  # everything below reads or writes what other launches touch
+    if ONE_PASS:
+        xh, rstd, amax = _row_one_pass(X, PRE, LB, H0, H1, gam, idx, mask, K, pre_eps, pid, MODE, HAS_LB)
+    else:
+        xh, rstd, amax = _row_chained(X, PRE, LB, H0, H1, gam, idx, mask, K, pre_eps, pid, MODE, HAS_LB)
     s = tl.math.div_rn(1.0, tl.maximum(amax, 1e-5)) * 127.0  # as torch: reciprocal, then ·127
     q = _codes(xh, rstd, gam, s)  # [BW, 4, 4]
     words = tl.reduce((q & 0xFF) << (8 * b3), 1, _bit_or)  # [BW, 4]: activation word (t, p)
@@ -149,7 +237,7 @@ def _configs():
     if _interpreting():
         return [triton.Config({"BN": 16}, num_warps=1)]
     return [triton.Config({"BN": bn}, num_warps=w) for bn, w in
-            [(4, 4), (8, 4), (16, 4), (4, 8), (8, 8), (16, 8), (32, 8)]]
+            [(2, 4), (4, 4), (8, 4), (16, 4), (4, 8), (8, 8), (16, 8), (32, 8), (2, 2), (4, 2), (8, 2)]]
 
 
 def _prune(configs, named_args, **kwargs):
@@ -158,7 +246,8 @@ def _prune(configs, named_args, **kwargs):
     return [c for c in configs if n == ng or ng % c.kwargs["BN"] == 0] or [min(configs, key=lambda c: c.kwargs["BN"])]
 
 
-_tuned = triton.autotune(configs=_configs(), key=["N", "K", "MODE"], prune_configs_by={"early_config_prune": _prune},
+# NG is in the key because the pruning depends on it; PDL and ONE_PASS so an A/B run tunes each variant
+_tuned = triton.autotune(configs=_configs(), key=["N", "K", "NG", "MODE", "PDL", "ONE_PASS"], prune_configs_by={"early_config_prune": _prune},
                          restore_value=["C"])(_decode_gemv_kernel)
 
 
@@ -182,10 +271,11 @@ def decode_gemv(mode: int, x: torch.Tensor, pre: torch.Tensor, gains: torch.Tens
     x = x.contiguous()
     ng = n // gains.shape[0]
     dummy = x
+    pdl = PDL and torch.cuda.get_device_capability(x.device)[0] >= 9
     _tuned[lambda meta: (triton.cdiv(n, meta["BN"]),)](
         x, pre if pre is not None else dummy, lb if lb is not None else dummy, h0 if h0 is not None else dummy,
         h1 if h1 is not None else dummy, gains, w, out, beta, n, k, ng, kw, w.stride(0), pre_eps,
         MODE=mode, HAS_LB=lb is not None, ACCUMULATE=accumulate, DP4A=not _interpreting(),
         BW=triton.next_power_of_2(kw), KW_EXACT=kw,
-        FULL=k == 16 * triton.next_power_of_2(kw))
+        FULL=k == 16 * triton.next_power_of_2(kw), PDL=pdl, ONE_PASS=ONE_PASS, **({"launch_pdl": True} if pdl else {}))
     return out
