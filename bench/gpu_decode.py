@@ -90,15 +90,15 @@ def prefill_rates(engine: CudaEngine, length: int, repeats: int = 3) -> list[flo
     return rates
 
 
-VARIANTS = {"pdl+one_pass": (True, True), "one_pass": (False, True), "pdl+chained": (True, False),
-            "chained": (False, False)}
-"""name → (decode.PDL, decode.ONE_PASS)."""
+VARIANTS = {"pdl+one_pass": (True, True, False), "pdl+one_pass+persistent": (True, True, True),
+            "one_pass": (False, True, False), "pdl+chained": (True, False, False)}
+"""name → (decode.PDL, decode.ONE_PASS, decode.PERSISTENT)."""
 
 
 def set_variant(engine: CudaEngine, name: str) -> None:
     """Switch the fused GEMV's variant; the captured graphs hold the old kernels, so drop them."""
     from mmfree_cli.kernels.ternary_gemm import decode
-    decode.PDL, decode.ONE_PASS = VARIANTS[name]
+    decode.PDL, decode.ONE_PASS, decode.PERSISTENT = VARIANTS[name]
     engine._graphs.clear()
 
 
@@ -173,7 +173,7 @@ def main() -> None:
         profile(engine)
     if args.variants:
         from mmfree_cli.kernels.ternary_gemm import decode
-        default = next(k for k, v in VARIANTS.items() if v == (decode.PDL, decode.ONE_PASS))
+        default = next(k for k, v in VARIANTS.items() if v == (decode.PDL, decode.ONE_PASS, decode.PERSISTENT))
         for name in VARIANTS:
             if VARIANTS[name][0] and not decode._pdl_supported():
                 print(f"{name}: this Triton has no programmatic dependent launch, skipped", flush=True)

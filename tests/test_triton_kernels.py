@@ -157,9 +157,10 @@ def _gemv_agree(a, b):
 @pytest.mark.parametrize("G,K,ng", [(3, 70, 16), (1, 300, 40), (3, 64, 32), pytest.param(3, 2048, 2048, marks=gpu),
                                     pytest.param(1, 2048, 32000, marks=gpu)])
 @pytest.mark.parametrize("accumulate", [False, True])
-@pytest.mark.parametrize("one_pass", [True, False])
-def test_decode_gemv_norm_matches_twin(G, K, ng, accumulate, one_pass, monkeypatch):
+@pytest.mark.parametrize("one_pass,persistent", [(True, False), (False, False), (True, True)])
+def test_decode_gemv_norm_matches_twin(G, K, ng, accumulate, one_pass, persistent, monkeypatch):
     monkeypatch.setattr(tg_decode, "ONE_PASS", one_pass)
+    monkeypatch.setattr(tg_decode, "PERSISTENT", persistent)
     torch.manual_seed(7)
     x = torch.randn(1, K, device=DEVICE) * 3
     pre, gains = torch.rand(K, device=DEVICE) + 0.5, torch.rand(G, K, device=DEVICE) + 0.5
@@ -175,9 +176,10 @@ def test_decode_gemv_norm_matches_twin(G, K, ng, accumulate, one_pass, monkeypat
 
 @pytest.mark.parametrize("D,I,N", [(70, 90, 24), (64, 128, 64), pytest.param(2048, 5632, 2048, marks=gpu)])
 @pytest.mark.parametrize("bound", [True, False])
-@pytest.mark.parametrize("one_pass", [True, False])
-def test_decode_gemv_step_and_glu_match_twins(D, I, N, bound, one_pass, monkeypatch):
+@pytest.mark.parametrize("one_pass,persistent", [(True, False), (False, False), (True, True)])
+def test_decode_gemv_step_and_glu_match_twins(D, I, N, bound, one_pass, persistent, monkeypatch):
     monkeypatch.setattr(tg_decode, "ONE_PASS", one_pass)
+    monkeypatch.setattr(tg_decode, "PERSISTENT", persistent)
     torch.manual_seed(8)
     dev = DEVICE
     y, h0 = torch.randn(1, 3 * D, device=dev) * 2, torch.randn(D, device=dev)

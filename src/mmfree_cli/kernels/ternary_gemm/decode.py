@@ -68,6 +68,9 @@ PDL = not _interpreting() and _pdl_supported()
 switches it off to measure what it buys. Only takes effect on a GPU of compute capability ≥ 9.0."""
 ONE_PASS = True
 """Row statistics in one tuple reduction (see the module doc); False chains three reductions."""
+PERSISTENT = False
+"""True: about two programs a multiprocessor, each making the codes once and looping over several row
+tiles; False: one program a tile, each making the codes (the prologue) again."""
 
 
 @triton.jit
@@ -190,21 +193,31 @@ def _row_chained(X, PRE, LB, H0, H1, gam, idx, mask, K, pre_eps, pid, MODE: tl.c
 
 
 @triton.jit
+def _weight_tile(W, row0, rows, rw, NG, KW, stride_wn, BW: tl.constexpr, KW_EXACT: tl.constexpr):
+    """Packed words of `rows` (inside the group starting at row0) [BN, BW]; rows past the group load 0."""
+    ptr = W + (row0 + rows)[:, None].to(tl.int64) * stride_wn + rw[None, :]
+    if BW == KW_EXACT:  # no mask along the row, so the loads can be 16 bytes wide
+        return tl.load(ptr, mask=rows[:, None] < NG, other=0)
+    else:
+        return tl.load(ptr, mask=(rows[:, None] < NG) & (rw[None, :] < KW), other=0)
+
+
+@triton.jit
 def _decode_gemv_kernel(X, PRE, LB, H0, H1, GAIN, W, C, BETA, N, K, NG, KW, stride_wn, pre_eps,
                         MODE: tl.constexpr, HAS_LB: tl.constexpr, ACCUMULATE: tl.constexpr, DP4A: tl.constexpr,
                         BW: tl.constexpr, KW_EXACT: tl.constexpr, FULL: tl.constexpr, PDL: tl.constexpr,
                         ONE_PASS: tl.constexpr, BN: tl.constexpr):
+    """Program (p, g) makes group g's int8 codes once, then the row tiles p, p + P, p + 2P, … of that
+    group (P programs along axis 0), loading each next tile (and output) while it multiplies the current."""
     pid = tl.program_id(0)
-    group = (pid * BN) // NG  # BN divides NG when there are several groups (see _prune)
-    rn = pid * BN + tl.arange(0, BN)
+    group = tl.program_id(1)
+    nprog = tl.num_programs(0)
+    row0 = group * NG
+    rb = tl.arange(0, BN)
     rw = tl.arange(0, BW)
     # the weights first: no launch writes them, so their loads are in flight before the wait below
     # and while the prologue computes the row statistics
-    w_ptr = W + rn[:, None].to(tl.int64) * stride_wn + rw[None, :]
-    if BW == KW_EXACT:  # no mask along the row, so the loads can be 16 bytes wide
-        wt = tl.load(w_ptr, mask=rn[:, None] < N, other=0)
-    else:
-        wt = tl.load(w_ptr, mask=(rn[:, None] < N) & (rw[None, :] < KW), other=0)
+    wt = _weight_tile(W, row0, pid * BN + rb, rw, NG, KW, stride_wn, BW, KW_EXACT)
     # the input as a contiguous [BW, 4, 4] tile: element 16t + 4b + p at (t, b, p), so plane p of
     # weight word t meets lanes b of activation word (t, p) (see the module doc)
     t3 = tl.arange(0, BW)[:, None, None]
@@ -217,38 +230,42 @@ def _decode_gemv_kernel(X, PRE, LB, H0, H1, GAIN, W, C, BETA, N, K, NG, KW, stri
         mask = idx < K
     gam = tl.load(GAIN + group * K + idx, mask=mask, other=0.0)
     _wait_for_previous_launch(PDL)  # everything below reads or writes what other launches touch
+    c = tl.zeros([BN], dtype=tl.float32)
+    if ACCUMULATE:  # issued now, not after the product: its latency hides behind the prologue
+        c = tl.load(C + row0 + pid * BN + rb, mask=pid * BN + rb < NG, other=0.0)
     if ONE_PASS:
-        xh, rstd, amax = _row_one_pass(X, PRE, LB, H0, H1, gam, idx, mask, K, pre_eps, pid, MODE, HAS_LB)
+        xh, rstd, amax = _row_one_pass(X, PRE, LB, H0, H1, gam, idx, mask, K, pre_eps, pid + group, MODE, HAS_LB)
     else:
-        xh, rstd, amax = _row_chained(X, PRE, LB, H0, H1, gam, idx, mask, K, pre_eps, pid, MODE, HAS_LB)
+        xh, rstd, amax = _row_chained(X, PRE, LB, H0, H1, gam, idx, mask, K, pre_eps, pid + group, MODE, HAS_LB)
     s = tl.math.div_rn(1.0, tl.maximum(amax, 1e-5)) * 127.0  # as torch: reciprocal, then ·127
     q = _codes(xh, rstd, gam, s)  # [BW, 4, 4]
     words = tl.reduce((q & 0xFF) << (8 * b3), 1, _bit_or)  # [BW, 4]: activation word (t, p)
-    codes = (wt[:, :, None] >> (2 * p3)) & 0x03030303  # [BN, BW, 4]: plane p of word t, lanes 0..3
-    acc = _dot4(tl.broadcast_to(words[None, :, :], (BN, BW, 4)), codes, tl.zeros([BN, BW, 4], dtype=tl.int32), DP4A)
-    total = tl.sum(tl.sum(acc, axis=2), axis=1) - tl.sum(tl.sum(tl.sum(q, 2), 1), 0)
-    y = total.to(tl.float32) * (tl.load(BETA + group) / s)
-    if ACCUMULATE:
-        y += tl.load(C + rn, mask=rn < N, other=0.0)
-    tl.store(C + rn, y, mask=rn < N)
+    lanes = tl.broadcast_to(words[None, :, :], (BN, BW, 4))
+    qsum = tl.sum(tl.sum(tl.sum(q, 2), 1), 0)
+    scale = tl.load(BETA + group) / s
+    for blk in range(pid, tl.cdiv(NG, BN), nprog):
+        rows = blk * BN + rb
+        wt_next = _weight_tile(W, row0, rows + nprog * BN, rw, NG, KW, stride_wn, BW, KW_EXACT)
+        c_next = tl.zeros([BN], dtype=tl.float32)
+        if ACCUMULATE:
+            c_next = tl.load(C + row0 + rows + nprog * BN, mask=rows + nprog * BN < NG, other=0.0)
+        codes = (wt[:, :, None] >> (2 * p3)) & 0x03030303  # [BN, BW, 4]: plane p of word t, lanes 0..3
+        acc = _dot4(lanes, codes, tl.zeros([BN, BW, 4], dtype=tl.int32), DP4A)
+        total = tl.sum(tl.sum(acc, axis=2), axis=1) - qsum
+        tl.store(C + row0 + rows, total.to(tl.float32) * scale + c, mask=rows < NG)
+        wt, c = wt_next, c_next
 
 
-def _configs():
+def _launch_config(ng: int, bw: int) -> tuple[int, int]:
+    """(rows per tile, warps). Fixed, not autotuned: timed one by one, isolated launches ranked the
+    tiles differently from launches in a decode step, and the autotuner's picks moved a step by ~20%
+    between runs. From tiles timed as chains of graph-captured PDL launches over weights larger than
+    L2 (1.3B shape, H200): 16 rows with 4 warps was best or within ~10% for the d×d, 3d×d and 2I×d
+    products; down_proj (K = 5632, 512 words a row) wants 8 warps (7.5 against 15 µs); the 32000-row
+    lm_head 64-row tiles (20.3 against 23.4 µs)."""
     if _interpreting():
-        return [triton.Config({"BN": 16}, num_warps=1)]
-    return [triton.Config({"BN": bn}, num_warps=w) for bn, w in
-            [(2, 4), (4, 4), (8, 4), (16, 4), (4, 8), (8, 8), (16, 8), (32, 8), (2, 2), (4, 2), (8, 2)]]
-
-
-def _prune(configs, named_args, **kwargs):
-    """Tiles inside one group (BN divides the group's rows, unless there is one group)."""
-    n, ng = named_args["N"], named_args["NG"]
-    return [c for c in configs if n == ng or ng % c.kwargs["BN"] == 0] or [min(configs, key=lambda c: c.kwargs["BN"])]
-
-
-# NG is in the key because the pruning depends on it; PDL and ONE_PASS so an A/B run tunes each variant
-_tuned = triton.autotune(configs=_configs(), key=["N", "K", "NG", "MODE", "PDL", "ONE_PASS"], prune_configs_by={"early_config_prune": _prune},
-                         restore_value=["C"])(_decode_gemv_kernel)
+        return 16, 1
+    return (64 if ng >= 16384 else 16), (8 if bw >= 512 else 4)
 
 
 def words(packed: torch.Tensor) -> torch.Tensor:
@@ -269,13 +286,20 @@ def decode_gemv(mode: int, x: torch.Tensor, pre: torch.Tensor, gains: torch.Tens
     if out is None:
         out = torch.empty(1, n, dtype=torch.float32, device=x.device)
     x = x.contiguous()
-    ng = n // gains.shape[0]
+    groups = gains.shape[0]
+    ng = n // groups
     dummy = x
     pdl = PDL and torch.cuda.get_device_capability(x.device)[0] >= 9
-    _tuned[lambda meta: (triton.cdiv(n, meta["BN"]),)](
+    bn, warps = _launch_config(ng, triton.next_power_of_2(kw))
+    programs = triton.cdiv(ng, bn)
+    if PERSISTENT:  # a few programs a multiprocessor, each over several tiles (2 in the interpreter)
+        sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 1
+        programs = min(programs, max(1, triton.cdiv(2 * sms, groups)))
+    _decode_gemv_kernel[(programs, groups)](
         x, pre if pre is not None else dummy, lb if lb is not None else dummy, h0 if h0 is not None else dummy,
         h1 if h1 is not None else dummy, gains, w, out, beta, n, k, ng, kw, w.stride(0), pre_eps,
         MODE=mode, HAS_LB=lb is not None, ACCUMULATE=accumulate, DP4A=not _interpreting(),
         BW=triton.next_power_of_2(kw), KW_EXACT=kw,
-        FULL=k == 16 * triton.next_power_of_2(kw), PDL=pdl, ONE_PASS=ONE_PASS, **({"launch_pdl": True} if pdl else {}))
+        FULL=k == 16 * triton.next_power_of_2(kw), PDL=pdl, ONE_PASS=ONE_PASS, BN=bn, num_warps=warps,
+        **({"launch_pdl": True} if pdl else {}))
     return out
