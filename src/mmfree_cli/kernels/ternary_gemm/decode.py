@@ -35,6 +35,11 @@ of an activation and every store come after the wait, so neither a read-after-wr
 write-after-read crosses launches. CUDA-graph capture keeps these launches' programmatic edges.
 Off under TRITON_INTERPRET=1 (the interpreter has no grid dependency control) and where this Triton
 has no `launch_pdl` option.
+
+Measured on an H200 (1.3B shape, bench/gpu_decode.py --variants): PDL buys ~1% (1,178 against 1,165
+tokens/s): the gaps between graph-captured launches were already ~0.45 µs; what costs is each launch's
+own ~8 µs, mostly the latency chain of one program (weights, input, statistics, codes, product),
+while the weights alone would take 0.2–4 µs at HBM speed.
 """
 
 from __future__ import annotations
