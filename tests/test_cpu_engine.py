@@ -44,25 +44,33 @@ def test_ternary_kernels_are_exact(kernel, n, k, rows):
     codes = rng.integers(-1, 2, (n, k)).astype(np.int8)
     q = np.zeros((rows, padded(k)), dtype=np.int8)
     q[:, :k] = rng.integers(-127, 128, (rows, k))
-    acc = np.full((rows, n), -999, dtype=np.int64)  # every element must be written
-    MATMULS[kernel](layout(codes, kernel), q[None], acc)
-    assert np.array_equal(acc, q[:, :k].astype(np.int64) @ codes.T.astype(np.int64))
+    exact = q[:, :k].astype(np.int64) @ codes.T.astype(np.int64)
+    out = np.full((rows, n), -999, dtype=np.int64)  # every element must be written
+    ones, zeros = np.ones((1, rows), dtype=np.int64), np.zeros((1, rows), dtype=np.int64)
+    MATMULS[kernel](layout(codes, kernel), q[None], ones, zeros, out, 0, n)
+    assert np.array_equal(out, exact)
     assert layout(codes, kernel).nbytes == n * padded(k) // 4  # 2 bits a weight
-    # three groups (stacked projections of one input width), each with its own activations
+    # three groups (stacked projections of one input width), each with its own activations and
+    # requantisation multipliers, as the engine uses them
     q3 = np.stack([q, -q, np.roll(q, 1, axis=0)])
+    mm = rng.integers(1, 2**31, (3, rows))
+    me = rng.integers(1, 40, (3, rows))
     stacked = np.concatenate([layout(codes, kernel)] * 3)
-    acc3 = np.full((rows, 3 * n), -999, dtype=np.int64)
-    MATMULS[kernel](stacked, q3, acc3)
-    want = np.concatenate([g[:, :k].astype(np.int64) @ codes.T.astype(np.int64) for g in q3], axis=1)
-    assert np.array_equal(acc3, want)
+    out3 = np.full((rows, 3 * n), -999, dtype=np.int64)
+    for lo, hi in ((0, n + 1), (n + 1, 3 * n)):  # two threads' shares
+        MATMULS[kernel](stacked, q3, mm, me, out3, lo, hi)
+    want = np.concatenate([intref.requantize(g[:, :k].astype(np.int64) @ codes.T.astype(np.int64),
+                                             mm[i][:, None], me[i][:, None]) for i, g in enumerate(q3)], axis=1)
+    assert np.array_equal(out3, want)
 
 
 @pytest.mark.parametrize("kernel", KERNELS_HERE)
-@pytest.mark.parametrize("shape", [dict(hidden_size=72, intermediate_size=100, vocab_size=97),
-                                   dict(hidden_size=130, intermediate_size=64, vocab_size=61, num_hidden_layers=2)])
-def test_engine_is_bit_exact_with_the_reference(small_model, shape, kernel):
+@pytest.mark.parametrize("shape,threads", [(dict(hidden_size=72, intermediate_size=100, vocab_size=97), 1),
+                                           (dict(hidden_size=130, intermediate_size=64, vocab_size=61,
+                                                 num_hidden_layers=2), 3)])
+def test_engine_is_bit_exact_with_the_reference(small_model, shape, threads, kernel):
     im = intspec.int_model_from_float(small_model(seed=3, **shape))
-    compiled = CompiledModel(im, kernel)
+    compiled = CompiledModel(im, kernel, threads)  # one thread, and more threads than cores
     tokens = np.random.default_rng(1).integers(0, shape["vocab_size"], (3, 7))
     state0 = intref.new_state(im, 3)
     state0[:] = np.random.default_rng(2).integers(-2**21, 2**21, state0.shape)  # a non-zero start

@@ -2,10 +2,12 @@
 
 The arithmetic is docs/integer-spec.md, unit by unit, on int64 scalars in compiled loops (no
 per-element Python); the ternary products are `cpu_ternary`'s packed kernels (AVX-512 VNNI where
-the CPU has it, popcount otherwise), parallel over all cores. Rows of a batch are the tokens of
-all sequences (row b·T + t), so a prefill runs each projection once as a matrix-matrix product;
-only the recurrence itself walks the positions in order. State is an int32 numpy array
-[L, B, d] (Q11.20), as in the reference.
+the CPU has it, popcount otherwise). A forward call is one compiled function run by a team of
+threads, one per core (`cpu_team`): each product is split by weight rows over the team, the
+element-wise steps between products run on thread 0. Rows of a batch are the tokens of all
+sequences (row b·T + t), so a prefill runs each projection once as a matrix-matrix product; only
+the recurrence itself walks the positions in order. State is an int32 numpy array [L, B, d]
+(Q11.20), as in the reference.
 """
 
 from __future__ import annotations
@@ -14,22 +16,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numba
 import numpy as np
 import torch
 from numba import njit
 
 from ..quant import intspec
-from .cpu_ternary import BLOCK, MATMULS, default_kernel, layout
+from .cpu_team import barrier, run_team, share
+from .cpu_ternary import BLOCK, MATMULS, default_kernel, layout, padded
 from ..quant.intspec import (EPS_M, EPS_S, EPS_TERM_MAX, FRAC_G, FRAC_H, FRAC_X, INT32_MAX,
                              INT32_MIN, ONE_G)
 from .base import Engine, State
-
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    # numba's OpenMP layer parks idle workers; on cores shared with other jobs, waking them cost
-    # 20-40 ms per parallel region (measured), more than a whole decode step. Its own workqueue
-    # layer does not pay that. Only takes effect if no parallel numba code has run yet.
-    numba.config.THREADING_LAYER = "workqueue"
 
 SIG = intspec.SIGMOID_TABLE.astype(np.int64)
 RSQ = intspec.RSQRT_TABLE.astype(np.int64)
@@ -86,16 +82,22 @@ def _rsqrt(s, rsq):
 
 
 @njit(cache=True)
-def _prepare_row(w, gain, eps_z, eps_p, use_eps, cm, cs, rsq, q, w16, u, u16):
-    """One BitLinear input row → its int8 activations q (zero-padded) and (M_m, M_e)."""
+def _row_rsqrt(w, eps_z, eps_p, use_eps, rsq, w16):
+    """The RMSNorm of one BitLinear input row: w16 = normalize16(w) and (r, e) ≈ 1/√Σw16² (+ eps)."""
     kw = _normalize16(w, w16)
     total = np.int64(0)
     for j in range(w16.shape[0]):
         total += w16[j] * w16[j]
-        u[j] = w16[j] * gain[j]
     if use_eps:
         total += _eps_term(eps_z, eps_p + kw)
-    r, e = _rsqrt(total, rsq)
+    return _rsqrt(total, rsq)
+
+
+@njit(cache=True)
+def _quantize_row(w16, gain, r, e, cm, cs, q, u, u16):
+    """u = w16·gain → its int8 activations q (zero-padded) and the output multiplier (M_m, M_e)."""
+    for j in range(w16.shape[0]):
+        u[j] = w16[j] * gain[j]
     k = _normalize16(u, u16)
     a = np.int64(0)
     for j in range(u16.shape[0]):
@@ -111,30 +113,21 @@ def _prepare_row(w, gain, eps_z, eps_p, use_eps, cm, cs, rsq, q, w16, u, u16):
 
 
 @njit(cache=True)
-def bitlinear_rows(w, proj, eps_z, eps_p, use_eps, rsq, matmul):
-    """intref.bitlinear_int on rows w [R, K] → y [R, G·N] (Q15.16) for G projections of the same
-    input stacked in proj = (weights [G·N, ...], gains [G, K], scales [G, 2])."""
-    weights, gains, scales = proj
-    groups = gains.shape[0]
-    n_rows, k = w.shape
-    q = np.zeros((groups, n_rows, -(-k // BLOCK) * BLOCK), dtype=np.int8)
-    mm = np.empty((groups, n_rows), dtype=np.int64)
-    me = np.empty((groups, n_rows), dtype=np.int64)
+def _prepare(w, proj, eps_z, eps_p, use_eps, rsq, q, mm, me):
+    """The int8 activations q [G, R, Kp] (padding left zero) and output multipliers mm, me [G, R]
+    of the BitLinear input rows w [R, K] for the G projections stacked in proj = (weights, gains
+    [G, K], scales [G, 2]). The norm is shared by the G projections; the gain and quantisation are
+    per projection."""
+    _, gains, scales = proj
+    k = w.shape[1]
     w16 = np.empty(k, dtype=np.int64)
     u = np.empty(k, dtype=np.int64)
     u16 = np.empty(k, dtype=np.int64)
-    for g in range(groups):
-        for r in range(n_rows):
-            mm[g, r], me[g, r] = _prepare_row(w[r], gains[g], eps_z[r], eps_p[r], use_eps, scales[g, 0],
-                                              scales[g, 1], rsq, q[g, r], w16, u, u16)
-    acc = np.empty((n_rows, weights.shape[0]), dtype=np.int64)
-    matmul(weights, q, acc)
-    per_group = weights.shape[0] // groups
-    for r in range(n_rows):
-        for n in range(acc.shape[1]):
-            g = n // per_group
-            acc[r, n] = min(max(_rsr(acc[r, n] * mm[g, r], me[g, r]), INT32_MIN), INT32_MAX)
-    return acc
+    for r in range(w.shape[0]):
+        rs, e = _row_rsqrt(w[r], eps_z[r], eps_p[r], use_eps, rsq, w16)
+        for g in range(gains.shape[0]):
+            mm[g, r], me[g, r] = _quantize_row(w16, gains[g], rs, e, scales[g, 0], scales[g, 1],
+                                               q[g, r], u, u16)
 
 
 @njit(cache=True)
@@ -152,37 +145,44 @@ def _silu(y, frac, sig):
 
 
 @njit(cache=True)
-def _gain_rows(x, gain):
-    """apply_gain on every row → (w [R, K], k [R])."""
+def _normed_input(x, gain, proj, rsq, q, mm, me):
+    """The BitLinear input after a residual RMSNorm (apply_gain per row; no eps term)."""
     w = np.empty_like(x)
-    ks = np.empty(x.shape[0], dtype=np.int64)
     for r in range(x.shape[0]):
-        ks[r] = _normalize16(x[r], w[r])
+        _normalize16(x[r], w[r])
         for j in range(x.shape[1]):
             w[r, j] *= gain[j]
-    return w, ks
+    zeros = np.zeros(x.shape[0], dtype=np.int64)
+    _prepare(w, proj, zeros, zeros, False, rsq, q, mm, me)
 
 
 @njit(cache=True)
-def token_mixer_rows(x, h, n_seq, attn_gain, lb, g_gain, g_shift, pifg, po, sig, rsq, matmul):
-    """intref.token_mixer on rows x [B·T, d] (row b·T + t); h [B, d] is updated in place."""
-    n_rows, d = x.shape
+def _recurrence(y_ifg, h, n_seq, lb, sig):
+    """The gates and h_t = f·h_(t-1) + i over the positions in order; h [B, d] updated in place →
+    silu(h_t) for every row."""
+    n_rows, d = y_ifg.shape[0], h.shape[1]
     steps = n_rows // n_seq
-    zeros = np.zeros(n_rows, dtype=np.int64)
-    w, _ = _gain_rows(x, attn_gain)
-    y_ifg = bitlinear_rows(w, pifg, zeros, zeros, False, rsq, matmul)  # i, f, g in one pass
-    y_i, y_f, y_g = y_ifg[:, :d], y_ifg[:, d:2 * d], y_ifg[:, 2 * d:]
     silu_h = np.empty((n_rows, d), dtype=np.int64)
     for b in range(n_seq):
         for t in range(steps):
             r = b * steps + t
             for j in range(d):
-                s = _sigmoid(y_f[r, j], FRAC_X, sig)
+                s = _sigmoid(y_ifg[r, d + j], FRAC_X, sig)
                 f = s + _rsr(lb[j] * (ONE_G - s), FRAC_G)
-                i = _rsr(_silu(y_i[r, j], FRAC_X, sig) * (ONE_G - f), FRAC_X + FRAC_G - FRAC_H)
+                i = _rsr(_silu(y_ifg[r, j], FRAC_X, sig) * (ONE_G - f), FRAC_X + FRAC_G - FRAC_H)
                 hv = min(max(_rsr(f * h[b, j], FRAC_G) + i, INT32_MIN), INT32_MAX)
                 h[b, j] = hv
                 silu_h[r, j] = _silu(hv, FRAC_H, sig)
+    return silu_h
+
+
+@njit(cache=True)
+def _o_input(y_ifg, h, n_seq, lb, g_gain, g_shift, po, sig, rsq, q, mm, me):
+    """intref.token_mixer between its products: the recurrence (h [B, d] updated in place), then
+    o_proj's input rms_norm(g)·silu(h) with its eps reference."""
+    d = h.shape[1]
+    n_rows = y_ifg.shape[0]
+    silu_h = _recurrence(y_ifg, h, n_seq, lb, sig)
     o_in = np.empty((n_rows, d), dtype=np.int64)
     eps_z = np.empty(n_rows, dtype=np.int64)
     eps_p = np.empty(n_rows, dtype=np.int64)
@@ -190,7 +190,7 @@ def token_mixer_rows(x, h, n_seq, attn_gain, lb, g_gain, g_shift, pifg, po, sig,
     s16 = np.empty(d, dtype=np.int64)
     prod = np.empty(d, dtype=np.int64)
     for r in range(n_rows):
-        _normalize16(y_g[r], g16)
+        _normalize16(y_ifg[r, 2 * d:], g16)
         ks = _normalize16(silu_h[r], s16)
         z = np.int64(0)
         for j in range(d):
@@ -201,17 +201,13 @@ def token_mixer_rows(x, h, n_seq, attn_gain, lb, g_gain, g_shift, pifg, po, sig,
             o_in[r, j] *= g_gain[j]
         eps_z[r] = z
         eps_p[r] = ks + kp - FRAC_H - g_shift
-    return bitlinear_rows(o_in, po, eps_z, eps_p, True, rsq, matmul)
+    _prepare(o_in, po, eps_z, eps_p, True, rsq, q, mm, me)
 
 
 @njit(cache=True)
-def channel_mixer_rows(x, mlp_gain, pgate, pdown, sig, rsq, matmul):
-    """intref.channel_mixer on rows x [R, d]."""
-    n_rows = x.shape[0]
-    zeros = np.zeros(n_rows, dtype=np.int64)
-    w, _ = _gain_rows(x, mlp_gain)
-    y = bitlinear_rows(w, pgate, zeros, zeros, False, rsq, matmul)
-    inner = y.shape[1] // 2
+def _down_input(y, pdown, sig, rsq, q, mm, me):
+    """intref.channel_mixer between its products: down_proj's input silu(gate)·up."""
+    n_rows, inner = y.shape[0], y.shape[1] // 2
     p = np.empty((n_rows, inner), dtype=np.int64)
     eps_z = np.full(n_rows, inner, dtype=np.int64)
     eps_p = np.empty(n_rows, dtype=np.int64)
@@ -226,26 +222,90 @@ def channel_mixer_rows(x, mlp_gain, pgate, pdown, sig, rsq, matmul):
         for j in range(inner):
             p[r, j] = a16[j] * b16[j]
         eps_p[r] = ka + kb - 2 * FRAC_X
-    return bitlinear_rows(p, pdown, eps_z, eps_p, True, rsq, matmul)
+    _prepare(p, pdown, eps_z, eps_p, True, rsq, q, mm, me)
+
+
+@njit(cache=True)
+def _add_sat(x, y):
+    for r in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            x[r, j] = min(max(x[r, j] + y[r, j], INT32_MIN), INT32_MAX)
+
+
+@njit(cache=True)
+def _product(tid, nthreads, sync, proj, q, mm, me, out, matmul):
+    """out = the requantised products of proj's weights and q, each thread its share of the rows;
+    the barriers make q ready before and out complete after."""
+    barrier(sync, nthreads)
+    lo, hi = share(proj[0].shape[0], tid, nthreads)
+    matmul(proj[0], q, mm, me, out, lo, hi)
+    barrier(sync, nthreads)
+
+
+@njit(cache=True)
+def _layer(l, layers):
+    attn_gain, lb, g_gain, g_shift, pifg, po, mlp_gain, pgate, pdown = layers
+    return (attn_gain[l], lb[l], g_gain[l], g_shift[l], (pifg[0][l], pifg[1][l], pifg[2][l]),
+            (po[0][l], po[1][l], po[2][l]), mlp_gain[l], (pgate[0][l], pgate[1][l], pgate[2][l]),
+            (pdown[0][l], pdown[1][l], pdown[2][l]))
+
+
+@njit(cache=True, nogil=True)
+def forward_team(tid, nthreads, sync, x, state, n_seq, layers, final_gain, head, work, sig, rsq, matmul):
+    """The whole model on embedding rows x [B·T, d] (row b·T + t, int64, overwritten) → work's
+    logits [B·T, V]; state int32 [L, B, d] updated in place. Run by every thread of a `cpu_team`:
+    thread 0 does the element-wise steps between the products, all threads share each product.
+    work = (q_d3, q_d, q_inner, mm, me, y_ifg, y_d, y_inner, logits): buffers for the team."""
+    q_d3, q_d, q_inner, mm, me, y_ifg, y_d, y_inner, logits = work
+    h = np.empty(state.shape[1:], dtype=np.int64)
+    for l in range(state.shape[0]):
+        ag, lb, gg, gs, pifg, po, mg, pgate, pdown = _layer(l, layers)
+        if tid == 0:
+            _normed_input(x, ag, pifg, rsq, q_d3, mm, me)
+        _product(tid, nthreads, sync, pifg, q_d3, mm, me, y_ifg, matmul)  # i, f, g in one pass
+        if tid == 0:
+            h[:] = state[l]
+            _o_input(y_ifg, h, n_seq, lb, gg, gs, po, sig, rsq, q_d, mm, me)
+            state[l] = h
+        _product(tid, nthreads, sync, po, q_d, mm, me, y_d, matmul)
+        if tid == 0:
+            _add_sat(x, y_d)
+            _normed_input(x, mg, pgate, rsq, q_d, mm, me)
+        _product(tid, nthreads, sync, pgate, q_d, mm, me, y_inner, matmul)
+        if tid == 0:
+            _down_input(y_inner, pdown, sig, rsq, q_inner, mm, me)
+        _product(tid, nthreads, sync, pdown, q_inner, mm, me, y_d, matmul)
+        if tid == 0:
+            _add_sat(x, y_d)
+    if tid == 0:
+        _normed_input(x, final_gain, head, rsq, q_d, mm, me)
+    _product(tid, nthreads, sync, head, q_d, mm, me, logits, matmul)
 
 
 class CompiledModel:
-    """The integer model in the kernel's memory layout, and a forward over rows of tokens."""
+    """The integer model in the kernel's memory layout (each layer's constants stacked over the
+    layers), and a forward over rows of tokens."""
 
-    def __init__(self, model: dict[str, np.ndarray], kernel: str | None = None):
+    def __init__(self, model: dict[str, np.ndarray], kernel: str | None = None, threads: int | None = None):
         from ..quant.intref import head_view, layer_view, num_layers
         self.kernel = kernel or default_kernel()
+        self.threads = threads or len(os.sched_getaffinity(0))
         self.matmul = MATMULS[self.kernel]
         self.embed = model["embed"]
         self.final_gain = model["final_gain"].astype(np.int64)
         self.head = self._proj(head_view(model))
-        self.layers = []
-        for l in range(num_layers(model)):
-            v = layer_view(model, l)
-            self.layers.append((v["attn_gain"].astype(np.int64), v["lower_bound"].astype(np.int64),
-                                v["g_gain"].astype(np.int64), int(v["g_gain_shift"][0]),
-                                self._proj(v["i"], v["f"], v["g"]), self._proj(v["o"]),
-                                v["mlp_gain"].astype(np.int64), self._proj(v["gate"]), self._proj(v["down"])))
+        views = [layer_view(model, l) for l in range(num_layers(model))]
+
+        def stack(name):
+            return np.stack([v[name].astype(np.int64) for v in views])
+
+        def stack_proj(*names):
+            projs = [self._proj(*(v[n] for n in names)) for v in views]
+            return tuple(np.stack(parts) for parts in zip(*projs))
+
+        self.layers = (stack("attn_gain"), stack("lower_bound"), stack("g_gain"), stack("g_gain_shift")[:, 0],
+                       stack_proj("i", "f", "g"), stack_proj("o"), stack("mlp_gain"),
+                       stack_proj("gate"), stack_proj("down"))
 
     def _proj(self, *projs: dict) -> tuple:
         """Projections of one input, stacked for one pass: (weights, gains [G, K], scales [G, 2])."""
@@ -255,24 +315,26 @@ class CompiledModel:
 
     def weight_bytes(self) -> int:
         """Bytes of packed ternary weights one token reads (every projection once)."""
-        projs = [self.head] + [p for layer in self.layers for p in (*layer[4:6], *layer[7:])]
-        return sum(p[0].nbytes for p in projs)
+        return self.head[0].nbytes + sum(self.layers[i][0].nbytes for i in (4, 5, 7, 8))
+
+    def work(self, n_rows: int) -> tuple:
+        """The team's buffers for n_rows rows (see `forward_team`)."""
+        d, inner, vocab = self.embed.shape[1], self.layers[8][1].shape[2], self.head[0].shape[0]
+        kd, ki = padded(d), padded(inner)
+        zeros = np.zeros
+        return (zeros((3, n_rows, kd), np.int8), zeros((1, n_rows, kd), np.int8), zeros((1, n_rows, ki), np.int8),
+                zeros((3, n_rows), np.int64), zeros((3, n_rows), np.int64), zeros((n_rows, 3 * d), np.int64),
+                zeros((n_rows, d), np.int64), zeros((n_rows, 2 * inner), np.int64), zeros((n_rows, vocab), np.int64))
 
     def forward(self, tokens: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """tokens [B, T], state int32 [L, B, d] → (logits int32 [B, T, V], new state)."""
         n_seq, steps = tokens.shape
         x = self.embed[tokens.reshape(-1)].astype(np.int64)  # rows b·T + t
-        new = np.empty_like(state)
-        mm = self.matmul
-        for l, (ag, lb, gg, gs, pifg, po, mg, pgate, pdown) in enumerate(self.layers):
-            h = state[l].astype(np.int64)
-            o = token_mixer_rows(x, h, n_seq, ag, lb, gg, gs, pifg, po, SIG, RSQ, mm)
-            new[l] = h
-            x = np.clip(x + o, INT32_MIN, INT32_MAX)
-            x = np.clip(x + channel_mixer_rows(x, mg, pgate, pdown, SIG, RSQ, mm), INT32_MIN, INT32_MAX)
-        zeros = np.zeros(x.shape[0], dtype=np.int64)
-        logits = bitlinear_rows(_gain_rows(x, self.final_gain)[0], self.head, zeros, zeros, False, RSQ, mm)
-        return logits.astype(np.int32).reshape(n_seq, steps, -1), new
+        new = state.copy()
+        work = self.work(x.shape[0])
+        run_team(forward_team, self.threads, np.zeros(3, dtype=np.int32), x, new, n_seq, self.layers,
+                 self.final_gain, self.head, work, SIG, RSQ, self.matmul)
+        return work[-1].astype(np.int32).reshape(n_seq, steps, -1), new
 
 
 class CpuIntEngine(Engine):
@@ -281,9 +343,10 @@ class CpuIntEngine(Engine):
 
     name = "cpu"
 
-    def __init__(self, config, tokenizer, model: dict[str, np.ndarray], kernel: str | None = None):
+    def __init__(self, config, tokenizer, model: dict[str, np.ndarray], kernel: str | None = None,
+                 threads: int | None = None):
         self.config, self.tokenizer = config, tokenizer
-        self.compiled = CompiledModel(model, kernel)
+        self.compiled = CompiledModel(model, kernel, threads)
 
     @classmethod
     def load(cls, path: str | Path, threads: int | None = None, kernel: str | None = None,
@@ -296,10 +359,8 @@ class CpuIntEngine(Engine):
         path = Path(path)
         config = HGRNBitConfig.load(path)
         model = read_int_model(path)
-        if threads:
-            numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
         tokenizer = load_tokenizer(path, bos_id=config.bos_token_id, eos_id=config.eos_token_id)
-        return cls(config, tokenizer, model, kernel)
+        return cls(config, tokenizer, model, kernel, threads)
 
     def new_state(self, batch_size: int) -> State:
         c = self.config
@@ -327,5 +388,6 @@ class CpuIntEngine(Engine):
         return np.concatenate(states, axis=1)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "device": f"cpu (integer-only, numba, {self.compiled.kernel} kernel)",
+        return {**super().describe(), "device": f"cpu (integer-only, numba, {self.compiled.kernel} kernel, "
+                f"{self.compiled.threads} threads)",
                 "weight_bytes_per_token": self.compiled.weight_bytes()}

@@ -1,11 +1,12 @@
 """Packed ternary × int8 matrix products for the CPU integer engine (numba), two kernels.
 
-Both read 2 bits a weight and give exact int32-range sums acc[r, n] = Σ_k W[n, k]·q[r, k]; rows n
-run in parallel over all cores (prange), and a product over R activation rows (prefill) reuses
-each weight row, loaded once, for all of them. Activations arrive as int8 q [G, R, Kp], Kp = K
+Both read 2 bits a weight, form exact sums acc[r, n] = Σ_k W[n, k]·q[r, k] and write them
+requantised (`requantize`, the integer spec's output scaling). A call computes the rows lo..hi-1
+(a thread's share: `cpu_team`), and a product over R activation rows (prefill) reuses each weight
+row, loaded once, for all of them. Activations arrive as int8 q [G, R, Kp], Kp = K
 rounded up to a multiple of 256, zero-padded; G > 1 runs several projections of the same input
-width in one parallel pass (weight rows stacked, group g's rows multiplied by q[g]), so a token
-pays fewer fork-join points.
+width in one pass (weight rows stacked, group g's rows multiplied by q[g]), so a token pays fewer
+barriers.
 
 `vnni` (CPUs with AVX-512 VNNI): weights in 256-weight blocks of 64 bytes; byte t of block b holds
 the codes c = w + 1 of weights 256b + 64p + t in bits 2p..2p+1 (p = 0..3; padding code 1). One
@@ -24,7 +25,7 @@ import os
 import numpy as np
 from llvmlite import binding as llvm_binding
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -101,10 +102,21 @@ def _dot_vnni(typingctx, w, x, nblocks):
     return sig, codegen
 
 
-@njit(parallel=True, cache=True)
-def matmul_vnni(weights, q, acc):
-    """acc [R, N] = W q for W in the vnni layout [N, Kp/4] and q int8 [G, R, Kp]: the weight rows
-    form G equal groups (projections sharing one pass), group g multiplied by q[g]."""
+@njit(cache=True, nogil=True)
+def requantize(acc, m, e):
+    """sat32(round_half_up(acc·m / 2^e)): the integer spec's output scaling, e ≥ 0."""
+    v = acc * m
+    if e > 0:
+        v = (v + (np.int64(1) << (e - 1))) >> e
+    return min(max(v, np.int64(-2147483648)), np.int64(2147483647))
+
+
+@njit(cache=True, nogil=True)
+def matmul_vnni(weights, q, mm, me, out, lo, hi):
+    """out[:, lo:hi] = requantize(W q, mm, me) for the weight rows lo..hi-1 of W in the vnni layout
+    [N, Kp/4], q int8 [G, R, Kp] and per-row multipliers mm, me [G, R]: the weight rows form G
+    equal groups (projections sharing one pass), group g multiplied by q[g] and scaled by mm[g],
+    me[g]."""
     groups, n_seq, kp = q.shape
     per_group = weights.shape[0] // groups
     nblocks = kp // BLOCK
@@ -113,10 +125,10 @@ def matmul_vnni(weights, q, acc):
         for r in range(n_seq):
             for k in range(kp):
                 qsum[g, r] += q[g, r, k]
-    for n in prange(weights.shape[0]):
+    for n in range(lo, hi):
         g = n // per_group
         for r in range(n_seq):
-            acc[r, n] = _dot_vnni(weights[n], q[g, r], nblocks) - qsum[g, r]
+            out[r, n] = requantize(_dot_vnni(weights[n], q[g, r], nblocks) - qsum[g, r], mm[g, r], me[g, r])
 
 
 @intrinsic
@@ -129,7 +141,7 @@ def _popcount(typingctx, x):
     return sig, codegen
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _activation_planes(q):
     """int8 q [G, R, Kp] → its 8 two's-complement bit planes uint64 [G, R, 8, Kp/64]."""
     planes = np.zeros((q.shape[0], q.shape[1], 8, q.shape[2] // 64), dtype=np.uint64)
@@ -143,16 +155,17 @@ def _activation_planes(q):
     return planes
 
 
-@njit(parallel=True, fastmath=True, cache=True)
-def matmul_popcount(weights, q, acc):
-    """acc [R, N] = W q for W as bit planes [N, 2, Kp/64] and q int8 [G, R, Kp] (groups as in
+@njit(cache=True, nogil=True)
+def matmul_popcount(weights, q, mm, me, out, lo, hi):
+    """out[:, lo:hi] = requantize(W q, mm, me) for W as bit planes [N, 2, Kp/64] (the rest as in
     `matmul_vnni`)."""
     planes = _activation_planes(q)
     n_rows, _, kw = weights.shape
     per_group = n_rows // q.shape[0]
-    for n in prange(n_rows):
+    for n in range(lo, hi):
+        g = n // per_group
         for r in range(q.shape[1]):
-            x = planes[n // per_group, r]
+            x = planes[g, r]
             c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = np.int64(0)
             for j in range(kw):
                 p = weights[n, 0, j]
@@ -165,7 +178,8 @@ def matmul_popcount(weights, q, acc):
                 c5 += np.int64(_popcount(p & x[5, j])) - np.int64(_popcount(m & x[5, j]))
                 c6 += np.int64(_popcount(p & x[6, j])) - np.int64(_popcount(m & x[6, j]))
                 c7 += np.int64(_popcount(p & x[7, j])) - np.int64(_popcount(m & x[7, j]))
-            acc[r, n] = c0 + 2 * c1 + 4 * c2 + 8 * c3 + 16 * c4 + 32 * c5 + 64 * c6 - 128 * c7
+            acc = c0 + 2 * c1 + 4 * c2 + 8 * c3 + 16 * c4 + 32 * c5 + 64 * c6 - 128 * c7
+            out[r, n] = requantize(acc, mm[g, r], me[g, r])
 
 
 MATMULS = {"vnni": matmul_vnni, "popcount": matmul_popcount}

@@ -1,0 +1,116 @@
+"""A team of OS threads running one compiled function together, meeting at a spin barrier.
+
+A decode step is ~100 dependent products of a few hundred KB each. Forking a parallel region per
+product (numba's `prange`) pays a thread wake-up each time: 25-30 µs with sleeping OpenMP workers,
+a quarter of the step's time on 2 cores; spinning OpenMP workers are fast on idle cores but stall
+for whole scheduler slices (a token took 1.5 s, measured) when other jobs share the cores. Here the
+threads are started once per forward call and run the whole model in one compiled (`nogil`)
+function, splitting each product by rows and meeting at a barrier between the steps. Waiters spin
+briefly (`pause`), then sleep on a futex, so a team on busy cores gives way instead of burning
+slices. Linux on x86-64 only, as the VNNI kernel already is.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+_I32, _I64 = ir.IntType(32), ir.IntType(64)
+SPINS_BEFORE_SLEEP = 4000  # `pause`s, ~80 µs here: longer than thread 0's steps between products
+SYS_FUTEX, FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE = 202, 128, 129  # x86-64 Linux
+
+
+def _element(context, builder, signature, args):
+    array = context.make_array(signature.args[0])(context, builder, args[0])
+    return builder.gep(array.data, [args[1]])
+
+
+@intrinsic
+def _atomic_add(typingctx, array, index, value):
+    """array[index] += value (int32) atomically; returns the old value."""
+    def codegen(context, builder, signature, args):
+        value = builder.trunc(args[2], _I32) if args[2].type != _I32 else args[2]
+        return builder.atomic_rmw("add", _element(context, builder, signature, args), value, "seq_cst")
+    return types.int32(array, index, value), codegen
+
+
+@intrinsic
+def _atomic_load(typingctx, array, index):
+    """array[index] (int32), read atomically."""
+    def codegen(context, builder, signature, args):
+        return builder.load_atomic(_element(context, builder, signature, args), "seq_cst", 4)
+    return types.int32(array, index), codegen
+
+
+@intrinsic
+def _pause(typingctx):
+    """The x86 spin-wait hint (`pause`): a cheap wait that frees the core's pipeline."""
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                            "llvm.x86.sse2.pause")
+        builder.call(fn, [])
+        return context.get_dummy_value()
+    return types.none(), codegen
+
+
+@intrinsic
+def _futex(typingctx, array, index, op, value):
+    """Linux futex(&array[index], op, value): FUTEX_WAIT_PRIVATE sleeps while the 32-bit word
+    still equals value; FUTEX_WAKE_PRIVATE wakes up to value sleepers."""
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I64, [_I64], var_arg=True),
+                                            "syscall")
+        address = builder.ptrtoint(_element(context, builder, signature, args), _I64)
+        null = ir.Constant(_I64, 0)
+        op, value = (builder.sext(a, _I64) if a.type != _I64 else a for a in args[2:])
+        return builder.call(fn, [ir.Constant(_I64, SYS_FUTEX), address, op, value, null, null, null])
+    return types.int64(array, index, op, value), codegen
+
+
+@njit(cache=True, nogil=True)
+def barrier(sync, nthreads):
+    """Wait until all `nthreads` threads of the team have arrived. sync: int32 [3] shared by the team
+    (arrivals, generation, sleepers), zero at the start. A waiter spins a little (the other threads
+    are usually microseconds away), then sleeps on the generation word until the last arrival
+    wakes it, so a waiting thread leaves its core to whoever needs it."""
+    if nthreads == 1:
+        return
+    generation = _atomic_load(sync, 1)
+    if _atomic_add(sync, 0, 1) == nthreads - 1:
+        _atomic_add(sync, 0, -nthreads)  # the last arrival resets the count, then releases the others
+        _atomic_add(sync, 1, 1)
+        if _atomic_load(sync, 2) > 0:
+            _futex(sync, 1, FUTEX_WAKE_PRIVATE, nthreads)
+        return
+    for _ in range(SPINS_BEFORE_SLEEP):
+        if _atomic_load(sync, 1) != generation:
+            return
+        _pause()
+    _atomic_add(sync, 2, 1)
+    while _atomic_load(sync, 1) == generation:
+        _futex(sync, 1, FUTEX_WAIT_PRIVATE, generation)  # returns at once if the word has moved on
+    _atomic_add(sync, 2, -1)
+
+
+@njit(cache=True, nogil=True)
+def share(n, tid, nthreads):
+    """Thread tid's rows [lo, hi) of n rows split evenly."""
+    return n * tid // nthreads, n * (tid + 1) // nthreads
+
+
+def run_team(fn, nthreads: int, sync, *args) -> None:
+    """fn(tid, nthreads, sync, *args) on `nthreads` threads (this one is tid 0); returns when all end.
+    fn must be compiled with nogil=True, or the threads run one at a time and the barrier deadlocks."""
+    helpers = [threading.Thread(target=fn, args=(tid, nthreads, sync, *args), daemon=True)
+               for tid in range(1, nthreads)]
+    for t in helpers:
+        t.start()
+    try:
+        fn(0, nthreads, sync, *args)
+    finally:
+        for t in helpers:
+            t.join()
