@@ -27,7 +27,6 @@ if __package__ in (None, ""):
 
 import numpy as np
 import torch
-import numba
 from numba import njit, prange
 
 from bench.record import record
@@ -95,8 +94,8 @@ def main() -> None:
     weight_bytes = compiled.weight_bytes()
     load = os.getloadavg()[0]
     notes = (f"{args.layers} layers x d=1024, I=2816, V=32000, {compiled.kernel} kernel, "
-             f"{numba.get_num_threads()} threads; shared 2-core machine, load average "
-             f"{load:.1f} at start (other jobs running)")
+             f"{compiled.threads}-thread team; 2-core VM, load average "
+             f"{load:.1f} at start (no other jobs of ours running)")
 
     state = np.zeros((config.num_hidden_layers, 1, config.hidden_size), dtype=np.int32)
     compiled.forward(np.array([[1]]), state)  # compile / warm up

@@ -157,32 +157,36 @@ def _normed_input(x, gain, proj, rsq, q, mm, me):
 
 
 @njit(cache=True)
-def _recurrence(y_ifg, h, n_seq, lb, sig):
-    """The gates and h_t = f·h_(t-1) + i over the positions in order; h [B, d] updated in place →
-    silu(h_t) for every row."""
-    n_rows, d = y_ifg.shape[0], h.shape[1]
-    steps = n_rows // n_seq
-    silu_h = np.empty((n_rows, d), dtype=np.int64)
+def _recurrence(y_ifg, h, n_seq, lb, sig, silu_h, lo, hi):
+    """The gates and h_t = f·h_(t-1) + i over the positions in order, for channels lo..hi-1; h [B, d]
+    updated in place, silu(h_t) written to silu_h [B·T, d]."""
+    d = h.shape[1]
+    steps = y_ifg.shape[0] // n_seq
     for b in range(n_seq):
         for t in range(steps):
             r = b * steps + t
-            for j in range(d):
+            for j in range(lo, hi):
                 s = _sigmoid(y_ifg[r, d + j], FRAC_X, sig)
                 f = s + _rsr(lb[j] * (ONE_G - s), FRAC_G)
                 i = _rsr(_silu(y_ifg[r, j], FRAC_X, sig) * (ONE_G - f), FRAC_X + FRAC_G - FRAC_H)
                 hv = min(max(_rsr(f * h[b, j], FRAC_G) + i, INT32_MIN), INT32_MAX)
                 h[b, j] = hv
                 silu_h[r, j] = _silu(hv, FRAC_H, sig)
-    return silu_h
 
 
 @njit(cache=True)
-def _o_input(y_ifg, h, n_seq, lb, g_gain, g_shift, po, sig, rsq, q, mm, me):
-    """intref.token_mixer between its products: the recurrence (h [B, d] updated in place), then
-    o_proj's input rms_norm(g)·silu(h) with its eps reference."""
-    d = h.shape[1]
-    n_rows = y_ifg.shape[0]
-    silu_h = _recurrence(y_ifg, h, n_seq, lb, sig)
+def _silu_rows(y, out, sig, lo, hi):
+    """out[:, j] = silu(y[:, j]) for channels lo..hi-1 (y in Q15.16)."""
+    for r in range(y.shape[0]):
+        for j in range(lo, hi):
+            out[r, j] = _silu(y[r, j], FRAC_X, sig)
+
+
+@njit(cache=True)
+def _o_input(y_ifg, silu_h, g_gain, g_shift, po, rsq, q, mm, me):
+    """intref.token_mixer after the recurrence: o_proj's input rms_norm(g)·silu(h), with its eps
+    reference."""
+    n_rows, d = silu_h.shape
     o_in = np.empty((n_rows, d), dtype=np.int64)
     eps_z = np.empty(n_rows, dtype=np.int64)
     eps_p = np.empty(n_rows, dtype=np.int64)
@@ -205,19 +209,16 @@ def _o_input(y_ifg, h, n_seq, lb, g_gain, g_shift, po, sig, rsq, q, mm, me):
 
 
 @njit(cache=True)
-def _down_input(y, pdown, sig, rsq, q, mm, me):
-    """intref.channel_mixer between its products: down_proj's input silu(gate)·up."""
+def _down_input(y, silu_gate, pdown, rsq, q, mm, me):
+    """intref.channel_mixer between its products: down_proj's input silu(gate)·up, given silu(gate)."""
     n_rows, inner = y.shape[0], y.shape[1] // 2
     p = np.empty((n_rows, inner), dtype=np.int64)
     eps_z = np.full(n_rows, inner, dtype=np.int64)
     eps_p = np.empty(n_rows, dtype=np.int64)
-    gate = np.empty(inner, dtype=np.int64)
     a16 = np.empty(inner, dtype=np.int64)
     b16 = np.empty(inner, dtype=np.int64)
     for r in range(n_rows):
-        for j in range(inner):
-            gate[j] = _silu(y[r, j], FRAC_X, sig)
-        ka = _normalize16(gate, a16)
+        ka = _normalize16(silu_gate[r], a16)
         kb = _normalize16(y[r, inner:], b16)
         for j in range(inner):
             p[r, j] = a16[j] * b16[j]
@@ -254,26 +255,32 @@ def _layer(l, layers):
 def forward_team(tid, nthreads, sync, x, state, n_seq, layers, final_gain, head, work, sig, rsq, matmul):
     """The whole model on embedding rows x [B·T, d] (row b·T + t, int64, overwritten) → work's
     logits [B·T, V]; state int32 [L, B, d] updated in place. Run by every thread of a `cpu_team`:
-    thread 0 does the element-wise steps between the products, all threads share each product.
-    work = (q_d3, q_d, q_inner, mm, me, y_ifg, y_d, y_inner, logits): buffers for the team."""
-    q_d3, q_d, q_inner, mm, me, y_ifg, y_d, y_inner, logits = work
-    h = np.empty(state.shape[1:], dtype=np.int64)
+    the products and the per-channel steps (recurrence, SiLU of the gate) are split over the team,
+    thread 0 does the rest (norms, quantisation, residual adds).
+    work = (q_d3, q_d, q_inner, mm, me, y_ifg, y_d, y_inner, h, silu_h, silu_gate, logits)."""
+    q_d3, q_d, q_inner, mm, me, y_ifg, y_d, y_inner, h, silu_h, silu_gate, logits = work
+    lo, hi = share(h.shape[1], tid, nthreads)
+    lo_inner, hi_inner = share(silu_gate.shape[1], tid, nthreads)
     for l in range(state.shape[0]):
         ag, lb, gg, gs, pifg, po, mg, pgate, pdown = _layer(l, layers)
         if tid == 0:
             _normed_input(x, ag, pifg, rsq, q_d3, mm, me)
         _product(tid, nthreads, sync, pifg, q_d3, mm, me, y_ifg, matmul)  # i, f, g in one pass
+        h[:, lo:hi] = state[l, :, lo:hi]
+        _recurrence(y_ifg, h, n_seq, lb, sig, silu_h, lo, hi)
+        state[l, :, lo:hi] = h[:, lo:hi]
+        barrier(sync, nthreads)
         if tid == 0:
-            h[:] = state[l]
-            _o_input(y_ifg, h, n_seq, lb, gg, gs, po, sig, rsq, q_d, mm, me)
-            state[l] = h
+            _o_input(y_ifg, silu_h, gg, gs, po, rsq, q_d, mm, me)
         _product(tid, nthreads, sync, po, q_d, mm, me, y_d, matmul)
         if tid == 0:
             _add_sat(x, y_d)
             _normed_input(x, mg, pgate, rsq, q_d, mm, me)
         _product(tid, nthreads, sync, pgate, q_d, mm, me, y_inner, matmul)
+        _silu_rows(y_inner, silu_gate, sig, lo_inner, hi_inner)
+        barrier(sync, nthreads)
         if tid == 0:
-            _down_input(y_inner, pdown, sig, rsq, q_inner, mm, me)
+            _down_input(y_inner, silu_gate, pdown, rsq, q_inner, mm, me)
         _product(tid, nthreads, sync, pdown, q_inner, mm, me, y_d, matmul)
         if tid == 0:
             _add_sat(x, y_d)
@@ -317,21 +324,22 @@ class CompiledModel:
         """Bytes of packed ternary weights one token reads (every projection once)."""
         return self.head[0].nbytes + sum(self.layers[i][0].nbytes for i in (4, 5, 7, 8))
 
-    def work(self, n_rows: int) -> tuple:
-        """The team's buffers for n_rows rows (see `forward_team`)."""
+    def work(self, n_seq: int, n_rows: int) -> tuple:
+        """The team's buffers for n_seq sequences of n_rows rows in all (see `forward_team`)."""
         d, inner, vocab = self.embed.shape[1], self.layers[8][1].shape[2], self.head[0].shape[0]
         kd, ki = padded(d), padded(inner)
         zeros = np.zeros
         return (zeros((3, n_rows, kd), np.int8), zeros((1, n_rows, kd), np.int8), zeros((1, n_rows, ki), np.int8),
                 zeros((3, n_rows), np.int64), zeros((3, n_rows), np.int64), zeros((n_rows, 3 * d), np.int64),
-                zeros((n_rows, d), np.int64), zeros((n_rows, 2 * inner), np.int64), zeros((n_rows, vocab), np.int64))
+                zeros((n_rows, d), np.int64), zeros((n_rows, 2 * inner), np.int64), zeros((n_seq, d), np.int64),
+                zeros((n_rows, d), np.int64), zeros((n_rows, inner), np.int64), zeros((n_rows, vocab), np.int64))
 
     def forward(self, tokens: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """tokens [B, T], state int32 [L, B, d] → (logits int32 [B, T, V], new state)."""
         n_seq, steps = tokens.shape
         x = self.embed[tokens.reshape(-1)].astype(np.int64)  # rows b·T + t
         new = state.copy()
-        work = self.work(x.shape[0])
+        work = self.work(n_seq, x.shape[0])
         run_team(forward_team, self.threads, np.zeros(3, dtype=np.int32), x, new, n_seq, self.layers,
                  self.final_gain, self.head, work, SIG, RSQ, self.matmul)
         return work[-1].astype(np.int32).reshape(n_seq, steps, -1), new
