@@ -441,6 +441,8 @@ def open_engine(model: str | None, engine: str = "auto", dtype: str | None = Non
     options = {"dtype": dtype} if dtype else {}
     if device:
         options["device"] = device
+    if threads:
+        options["threads"] = threads  # the cpu and onnx engines run their own threads
     return load_engine(engine, path, **options), Path(path)
 
 

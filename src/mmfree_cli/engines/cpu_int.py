@@ -22,7 +22,7 @@ from numba import njit
 
 from ..quant import intspec
 from .cpu_team import barrier, run_team, share
-from .cpu_ternary import BLOCK, MATMULS, default_kernel, layout, padded
+from .cpu_ternary import BLOCK, KERNELS, default_kernel, layout, matmul, padded
 from ..quant.intspec import (EPS_M, EPS_S, EPS_TERM_MAX, FRAC_G, FRAC_H, FRAC_X, INT32_MAX,
                              INT32_MIN, ONE_G)
 from .base import Engine, State
@@ -234,12 +234,12 @@ def _add_sat(x, y):
 
 
 @njit(cache=True)
-def _product(tid, nthreads, sync, proj, q, mm, me, out, matmul):
+def _product(tid, nthreads, sync, proj, q, mm, me, out, kernel):
     """out = the requantised products of proj's weights and q, each thread its share of the rows;
     the barriers make q ready before and out complete after."""
     barrier(sync, nthreads)
     lo, hi = share(proj[0].shape[0], tid, nthreads)
-    matmul(proj[0], q, mm, me, out, lo, hi)
+    matmul(kernel, proj[0], q, mm, me, out, lo, hi)
     barrier(sync, nthreads)
 
 
@@ -252,7 +252,7 @@ def _layer(l, layers):
 
 
 @njit(cache=True, nogil=True)
-def forward_team(tid, nthreads, sync, x, state, n_seq, layers, final_gain, head, work, sig, rsq, matmul):
+def forward_team(tid, nthreads, sync, x, state, n_seq, layers, final_gain, head, work, sig, rsq, kernel):
     """The whole model on embedding rows x [B·T, d] (row b·T + t, int64, overwritten) → work's
     logits [B·T, V]; state int32 [L, B, d] updated in place. Run by every thread of a `cpu_team`:
     the products and the per-channel steps (recurrence, SiLU of the gate) are split over the team,
@@ -265,28 +265,28 @@ def forward_team(tid, nthreads, sync, x, state, n_seq, layers, final_gain, head,
         ag, lb, gg, gs, pifg, po, mg, pgate, pdown = _layer(l, layers)
         if tid == 0:
             _normed_input(x, ag, pifg, rsq, q_d3, mm, me)
-        _product(tid, nthreads, sync, pifg, q_d3, mm, me, y_ifg, matmul)  # i, f, g in one pass
+        _product(tid, nthreads, sync, pifg, q_d3, mm, me, y_ifg, kernel)  # i, f, g in one pass
         h[:, lo:hi] = state[l, :, lo:hi]
         _recurrence(y_ifg, h, n_seq, lb, sig, silu_h, lo, hi)
         state[l, :, lo:hi] = h[:, lo:hi]
         barrier(sync, nthreads)
         if tid == 0:
             _o_input(y_ifg, silu_h, gg, gs, po, rsq, q_d, mm, me)
-        _product(tid, nthreads, sync, po, q_d, mm, me, y_d, matmul)
+        _product(tid, nthreads, sync, po, q_d, mm, me, y_d, kernel)
         if tid == 0:
             _add_sat(x, y_d)
             _normed_input(x, mg, pgate, rsq, q_d, mm, me)
-        _product(tid, nthreads, sync, pgate, q_d, mm, me, y_inner, matmul)
+        _product(tid, nthreads, sync, pgate, q_d, mm, me, y_inner, kernel)
         _silu_rows(y_inner, silu_gate, sig, lo_inner, hi_inner)
         barrier(sync, nthreads)
         if tid == 0:
             _down_input(y_inner, silu_gate, pdown, rsq, q_inner, mm, me)
-        _product(tid, nthreads, sync, pdown, q_inner, mm, me, y_d, matmul)
+        _product(tid, nthreads, sync, pdown, q_inner, mm, me, y_d, kernel)
         if tid == 0:
             _add_sat(x, y_d)
     if tid == 0:
         _normed_input(x, final_gain, head, rsq, q_d, mm, me)
-    _product(tid, nthreads, sync, head, q_d, mm, me, logits, matmul)
+    _product(tid, nthreads, sync, head, q_d, mm, me, logits, kernel)
 
 
 class CompiledModel:
@@ -296,8 +296,6 @@ class CompiledModel:
     def __init__(self, model: dict[str, np.ndarray], kernel: str | None = None, threads: int | None = None):
         from ..quant.intref import head_view, layer_view, num_layers
         self.kernel = kernel or default_kernel()
-        self.threads = threads or len(os.sched_getaffinity(0))
-        self.matmul = MATMULS[self.kernel]
         self.embed = model["embed"]
         self.final_gain = model["final_gain"].astype(np.int64)
         self.head = self._proj(head_view(model))
@@ -313,6 +311,9 @@ class CompiledModel:
         self.layers = (stack("attn_gain"), stack("lower_bound"), stack("g_gain"), stack("g_gain_shift")[:, 0],
                        stack_proj("i", "f", "g"), stack_proj("o"), stack("mlp_gain"),
                        stack_proj("gate"), stack_proj("down"))
+        # a thread per core, but not for small models: splitting a product of a few KB costs more in
+        # barriers than it saves (the tiny recipe's model decodes ~10x faster on one thread)
+        self.threads = threads or max(1, min(len(os.sched_getaffinity(0)), self.weight_bytes() >> 20))
 
     def _proj(self, *projs: dict) -> tuple:
         """Projections of one input, stacked for one pass: (weights, gains [G, K], scales [G, 2])."""
@@ -341,7 +342,7 @@ class CompiledModel:
         new = state.copy()
         work = self.work(n_seq, x.shape[0])
         run_team(forward_team, self.threads, np.zeros(3, dtype=np.int32), x, new, n_seq, self.layers,
-                 self.final_gain, self.head, work, SIG, RSQ, self.matmul)
+                 self.final_gain, self.head, work, SIG, RSQ, KERNELS.index(self.kernel))
         return work[-1].astype(np.int32).reshape(n_seq, steps, -1), new
 
 
@@ -397,5 +398,5 @@ class CpuIntEngine(Engine):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "device": f"cpu (integer-only, numba, {self.compiled.kernel} kernel, "
-                f"{self.compiled.threads} threads)",
+                f"{self.compiled.threads} thread{'s' if self.compiled.threads > 1 else ''})",
                 "weight_bytes_per_token": self.compiled.weight_bytes()}

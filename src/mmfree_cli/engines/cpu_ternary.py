@@ -13,7 +13,8 @@ the codes c = w + 1 of weights 256b + 64p + t in bits 2p..2p+1 (p = 0..3; paddin
 block is one 64-byte load, four shift-and-mask steps and four `vpdpbusd` (u8 code × s8
 activation, summed in int32 lanes): Σ c·q, and acc = Σ c·q - Σ q.
 
-`popcount` (any CPU): two bit planes per row, plus and minus (bit i of word j is weight 64j + i),
+`popcount` (any CPU): two bit planes per row, plus and minus, each Kp/64 little-endian uint64
+words (bit i of word j is weight 64j + i),
 and the activations' 8 two's-complement bit planes X_b:
 acc = Σ_b 2^b·(popcount(plus & X_b) - popcount(minus & X_b)), bit 7 counting -128.
 """
@@ -63,8 +64,8 @@ def layout(codes: np.ndarray, kernel: str) -> np.ndarray:
         c = c.reshape(n, -1, 4, 64)  # [N, blocks, p, t]
         packed = c[:, :, 0] | (c[:, :, 1] << 2) | (c[:, :, 2] << 4) | (c[:, :, 3] << 6)
         return np.ascontiguousarray(packed.reshape(n, -1))
-    planes = [np.packbits(c == v, axis=-1, bitorder="little").view("<u8") for v in (2, 0)]
-    return np.ascontiguousarray(np.stack(planes, axis=1).astype(np.uint64))  # [N, 2, KW]
+    planes = [np.packbits(c == v, axis=-1, bitorder="little") for v in (2, 0)]
+    return np.ascontiguousarray(np.concatenate(planes, axis=1))  # [N, 2·Kp/8]: plus, then minus
 
 
 def _splat(ty, n, v):
@@ -77,6 +78,10 @@ def _dot_vnni(typingctx, w, x, nblocks):
     sig = types.int64(w, x, types.intp)
 
     def codegen(context, builder, signature, args):
+        if not has_vnni():  # compiled into `matmul`'s other branch, never run here: LLVM could not emit it
+            trap = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.trap")
+            builder.call(trap, [])
+            return ir.Constant(_I64, 0)
         wbase = context.make_array(signature.args[0])(context, builder, args[0]).data
         xbase = context.make_array(signature.args[1])(context, builder, args[1]).data
         mod = builder.module
@@ -157,19 +162,20 @@ def _activation_planes(q):
 
 @njit(cache=True, nogil=True)
 def matmul_popcount(weights, q, mm, me, out, lo, hi):
-    """out[:, lo:hi] = requantize(W q, mm, me) for W as bit planes [N, 2, Kp/64] (the rest as in
-    `matmul_vnni`)."""
+    """out[:, lo:hi] = requantize(W q, mm, me) for W as bit planes, bytes [N, 2·Kp/8] (the rest as
+    in `matmul_vnni`)."""
     planes = _activation_planes(q)
-    n_rows, _, kw = weights.shape
+    n_rows, kw = weights.shape[0], weights.shape[1] // 16
     per_group = n_rows // q.shape[0]
     for n in range(lo, hi):
         g = n // per_group
+        words = weights[n].view(np.uint64)  # plus plane, then minus plane
         for r in range(q.shape[1]):
             x = planes[g, r]
             c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = np.int64(0)
             for j in range(kw):
-                p = weights[n, 0, j]
-                m = weights[n, 1, j]
+                p = words[j]
+                m = words[kw + j]
                 c0 += np.int64(_popcount(p & x[0, j])) - np.int64(_popcount(m & x[0, j]))
                 c1 += np.int64(_popcount(p & x[1, j])) - np.int64(_popcount(m & x[1, j]))
                 c2 += np.int64(_popcount(p & x[2, j])) - np.int64(_popcount(m & x[2, j]))
@@ -183,3 +189,15 @@ def matmul_popcount(weights, q, mm, me, out, lo, hi):
 
 
 MATMULS = {"vnni": matmul_vnni, "popcount": matmul_popcount}
+VNNI, POPCOUNT = KERNELS.index("vnni"), KERNELS.index("popcount")
+
+
+@njit(cache=True, nogil=True)
+def matmul(kernel, weights, q, mm, me, out, lo, hi):
+    """`matmul_vnni` (kernel = VNNI) or `matmul_popcount`: both layouts are uint8 [N, Kp/4], so one
+    compiled caller serves both (a kernel passed as a function argument would be compiled again in
+    every process: numba cannot cache it)."""
+    if kernel == VNNI:
+        matmul_vnni(weights, q, mm, me, out, lo, hi)
+    else:
+        matmul_popcount(weights, q, mm, me, out, lo, hi)
