@@ -58,7 +58,7 @@ def _prune(configs, named_args, **kwargs):
     return keep or [min(fits or configs, key=lambda c: (c.kwargs["BN"], c.kwargs["BM"]))]
 
 
-@triton.autotune(configs=_gemm_configs(), key=["M", "N", "K"], prune_configs_by={"early_config_prune": _prune},
+@triton.autotune(configs=_gemm_configs(), key=["M", "N", "K", "NG"], prune_configs_by={"early_config_prune": _prune},
                  restore_value=["C"])
 @triton.jit
 def _packed_gemm_kernel(A, W, C, S, BETA, M, N, K, NG, stride_ag, stride_am, stride_sg, stride_wn, stride_cm,
@@ -107,7 +107,7 @@ def _prune_gemv(configs, named_args, **kwargs):
     return [c for c in configs if n == ng or ng % c.kwargs["BN"] == 0] or [min(configs, key=lambda c: c.kwargs["BN"])]
 
 
-@triton.autotune(configs=_gemv_configs(), key=["N", "K"], prune_configs_by={"early_config_prune": _prune_gemv},
+@triton.autotune(configs=_gemv_configs(), key=["N", "K", "NG"], prune_configs_by={"early_config_prune": _prune_gemv},
                  restore_value=["C"])
 @triton.jit
 def _packed_gemv_kernel(A, W, C, S, BETA, M, N, K, NG, stride_ag, stride_am, stride_sg, stride_wn, stride_cm,
