@@ -22,7 +22,7 @@ from numba import njit
 
 from ..quant import intspec
 from .cpu_team import barrier, run_team, share
-from .cpu_ternary import BLOCK, KERNELS, default_kernel, layout, matmul, padded
+from .cpu_ternary import KERNELS, default_kernel, layout, matmul, padded
 from ..quant.intspec import (EPS_M, EPS_S, EPS_TERM_MAX, FRAC_G, FRAC_H, FRAC_X, INT32_MAX,
                              INT32_MIN, ONE_G)
 from .base import Engine, State
