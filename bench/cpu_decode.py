@@ -30,6 +30,7 @@ import torch
 from numba import njit, prange
 
 from bench.record import record
+from mmfree_cli.benchmark import timed
 from mmfree_cli.engines.cpu_int import CompiledModel
 from mmfree_cli.engines.torch_engine import freeze_ternary_weights
 from mmfree_cli.model import HGRNBitForCausalLM, preset
@@ -66,15 +67,6 @@ def stream_bandwidth(nbytes: int, repeats: int) -> list[float]:
         t = time.perf_counter()
         _stream_sum(words)
         out.append(words.nbytes / (time.perf_counter() - t) / 1e9)
-    return out
-
-
-def timed(fn, repeats: int) -> list[float]:
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
     return out
 
 
