@@ -78,17 +78,23 @@ def test_cuda_export_runs_like_the_torch_engine(run_dir, tmp_path, device):
     assert (step_logits.argmax(-1) == ref_step.argmax(-1)).float().mean() >= 2 / 3
 
 
+def _step_through(engine, tokens):
+    """Feed tokens [B, T] one position at a time from a fresh state → (logits [B, T, V], final state)."""
+    state = engine.new_state(tokens.shape[0])
+    steps = []
+    for t in range(tokens.shape[1]):
+        logits, state = engine.step(tokens[:, t], state)
+        steps.append(logits)
+    return torch.stack(steps, 1), state
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_step_by_step_equals_prefill(run_dir, device):
     engine = CudaEngine.load(run_dir, device=device)
     tokens = torch.randint(0, 256, (2, 9))
     full, _ = engine.prefill(tokens, engine.new_state(2))
-    state = engine.new_state(2)
-    steps = []
-    for t in range(tokens.shape[1]):
-        logits, state = engine.step(tokens[:, t], state)
-        steps.append(logits)
-    _assert_agree(torch.stack(steps, 1), full)
+    steps, state = _step_through(engine, tokens)
+    _assert_agree(steps, full)
     assert engine.state_concat([engine.state_batch_select(state, [1]), engine.state_batch_select(state, [0])]
                                ).flip(1).equal(state)
 
@@ -100,12 +106,8 @@ def test_batch1_decode_equals_prefill(run_dir, device, cuda_graph):
     engine = CudaEngine.load(run_dir, device=device, cuda_graph=cuda_graph)
     tokens = torch.randint(0, 256, (1, 12))
     full, full_state = engine.prefill(tokens, engine.new_state(1))
-    state = engine.new_state(1)
-    steps = []
-    for t in range(tokens.shape[1]):
-        logits, state = engine.step(tokens[:, t], state)
-        steps.append(logits)
-    _assert_agree(torch.stack(steps, 1), full)
+    steps, state = _step_through(engine, tokens)
+    _assert_agree(steps, full)
     assert ((state - full_state).norm() <= 1e-3 * full_state.norm()).item()
 
 
