@@ -37,6 +37,13 @@ def test_info_bad_input_is_one_line_exit_2(tmp_path):
     assert r.returncode == 2 and "not valid JSON" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_usage_errors_exit_2_without_a_traceback():
+    for args in (["generate", "--bogus"], ["generate", "hi", "--threads", "-1"], ["info", "--nope"]):
+        r = mmfree(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert "Error:" in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+
+
 def test_env_runs():
     r = mmfree("env")
     assert r.returncode == 0, r.stderr

@@ -157,7 +157,7 @@ def generate(
     no_bos: bool = typer.Option(False, "--no-bos", help="No BOS before the prompt (default: BOS for HF tokenizers, none for byte-level runs, which train without it)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: text, token counts, tokens/s."),
     dtype: Optional[str] = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
-    threads: Optional[int] = typer.Option(None, help="CPU threads (default: torch's choice; the cpu engine uses one per core)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads (default: torch's choice; the cpu engine uses one per core)."),
     device: Optional[str] = typer.Option(None, "--device", help="fpga engine: the XDMA node prefix, e.g. /dev/xdma0 (or DIR/xdma0 of `mmfree fpga-emulator`)."),
 ):
     """Continue a prompt once, streaming the text as it is generated.
@@ -191,7 +191,7 @@ def chat(
     repetition_penalty: float = typer.Option(1.0, help="> 1 discourages repeats (1 = off)."),
     seed: int = typer.Option(0, help="Random seed of the sampler."),
     dtype: Optional[str] = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
-    threads: Optional[int] = typer.Option(None, help="CPU threads (default: torch's choice; the cpu engine uses one per core)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads (default: torch's choice; the cpu engine uses one per core)."),
     device: Optional[str] = typer.Option(None, "--device", help="fpga engine: the XDMA node prefix, e.g. /dev/xdma0 (or DIR/xdma0 of `mmfree fpga-emulator`)."),
 ):
     """Talk to a model in the terminal; answers stream as they are generated and the conversation
@@ -220,7 +220,7 @@ def serve(
     max_batch: int = typer.Option(8, help="Requests decoded together; more wait in a queue."),
     max_tokens: int = typer.Option(2048, help="Most tokens one request may generate."),
     dtype: Optional[str] = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
-    threads: Optional[int] = typer.Option(None, help="CPU threads (default: torch's choice; the cpu engine uses one per core)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads (default: torch's choice; the cpu engine uses one per core)."),
     device: Optional[str] = typer.Option(None, "--device", help="fpga engine: the XDMA node prefix, e.g. /dev/xdma0 (or DIR/xdma0 of `mmfree fpga-emulator`)."),
 ):
     """Serve a model over an OpenAI-compatible HTTP API: /v1/models, /v1/completions,
@@ -252,7 +252,7 @@ def eval_(
     num_fewshot: Optional[int] = typer.Option(None, help="--tasks: few-shot examples (default: the task's, zero for the paper's suite)."),
     batch_size: int = typer.Option(8, help="Sequences per engine call."),
     dtype: Optional[str] = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
-    threads: Optional[int] = typer.Option(None, help="CPU threads (default: torch's choice; the cpu engine uses one per core)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads (default: torch's choice; the cpu engine uses one per core)."),
     device: Optional[str] = typer.Option(None, "--device", help="fpga engine: the XDMA node prefix, e.g. /dev/xdma0."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
@@ -301,7 +301,7 @@ def bench_(
     decode_tokens: int = typer.Option(32, help="Batch-1 decode steps timed per repeat."),
     repeats: int = typer.Option(3, help="Repeats per figure (the median is shown)."),
     bandwidth: Optional[float] = typer.Option(None, help="Memory bandwidth in GB/s for the bound (default: measured here)."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for every engine (default: each engine's choice)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for every engine (default: each engine's choice)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Also write the figures as a PNG bar chart to this file."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the table."),
 ):
@@ -392,11 +392,12 @@ def main() -> None:
     except SystemExit:
         raise
     except Exception as e:
-        import click
-        if isinstance(e, click.exceptions.ClickException):
+        # usage errors: click's, or those of the copy of click that typer ≥ 0.26 carries inside
+        # (typer._click), which click's classes do not match
+        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+        if type(e).__name__ == "Abort":
             sys.exit(1)
         raise
 
