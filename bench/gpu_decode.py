@@ -4,9 +4,9 @@ does not depend on the values). Needs a CUDA GPU.
 Records: resident weight memory (packed codes, scales, gains, bf16 embedding), decode tokens/s at
 batch 1 and batch 64 (CUDA-graph step, logits left on the GPU; batch 1 also through
 `engine.step`, logits copied to the host), and prefill tokens/s for 2,048 tokens. `--variants` also
-records batch-1 decode with the fused GEMV's switches (`kernels/ternary_gemm/decode.py`: PDL,
-ONE_PASS) set each way, in the same process on the same weights; `--profile` prints where a batch-1
-step's time goes, launch by launch (not recorded).
+records batch-1 decode for each entry of VARIANTS (the one-launch step's tiles, warps and programs a
+multiprocessor; the four-launches-a-layer path with and without PDL), in the same process on the
+same weights; `--profile` prints where a batch-1 step's time goes, launch by launch (not recorded).
 
     python -m bench.gpu_decode [--preset 1.3b] [--steps 200] [--variants] [--profile]
 """
@@ -90,16 +90,35 @@ def prefill_rates(engine: CudaEngine, length: int, repeats: int = 3) -> list[flo
     return rates
 
 
-VARIANTS = {"pdl+one_pass": (True, True, False), "pdl+one_pass+persistent": (True, True, True),
-            "one_pass": (False, True, False), "pdl+chained": (True, False, False)}
-"""name → (decode.PDL, decode.ONE_PASS, decode.PERSISTENT)."""
+VARIANTS = {
+    "one_launch": {},
+    "one_launch bn32": {"BN_D": 32},
+    "one_launch 4 warps": {"NUM_WARPS": 4},
+    "one_launch 2/SM 4 warps": {"NUM_WARPS": 4, "PROGRAMS_PER_SM": 2},
+    "one_launch 16 warps bn32": {"NUM_WARPS": 16, "BN_D": 32, "BN_DOWN": 16},
+    "4 launches a layer: pdl+one_pass": {"one_launch": False},
+    "4 launches a layer: one_pass": {"one_launch": False, "PDL": False},
+}
+"""name → settings that differ from the defaults: engine.one_launch, and module switches of
+`kernels/ternary_gemm/one_launch.py` (tiles, warps, programs) or `decode.py` (PDL, ONE_PASS)."""
 
 
-def set_variant(engine: CudaEngine, name: str) -> None:
-    """Switch the fused GEMV's variant; the captured graphs hold the old kernels, so drop them."""
-    from mmfree_cli.kernels.ternary_gemm import decode
-    decode.PDL, decode.ONE_PASS, decode.PERSISTENT = VARIANTS[name]
+def set_variant(engine: CudaEngine, name: str, defaults: dict) -> None:
+    """Switch the batch-1 path's variant; the captured graphs hold the old kernels, so drop them."""
+    from mmfree_cli.kernels.ternary_gemm import decode, one_launch
+    for key, value in {**defaults, **VARIANTS[name]}.items():
+        if key == "one_launch":
+            engine.one_launch = value
+        else:
+            setattr(one_launch if hasattr(one_launch, key) else decode, key, value)
     engine._graphs.clear()
+
+
+def variant_defaults(engine: CudaEngine) -> dict:
+    from mmfree_cli.kernels.ternary_gemm import decode, one_launch
+    keys = {k for v in VARIANTS.values() for k in v}
+    return {k: engine.one_launch if k == "one_launch" else getattr(one_launch if hasattr(one_launch, k) else decode, k)
+            for k in keys}
 
 
 def profile(engine: CudaEngine, steps: int = 5) -> None:
@@ -115,7 +134,7 @@ def profile(engine: CudaEngine, steps: int = 5) -> None:
             engine.step_device(tokens, state)
         torch.cuda.synchronize()
     kernels = sorted((e for e in prof.events() if e.device_type.name == "CUDA"), key=lambda e: e.time_range.start)
-    if not any("decode_gemv" in e.name for e in kernels) and engine.use_graph:
+    if not any("decode_" in e.name for e in kernels) and engine.use_graph:
         print("(the profiler saw no kernels inside graph replays: eager steps instead)", flush=True)
         engine.use_graph = False
         try:
@@ -171,20 +190,20 @@ def main() -> None:
     record(bench, "prefill tokens/s (2048 tokens, batch 1)", rates, "tok/s", ">= 50000", med >= 50000, notes)
     if args.profile:
         profile(engine)
+    from mmfree_cli.kernels.ternary_gemm import decode
     if args.variants:
-        from mmfree_cli.kernels.ternary_gemm import decode
-        default = next(k for k, v in VARIANTS.items() if v == (decode.PDL, decode.ONE_PASS, decode.PERSISTENT))
+        defaults = variant_defaults(engine)
         for name in VARIANTS:
-            if VARIANTS[name][0] and not decode._pdl_supported():
+            if VARIANTS[name].get("PDL", defaults.get("PDL")) and not decode._pdl_supported():
                 print(f"{name}: this Triton has no programmatic dependent launch, skipped", flush=True)
                 continue
-            set_variant(engine, name)
+            set_variant(engine, name, defaults)
             rates = decode_rates(engine, 1, args.steps)
             print(f"decode batch 1 [{name}]: {sorted(rates)[1]:.0f} tok/s", flush=True)
             record(bench, f"decode tokens/s batch 1 [{name}]", rates, "tok/s", notes=notes)
             if args.profile:
                 profile(engine)
-        set_variant(engine, default)
+        set_variant(engine, "one_launch", defaults)
 
 
 if __name__ == "__main__":
