@@ -93,14 +93,11 @@ def prefill_rates(engine: CudaEngine, length: int, repeats: int = 3) -> list[flo
 VARIANTS = {
     "one_launch": {},
     "one_launch bn32": {"BN_D": 32},
-    "one_launch 4 warps": {"NUM_WARPS": 4},
-    "one_launch 2/SM 4 warps": {"NUM_WARPS": 4, "PROGRAMS_PER_SM": 2},
-    "one_launch 16 warps bn32": {"NUM_WARPS": 16, "BN_D": 32, "BN_DOWN": 16},
+    "one_launch down bn16": {"BN_DOWN": 16},
     "4 launches a layer: pdl+one_pass": {"one_launch": False},
-    "4 launches a layer: one_pass": {"one_launch": False, "PDL": False},
 }
 """name → settings that differ from the defaults: engine.one_launch, and module switches of
-`kernels/ternary_gemm/one_launch.py` (tiles, warps, programs) or `decode.py` (PDL, ONE_PASS)."""
+`kernels/ternary_gemm/one_launch.py` (tiles, warps, programs) or `decode.py` (PDL)."""
 
 
 def set_variant(engine: CudaEngine, name: str, defaults: dict) -> None:
@@ -160,36 +157,47 @@ def profile(engine: CudaEngine, steps: int = 5) -> None:
     print(f"step (first kernel start to last kernel end, incl. gaps between steps): {span:.1f} us", flush=True)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--preset", default="1.3b")
-    ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--profile", action="store_true", help="also print a kernel time table (not recorded)")
-    ap.add_argument("--variants", action="store_true", help="also record batch-1 decode for each GEMV variant")
-    args = ap.parse_args()
-    import triton
-    config = preset(args.preset)
-    engine = CudaEngine(config, random_tensors(config, "cuda"), tokenizer=None, device="cuda")
-    torch.cuda.empty_cache()
-    bench = f"gpu_decode_{args.preset}"
-    notes = (f"random ternary weights, CUDA graph; torch {torch.__version__}, triton {triton.__version__}, "
-             f"CUDA {torch.version.cuda}; {torch.cuda.get_device_name(0)}")
-    resident = engine.resident_bytes() / 1e9
-    print(f"resident weights {resident:.3f} GB", flush=True)
-    record(bench, "resident weights", resident, "GB", "<= 0.5", resident <= 0.5, notes)
-    for batch, target in ((1, 1500), (64, 20000)):
-        rates = decode_rates(engine, batch, args.steps if batch == 1 else args.steps // 2)
-        med = sorted(rates)[1]
-        print(f"decode batch {batch}: {med:.0f} tok/s", flush=True)
-        record(bench, f"decode tokens/s batch {batch}", rates, "tok/s", f">= {target}", med >= target, notes)
-    host = decode_rates(engine, 1, args.steps // 2, host=True)
-    record(bench, "decode tokens/s batch 1 via engine.step (logits to host)", host, "tok/s", notes=notes)
-    rates = prefill_rates(engine, 2048)
-    med = sorted(rates)[1]
-    print(f"prefill 2048: {med:.0f} tok/s", flush=True)
-    record(bench, "prefill tokens/s (2048 tokens, batch 1)", rates, "tok/s", ">= 50000", med >= 50000, notes)
-    if args.profile:
-        profile(engine)
+def trace(engine: CudaEngine, steps: int = 5) -> None:
+    """Print where a one-launch batch-1 step's time goes, phase by phase, from the kernel's own
+    timestamps (a TRACE build; `kernels/ternary_gemm/one_launch.py`). Diagnostics only."""
+    from mmfree_cli.kernels.ternary_gemm import one_launch
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    work = engine._scratch()
+    work["trace"] = torch.zeros(4 * sms, 512, 4, dtype=torch.int64, device="cuda")
+    engine._graphs.clear()
+    tokens = torch.zeros(1, dtype=torch.long, device="cuda")
+    state = engine.new_state(1)
+    for _ in range(steps):
+        engine.step_device(tokens, state)
+    torch.cuda.synchronize()
+    t = work.pop("trace").double() / 1e3  # µs
+    engine._graphs.clear()
+    L = engine.config.num_hidden_layers
+    nprog = int((t[:, 1, 3] > 0).sum())
+    t = t[:nprog]
+    print(f"one-launch step, {nprog} programs; compiled: {list(one_launch.compiled.values())}", flush=True)
+    rows: dict[str, list[list[float]]] = {}
+    for k in range(2, 2 + 4 * L):  # phase 0 (the embedding) has no stamps
+        role = "head" if k == 1 + 4 * L else ["ifg", "o+step", "gate/up", "down+glu"][(k - 1) % 4]
+        ph, prev = t[:, k], t[:, k - 1]
+        has_tile = ph[:, 2] > 0
+        rows.setdefault(role, []).append([
+            (ph[:, 3].max() - prev[:, 3].max()).item(),                # phase: last arrival to last arrival
+            (ph[:, 1].min() - prev[:, 3].max()).item(),                # barrier: last arrival to first release
+            (ph[:, 1].max() - ph[:, 1].min()).item(),                  # spread of the releases
+            (ph[has_tile, 2] - ph[has_tile, 1]).median().item(),       # first tile: prologue + product
+            (ph[has_tile, 3] - ph[has_tile, 2]).median().item(),       # the program's other tiles
+            (ph[has_tile, 3] - ph[has_tile, 1]).max().item()])         # slowest program's work
+    print(f"{'phase':10s} {'n':>3s} {'phase us':>8s} {'barrier':>8s} {'spread':>7s} {'1st tile':>8s} "
+          f"{'rest':>6s} {'slowest':>7s}", flush=True)
+    for role, vals in rows.items():
+        m = torch.tensor(vals).mean(0).tolist()
+        print(f"{role:10s} {len(vals):3d} " + " ".join(f"{v:8.2f}" for v in m), flush=True)
+    print(f"step (phase 1 start to the head's last arrival): {(t[:, 1 + 4 * L, 3].max() - t[:, 1, 0].min()).item():.1f} us",
+          flush=True)
+
+
+def _variants(engine: CudaEngine, args, bench: str, notes: str) -> None:
     from mmfree_cli.kernels.ternary_gemm import decode
     if args.variants:
         defaults = variant_defaults(engine)
@@ -203,7 +211,48 @@ def main() -> None:
             record(bench, f"decode tokens/s batch 1 [{name}]", rates, "tok/s", notes=notes)
             if args.profile:
                 profile(engine)
+            if args.trace and engine.one_launch:
+                trace(engine)
         set_variant(engine, "one_launch", defaults)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", default="1.3b")
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--profile", action="store_true", help="also print a kernel time table (not recorded)")
+    ap.add_argument("--variants", action="store_true", help="also record batch-1 decode for each GEMV variant")
+    ap.add_argument("--trace", action="store_true", help="also print a one-launch step's phases (not recorded)")
+    ap.add_argument("--only-batch1", action="store_true", help="skip batch 64, the host step and prefill")
+    args = ap.parse_args()
+    import triton
+    config = preset(args.preset)
+    engine = CudaEngine(config, random_tensors(config, "cuda"), tokenizer=None, device="cuda")
+    torch.cuda.empty_cache()
+    bench = f"gpu_decode_{args.preset}"
+    notes = (f"random ternary weights, CUDA graph; torch {torch.__version__}, triton {triton.__version__}, "
+             f"CUDA {torch.version.cuda}; {torch.cuda.get_device_name(0)}")
+    resident = engine.resident_bytes() / 1e9
+    print(f"resident weights {resident:.3f} GB", flush=True)
+    record(bench, "resident weights", resident, "GB", "<= 0.5", resident <= 0.5, notes)
+    for batch, target in ((1, 1500), (64, 20000))[:1 if args.only_batch1 else 2]:
+        rates = decode_rates(engine, batch, args.steps if batch == 1 else args.steps // 2)
+        med = sorted(rates)[1]
+        print(f"decode batch {batch}: {med:.0f} tok/s", flush=True)
+        record(bench, f"decode tokens/s batch {batch}", rates, "tok/s", f">= {target}", med >= target, notes)
+    if args.only_batch1:
+        return _variants(engine, args, bench, notes)
+    host = decode_rates(engine, 1, args.steps // 2, host=True)
+    record(bench, "decode tokens/s batch 1 via engine.step (logits to host)", host, "tok/s", notes=notes)
+    rates = prefill_rates(engine, 2048)
+    med = sorted(rates)[1]
+    print(f"prefill 2048: {med:.0f} tok/s", flush=True)
+    record(bench, "prefill tokens/s (2048 tokens, batch 1)", rates, "tok/s", ">= 50000", med >= 50000, notes)
+    if args.profile:
+        profile(engine)
+    if args.trace:
+        trace(engine)
+    _variants(engine, args, bench, notes)
 
 
 if __name__ == "__main__":

@@ -20,12 +20,12 @@ Modes (what the prologue computes from the inputs, x̂ is the BitLinear input be
     GLU    [gate|up] ─▶ x̂ = silu(gate) ⊙ up                       (down_proj)
 then q, s = int8 quant of rms_norm(x̂; γ_group, 1e-6), y = (Σ q·w)·β/s, stored or added into the output.
 
-The row statistics come from one pass (`ONE_PASS`): the pre-norm's Σx², the BitLinear norm's Σx̂² and
-the absmax are three independent reductions of one tuple, since x̂ = r₀·a with a = x·pre (or
-yg·g_norm·silu(h)), so Σx̂² = r₀²·Σa² and max|x̂·rstd·γ| = r₀·rstd·max|a·γ|. Chained, they were three
-dependent block reductions on every program's critical path. The reassociation moves float32 results
-by an ulp, which (rarely, at a tie) moves an int8 level: the tests allow for that as for any other
-rounding order.
+The row statistics come from one pass: the pre-norm's Σx², the BitLinear norm's Σx̂² and the absmax
+are three independent reductions of one tuple, since x̂ = r₀·a with a = x·pre (or yg·g_norm·silu(h)),
+so Σx̂² = r₀²·Σa² and max|x̂·rstd·γ| = r₀·rstd·max|a·γ|. Chained, they were three dependent block
+reductions on every program's critical path (1,107 against 1,178 tokens/s, bench/gpu_decode.py, H200).
+The reassociation moves float32 results by an ulp, which (rarely, at a tie) moves an int8 level: the
+tests allow for that as for any other rounding order.
 
 Programmatic dependent launch (`PDL`, Hopper): a launch may start while the launch before it still
 runs; each program loads what no earlier launch writes (its weight tile, the gains) and only then
@@ -39,7 +39,9 @@ has no `launch_pdl` option.
 Measured on an H200 (1.3B shape, bench/gpu_decode.py --variants): PDL buys ~1% (1,178 against 1,165
 tokens/s): the gaps between graph-captured launches were already ~0.45 µs; what costs is each launch's
 own ~8 µs, mostly the latency chain of one program (weights, input, statistics, codes, product),
-while the weights alone would take 0.2–4 µs at HBM speed.
+while the weights alone would take 0.2–4 µs at HBM speed. Programs that looped over several tiles
+(persistent, codes made once) were slower (1,149). `one_launch.py` runs these GEMVs' arithmetic as
+the phases of one persistent launch; this kernel remains for shapes that one does not take.
 """
 
 from __future__ import annotations
@@ -71,11 +73,6 @@ def _pdl_supported() -> bool:
 PDL = not _interpreting() and _pdl_supported()
 """Launch the decode GEMVs with programmatic dependent launch (see the module doc); bench/gpu_decode.py
 switches it off to measure what it buys. Only takes effect on a GPU of compute capability ≥ 9.0."""
-ONE_PASS = True
-"""Row statistics in one tuple reduction (see the module doc); False chains three reductions."""
-PERSISTENT = False
-"""True: about two programs a multiprocessor, each making the codes once and looping over several row
-tiles; False: one program a tile, each making the codes (the prologue) again."""
 
 
 @triton.jit
@@ -88,12 +85,6 @@ def _dot4(a, b, c, DP4A: tl.constexpr):
         for lane in tl.static_range(4):
             c += ((a << (24 - 8 * lane)) >> 24) * ((b >> (8 * lane)) & 0xFF)
         return c
-
-
-@triton.jit
-def _rms(x, K, eps):
-    """1/rms of a [BW, 4, 4] tile holding one row (zeros past K)."""
-    return 1.0 / tl.sqrt(tl.sum(tl.sum(tl.sum(x * x, 2), 1), 0) / K + eps)
 
 
 @triton.jit
@@ -128,27 +119,29 @@ def _silu(x):
 
 
 @triton.jit
-def _state(X, LB, H0, idx, mask, K, HAS_LB: tl.constexpr):
-    """h = f·h₀ + i with f = lb + (1−lb)·σ(yf), i = silu(yi)·(1−f) (rowwise.naive.hgrn_gates_naive)."""
+def _state(X, lb, h0, idx, mask, K):
+    """h = f·h₀ + i with f = lb + (1−lb)·σ(yf), i = silu(yi)·(1−f) (rowwise.naive.hgrn_gates_naive);
+    lb, h₀ already loaded (lb = 0 where there is none: then f = σ(yf) exactly)."""
     f = tl.sigmoid(tl.load(X + K + idx, mask=mask, other=0.0))
-    if HAS_LB:
-        lb = tl.load(LB + idx, mask=mask, other=0.0)
-        f = lb + (1 - lb) * f
+    f = lb + (1 - lb) * f
     i = _silu(tl.load(X + idx, mask=mask, other=0.0)) * (1 - f)
-    return f * tl.load(H0 + idx, mask=mask, other=0.0) + i
+    return f * h0 + i
 
 
 @triton.jit
-def _xhat(X, PRE, LB, H0, idx, mask, K, r0, MODE: tl.constexpr, HAS_LB: tl.constexpr):
-    """The BitLinear input x̂ at `idx` (see the module doc); r0 is the row's pre-norm rstd."""
-    if MODE == 0:
-        xh = tl.load(X + idx, mask=mask, other=0.0) * r0 * tl.load(PRE + idx, mask=mask, other=0.0)
-    elif MODE == 1:
-        yg = tl.load(X + 2 * K + idx, mask=mask, other=0.0)
-        xh = yg * r0 * tl.load(PRE + idx, mask=mask, other=0.0) * _silu(_state(X, LB, H0, idx, mask, K, HAS_LB))
-    else:
-        xh = _silu(tl.load(X + idx, mask=mask, other=0.0)) * tl.load(X + K + idx, mask=mask, other=0.0)
-    return xh
+def _operands(PRE, LB, H0, idx, mask, MODE: tl.constexpr, HAS_LB: tl.constexpr):
+    """(pre, lb, h₀) of the prologue at `idx`: the gains and the old state, which no launch of the step
+    writes, so callers load them before they wait for the input (zeros where the mode needs none)."""
+    pre = tl.zeros(idx.shape, dtype=tl.float32)
+    lb = tl.zeros(idx.shape, dtype=tl.float32)
+    h0 = tl.zeros(idx.shape, dtype=tl.float32)
+    if MODE != 2:
+        pre = tl.load(PRE + idx, mask=mask, other=0.0)
+    if MODE == 1:
+        h0 = tl.load(H0 + idx, mask=mask, other=0.0)
+        if HAS_LB:
+            lb = tl.load(LB + idx, mask=mask, other=0.0)
+    return pre, lb, h0
 
 
 @triton.jit
@@ -160,17 +153,18 @@ def _codes(xh, rstd, gam, s):
 
 
 @triton.jit
-def _row_one_pass(X, PRE, LB, H0, H1, gam, idx, mask, K, pre_eps, pid, MODE: tl.constexpr, HAS_LB: tl.constexpr):
-    """(x̂, rstd of x̂ with the BitLinear eps, absmax of x̂·rstd·γ) from one tuple reduction."""
+def _row_one_pass(X, pre, lb, h0, H1, gam, idx, mask, K, pre_eps, store_h, MODE: tl.constexpr):
+    """(x̂, rstd of x̂ with the BitLinear eps, absmax of x̂·rstd·γ) from one tuple reduction; pre, lb, h₀
+    from `_operands`. STEP mode writes h to H1 where store_h (one program)."""
     if MODE == 0:
         x = tl.load(X + idx, mask=mask, other=0.0)
-        a = x * tl.load(PRE + idx, mask=mask, other=0.0)
+        a = x * pre
     elif MODE == 1:
         x = tl.load(X + 2 * K + idx, mask=mask, other=0.0)
-        h = _state(X, LB, H0, idx, mask, K, HAS_LB)
-        if pid == 0:
+        h = _state(X, lb, h0, idx, mask, K)
+        if store_h:
             tl.store(H1 + idx, h, mask=mask)
-        a = x * tl.load(PRE + idx, mask=mask, other=0.0) * _silu(h)
+        a = x * pre * _silu(h)
     else:
         a = _silu(tl.load(X + idx, mask=mask, other=0.0)) * tl.load(X + K + idx, mask=mask, other=0.0)
         x = a
@@ -180,21 +174,6 @@ def _row_one_pass(X, PRE, LB, H0, H1, gam, idx, mask, K, pre_eps, pid, MODE: tl.
         r0 = 1.0 / tl.sqrt(sx / K + pre_eps)
     rstd = 1.0 / tl.sqrt(r0 * r0 * sa / K + 1e-6)
     return a * r0, rstd, r0 * rstd * m
-
-
-@triton.jit
-def _row_chained(X, PRE, LB, H0, H1, gam, idx, mask, K, pre_eps, pid, MODE: tl.constexpr, HAS_LB: tl.constexpr):
-    """The same three statistics as `_row_one_pass`, each reduction waiting for the one before."""
-    r0 = 1.0
-    if MODE == 0:
-        r0 = _rms(tl.load(X + idx, mask=mask, other=0.0), K, pre_eps)
-    elif MODE == 1:
-        r0 = _rms(tl.load(X + 2 * K + idx, mask=mask, other=0.0), K, pre_eps)
-        if pid == 0:
-            tl.store(H1 + idx, _state(X, LB, H0, idx, mask, K, HAS_LB), mask=mask)
-    xh = _xhat(X, PRE, LB, H0, idx, mask, K, r0, MODE, HAS_LB)
-    rstd = _rms(xh, K, 1e-6)
-    return xh, rstd, tl.max(tl.max(tl.max(tl.abs(xh * rstd * gam), 2), 1), 0)
 
 
 @triton.jit
@@ -208,57 +187,53 @@ def _weight_tile(W, row0, rows, rw, NG, KW, stride_wn, BW: tl.constexpr, KW_EXAC
 
 
 @triton.jit
+def _activation_words(xh, rstd, gam, amax, beta):
+    """int8 codes of x̂ [BW, 4, 4] packed four to a word → (words [BW, 4], Σq, output scale β/s)."""
+    s = tl.math.div_rn(1.0, tl.maximum(amax, 1e-5)) * 127.0  # as torch: reciprocal, then ·127
+    q = _codes(xh, rstd, gam, s)
+    words = tl.reduce((q & 0xFF) << (8 * tl.arange(0, 4)[None, :, None]), 1, _bit_or)  # activation word (t, p)
+    return words, tl.sum(tl.sum(tl.sum(q, 2), 1), 0), beta / s
+
+
+@triton.jit
+def _tile_product(wt, words, qsum, scale, c, DP4A: tl.constexpr):
+    """c + (Σ q·w)·β/s for the rows of the weight words wt [BN, BW] (see the module doc) → [BN]."""
+    lanes = tl.broadcast_to(words[None, :, :], (wt.shape[0], wt.shape[1], 4))
+    codes = (wt[:, :, None] >> (2 * tl.arange(0, 4)[None, None, :])) & 0x03030303  # plane p of word t
+    acc = _dot4(lanes, codes, tl.zeros([wt.shape[0], wt.shape[1], 4], dtype=tl.int32), DP4A)
+    return (tl.sum(tl.sum(acc, axis=2), axis=1) - qsum).to(tl.float32) * scale + c
+
+
+@triton.jit
 def _decode_gemv_kernel(X, PRE, LB, H0, H1, GAIN, W, C, BETA, N, K, NG, KW, stride_wn, pre_eps,
                         MODE: tl.constexpr, HAS_LB: tl.constexpr, ACCUMULATE: tl.constexpr, DP4A: tl.constexpr,
                         BW: tl.constexpr, KW_EXACT: tl.constexpr, FULL: tl.constexpr, PDL: tl.constexpr,
-                        ONE_PASS: tl.constexpr, BN: tl.constexpr):
-    """Program (p, g) makes group g's int8 codes once, then the row tiles p, p + P, p + 2P, … of that
-    group (P programs along axis 0), loading each next tile (and output) while it multiplies the current."""
+                        BN: tl.constexpr):
+    """Program (p, g): rows p·BN … p·BN + BN − 1 of group g, whose int8 codes it makes itself."""
     pid = tl.program_id(0)
     group = tl.program_id(1)
-    nprog = tl.num_programs(0)
     row0 = group * NG
-    rb = tl.arange(0, BN)
-    rw = tl.arange(0, BW)
+    rows = pid * BN + tl.arange(0, BN)
     # the weights first: no launch writes them, so their loads are in flight before the wait below
     # and while the prologue computes the row statistics
-    wt = _weight_tile(W, row0, pid * BN + rb, rw, NG, KW, stride_wn, BW, KW_EXACT)
+    wt = _weight_tile(W, row0, rows, tl.arange(0, BW), NG, KW, stride_wn, BW, KW_EXACT)
     # the input as a contiguous [BW, 4, 4] tile: element 16t + 4b + p at (t, b, p), so plane p of
     # weight word t meets lanes b of activation word (t, p) (see the module doc)
-    t3 = tl.arange(0, BW)[:, None, None]
-    b3 = tl.arange(0, 4)[None, :, None]
-    p3 = tl.arange(0, 4)[None, None, :]
-    idx = 16 * t3 + 4 * b3 + p3
+    idx = 16 * tl.arange(0, BW)[:, None, None] + 4 * tl.arange(0, 4)[None, :, None] + tl.arange(0, 4)[None, None, :]
     if FULL:  # K = 16·BW: a mask known all-true at compile time lets the loads be 16 bytes wide
         mask = idx < 16 * BW
     else:
         mask = idx < K
     gam = tl.load(GAIN + group * K + idx, mask=mask, other=0.0)
+    pre, lb, h0 = _operands(PRE, LB, H0, idx, mask, MODE, HAS_LB)
+    beta = tl.load(BETA + group)
     _wait_for_previous_launch(PDL)  # everything below reads or writes what other launches touch
     c = tl.zeros([BN], dtype=tl.float32)
     if ACCUMULATE:  # issued now, not after the product: its latency hides behind the prologue
-        c = tl.load(C + row0 + pid * BN + rb, mask=pid * BN + rb < NG, other=0.0)
-    if ONE_PASS:
-        xh, rstd, amax = _row_one_pass(X, PRE, LB, H0, H1, gam, idx, mask, K, pre_eps, pid + group, MODE, HAS_LB)
-    else:
-        xh, rstd, amax = _row_chained(X, PRE, LB, H0, H1, gam, idx, mask, K, pre_eps, pid + group, MODE, HAS_LB)
-    s = tl.math.div_rn(1.0, tl.maximum(amax, 1e-5)) * 127.0  # as torch: reciprocal, then ·127
-    q = _codes(xh, rstd, gam, s)  # [BW, 4, 4]
-    words = tl.reduce((q & 0xFF) << (8 * b3), 1, _bit_or)  # [BW, 4]: activation word (t, p)
-    lanes = tl.broadcast_to(words[None, :, :], (BN, BW, 4))
-    qsum = tl.sum(tl.sum(tl.sum(q, 2), 1), 0)
-    scale = tl.load(BETA + group) / s
-    for blk in range(pid, tl.cdiv(NG, BN), nprog):
-        rows = blk * BN + rb
-        wt_next = _weight_tile(W, row0, rows + nprog * BN, rw, NG, KW, stride_wn, BW, KW_EXACT)
-        c_next = tl.zeros([BN], dtype=tl.float32)
-        if ACCUMULATE:
-            c_next = tl.load(C + row0 + rows + nprog * BN, mask=rows + nprog * BN < NG, other=0.0)
-        codes = (wt[:, :, None] >> (2 * p3)) & 0x03030303  # [BN, BW, 4]: plane p of word t, lanes 0..3
-        acc = _dot4(lanes, codes, tl.zeros([BN, BW, 4], dtype=tl.int32), DP4A)
-        total = tl.sum(tl.sum(acc, axis=2), axis=1) - qsum
-        tl.store(C + row0 + rows, total.to(tl.float32) * scale + c, mask=rows < NG)
-        wt, c = wt_next, c_next
+        c = tl.load(C + row0 + rows, mask=rows < NG, other=0.0)
+    xh, rstd, amax = _row_one_pass(X, pre, lb, h0, H1, gam, idx, mask, K, pre_eps, pid + group == 0, MODE)
+    words, qsum, scale = _activation_words(xh, rstd, gam, amax, beta)
+    tl.store(C + row0 + rows, _tile_product(wt, words, qsum, scale, c, DP4A), mask=rows < NG)
 
 
 def _launch_config(ng: int, bw: int) -> tuple[int, int]:
@@ -297,14 +272,11 @@ def decode_gemv(mode: int, x: torch.Tensor, pre: torch.Tensor, gains: torch.Tens
     pdl = PDL and torch.cuda.get_device_capability(x.device)[0] >= 9
     bn, warps = _launch_config(ng, triton.next_power_of_2(kw))
     programs = triton.cdiv(ng, bn)
-    if PERSISTENT:  # a few programs a multiprocessor, each over several tiles (2 in the interpreter)
-        sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 1
-        programs = min(programs, max(1, triton.cdiv(2 * sms, groups)))
     _decode_gemv_kernel[(programs, groups)](
         x, pre if pre is not None else dummy, lb if lb is not None else dummy, h0 if h0 is not None else dummy,
         h1 if h1 is not None else dummy, gains, w, out, beta, n, k, ng, kw, w.stride(0), pre_eps,
         MODE=mode, HAS_LB=lb is not None, ACCUMULATE=accumulate, DP4A=not _interpreting(),
         BW=triton.next_power_of_2(kw), KW_EXACT=kw,
-        FULL=k == 16 * triton.next_power_of_2(kw), PDL=pdl, ONE_PASS=ONE_PASS, BN=bn, num_warps=warps,
+        FULL=k == 16 * triton.next_power_of_2(kw), PDL=pdl, BN=bn, num_warps=warps,
         **({"launch_pdl": True} if pdl else {}))
     return out

@@ -35,7 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .decode import _bit_or, _codes, _dot4, _interpreting, _row_one_pass, _weight_tile
+from .decode import _activation_words, _interpreting, _operands, _row_one_pass, _tile_product, _weight_tile
 
 _NORM, _STEP, _GLU = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)  # decode.MODE_*
 
@@ -56,10 +56,26 @@ def _arrive(SYNC):
 
 @triton.jit
 def _wait(SYNC, target):
-    """Spin until every program has arrived `target // nprog` times (acquire: their stores are visible)."""
+    """Spin until every program has arrived `target // nprog` times (acquire: their stores are visible).
+    Polling by atomic adds of 0 measured a little faster than by `ld.acquire` loads (823 against 863 µs
+    a step, H200)."""
     while tl.atomic_add(SYNC, 0, sem="acquire", scope="gpu") < target:
         pass
     tl.debug_barrier()
+
+
+@triton.jit
+def _now(TRACE: tl.constexpr):
+    """The global nanosecond timer ([1] tensor), for TRACE builds."""
+    return tl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l,r", [tl.zeros([1], dtype=tl.int32)],
+                                     dtype=tl.int64, is_pure=False, pack=1)
+
+
+@triton.jit
+def _stamp(T, pid, k, i, TRACE: tl.constexpr):
+    """T[pid, k, i] ← now (TRACE builds only: where a program's time goes, phase by phase)."""
+    if TRACE:
+        tl.store(T + (pid * 512 + k) * 4 + i + tl.arange(0, 1), _now(TRACE))
 
 
 @triton.jit
@@ -71,66 +87,73 @@ def _tile_rows(j, tiles, total, BN: tl.constexpr):
 
 
 @triton.jit
-def _phase(X, PRE, LB, H0, H1, GAIN, W, C, BETA, G, NG, K, KW, pre_eps, SYNC, target, pid, nprog,
+def _phase(X, PRE, LB, H0, H1, GAIN, W, C, BETA, G, NG, K, KW, pre_eps, SYNC, k, pid, nprog, T,
            MODE: tl.constexpr, ACCUMULATE: tl.constexpr, DP4A: tl.constexpr, BW: tl.constexpr,
-           KW_EXACT: tl.constexpr, FULL: tl.constexpr, BN: tl.constexpr):
-    """One fused GEMV (`decode._decode_gemv_kernel`'s arithmetic) as this program's share of a phase:
-    wait for the phase before, then tiles pid, pid + nprog, …, then arrive."""
+           KW_EXACT: tl.constexpr, FULL: tl.constexpr, BN: tl.constexpr, TRACE: tl.constexpr):
+    """One fused GEMV (`decode._decode_gemv_kernel`'s arithmetic) as phase k's share of this program:
+    wait for phase k − 1, then a contiguous run of tiles (so mostly one group: one prologue), with the
+    weights of the two tiles after the current one in flight, then arrive."""
+    _stamp(T, pid, k, 0, TRACE)
     rb = tl.arange(0, BN)
     rw = tl.arange(0, BW)
-    t3 = tl.arange(0, BW)[:, None, None]
-    b3 = tl.arange(0, 4)[None, :, None]
-    p3 = tl.arange(0, 4)[None, None, :]
-    idx = 16 * t3 + 4 * b3 + p3  # element 16t + 4b + p of the input at (t, b, p), see decode.py
+    idx = 16 * tl.arange(0, BW)[:, None, None] + 4 * tl.arange(0, 4)[None, :, None] + tl.arange(0, 4)[None, None, :]
     if FULL:
         mask = idx < 16 * BW
     else:
         mask = idx < K
     tiles = tl.cdiv(NG, BN)
     total = G * tiles
-    # the first tile's weights: nothing in this launch writes them, so they load during the wait
-    g, r = _tile_rows(pid, tiles, total, BN)
+    per = tl.cdiv(total, nprog)
+    first = pid * per
+    last = tl.minimum(first + per, total)
+    # what nothing in this launch writes loads during the wait: the first two tiles' weights, the
+    # first group's gains and scale, the norm weights, lower bound and old state
+    g, r = _tile_rows(first, tiles, total, BN)
     wt = _weight_tile(W, g * NG, r + rb, rw, NG, KW, KW, BW, KW_EXACT)
-    _wait(SYNC, target)
+    g1, r1 = _tile_rows(tl.where(first + 1 < last, first + 1, total), tiles, total, BN)
+    wt1 = _weight_tile(W, g1 * NG, r1 + rb, rw, NG, KW, KW, BW, KW_EXACT)
+    g = tl.minimum(g, G - 1)
+    gam = tl.load(GAIN + g * K + idx, mask=mask, other=0.0)
+    beta = tl.load(BETA + g)
+    pre, lb, h0 = _operands(PRE, LB, H0, idx, mask, MODE, True)
+    _wait(SYNC, k * nprog)
+    _stamp(T, pid, k, 1, TRACE)
     cur = -1
     words = tl.zeros([BW, 4], dtype=tl.int32)
     qsum = tl.sum(tl.sum(words, 1), 0)
     scale = 0.0
-    for j in range(pid, total, nprog):
+    for j in range(first, last):
         g, r = _tile_rows(j, tiles, total, BN)
-        gn, rn = _tile_rows(j + nprog, tiles, total, BN)
-        wt_next = _weight_tile(W, gn * NG, rn + rb, rw, NG, KW, KW, BW, KW_EXACT)
+        g2, r2 = _tile_rows(tl.where(j + 2 < last, j + 2, total), tiles, total, BN)
+        wt2 = _weight_tile(W, g2 * NG, r2 + rb, rw, NG, KW, KW, BW, KW_EXACT)
         rows = r + rb
         c = tl.zeros([BN], dtype=tl.float32)
         if ACCUMULATE:
             c = tl.load(C + g * NG + rows, mask=rows < NG, other=0.0)
         if g != cur:  # this program's first tile of group g: make g's int8 codes
-            gam = tl.load(GAIN + g * K + idx, mask=mask, other=0.0)
-            xh, rstd, amax = _row_one_pass(X, PRE, LB, H0, H1, gam, idx, mask, K, pre_eps, pid + g, MODE, True)
-            s = tl.math.div_rn(1.0, tl.maximum(amax, 1e-5)) * 127.0
-            q = _codes(xh, rstd, gam, s)
-            words = tl.reduce((q & 0xFF) << (8 * b3), 1, _bit_or)
-            qsum = tl.sum(tl.sum(tl.sum(q, 2), 1), 0)
-            scale = tl.load(BETA + g) / s
+            if j != first:
+                gam = tl.load(GAIN + g * K + idx, mask=mask, other=0.0)
+                beta = tl.load(BETA + g)
+            xh, rstd, amax = _row_one_pass(X, pre, lb, h0, H1, gam, idx, mask, K, pre_eps, pid + g == 0, MODE)
+            words, qsum, scale = _activation_words(xh, rstd, gam, amax, beta)
             cur = g
-        lanes = tl.broadcast_to(words[None, :, :], (BN, BW, 4))
-        codes = (wt[:, :, None] >> (2 * p3)) & 0x03030303
-        acc = _dot4(lanes, codes, tl.zeros([BN, BW, 4], dtype=tl.int32), DP4A)
-        out = tl.sum(tl.sum(acc, axis=2), axis=1) - qsum
-        tl.store(C + g * NG + rows, out.to(tl.float32) * scale + c, mask=rows < NG)
-        wt = wt_next
+        tl.store(C + g * NG + rows, _tile_product(wt, words, qsum, scale, c, DP4A), mask=rows < NG)
+        if j == first:
+            _stamp(T, pid, k, 2, TRACE)
+        wt, wt1 = wt1, wt2
+    _stamp(T, pid, k, 3, TRACE)
     _arrive(SYNC)
 
 
 @triton.jit
-def _decode_token_kernel(TOK, EMB, X, Y, H0, H1, SYNC, LOGITS,
+def _decode_token_kernel(TOK, EMB, X, Y, H0, H1, SYNC, LOGITS, T,
                          ATTN_NORM, G_NORM, MLP_NORM, LB,
                          IFG_W, IFG_B, IFG_G, O_W, O_B, O_G, GU_W, GU_B, GU_G, DN_W, DN_B, DN_G,
                          FIN_NORM, HD_W, HD_B, HD_G,
                          L, D, I, V, eps,
                          DP4A: tl.constexpr, BW_D: tl.constexpr, BW_I: tl.constexpr, FULL_D: tl.constexpr,
                          FULL_I: tl.constexpr, KW_D: tl.constexpr, KW_I: tl.constexpr, BN_D: tl.constexpr,
-                         BN_DOWN: tl.constexpr, EB: tl.constexpr):
+                         BN_DOWN: tl.constexpr, EB: tl.constexpr, TRACE: tl.constexpr):
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     # phase 0: the token's embedding row into the residual stream
@@ -142,20 +165,20 @@ def _decode_token_kernel(TOK, EMB, X, Y, H0, H1, SYNC, LOGITS,
     for l in range(L):
         k = 1 + 4 * l
         _phase(X, ATTN_NORM + l * D, LB, H0, H1, IFG_G + l * 3 * D, IFG_W + l * 3 * D * KW_D, Y, IFG_B + 3 * l,
-               3, D, D, KW_D, eps, SYNC, k * nprog, pid, nprog,
-               _NORM, False, DP4A, BW_D, KW_D, FULL_D, BN_D)
+               3, D, D, KW_D, eps, SYNC, k, pid, nprog, T,
+               _NORM, False, DP4A, BW_D, KW_D, FULL_D, BN_D, TRACE)
         _phase(Y, G_NORM + l * D, LB + l * D, H0 + l * D, H1 + l * D, O_G + l * D, O_W + l * D * KW_D, X, O_B + l,
-               1, D, D, KW_D, eps, SYNC, (k + 1) * nprog, pid, nprog,
-               _STEP, True, DP4A, BW_D, KW_D, FULL_D, BN_D)
+               1, D, D, KW_D, eps, SYNC, k + 1, pid, nprog, T,
+               _STEP, True, DP4A, BW_D, KW_D, FULL_D, BN_D, TRACE)
         _phase(X, MLP_NORM + l * D, LB, H0, H1, GU_G + l * D, GU_W + l * 2 * I * KW_D, Y, GU_B + l,
-               1, 2 * I, D, KW_D, eps, SYNC, (k + 2) * nprog, pid, nprog,
-               _NORM, False, DP4A, BW_D, KW_D, FULL_D, BN_D)
+               1, 2 * I, D, KW_D, eps, SYNC, k + 2, pid, nprog, T,
+               _NORM, False, DP4A, BW_D, KW_D, FULL_D, BN_D, TRACE)
         _phase(Y, MLP_NORM, LB, H0, H1, DN_G + l * I, DN_W + l * D * KW_I, X, DN_B + l,
-               1, D, I, KW_I, eps, SYNC, (k + 3) * nprog, pid, nprog,
-               _GLU, True, DP4A, BW_I, KW_I, FULL_I, BN_DOWN)
+               1, D, I, KW_I, eps, SYNC, k + 3, pid, nprog, T,
+               _GLU, True, DP4A, BW_I, KW_I, FULL_I, BN_DOWN, TRACE)
     _phase(X, FIN_NORM, LB, H0, H1, HD_G, HD_W, LOGITS, HD_B,
-           1, V, D, KW_D, eps, SYNC, (1 + 4 * L) * nprog, pid, nprog,
-           _NORM, False, DP4A, BW_D, KW_D, FULL_D, BN_D)
+           1, V, D, KW_D, eps, SYNC, 1 + 4 * L, pid, nprog, T,
+           _NORM, False, DP4A, BW_D, KW_D, FULL_D, BN_D, TRACE)
     # _phase arrived once more; the last program to do so resets the counter for the next launch
     if tl.atomic_add(SYNC, 0, sem="acquire", scope="gpu") == (2 + 4 * L) * nprog:
         tl.atomic_cas(SYNC, (2 + 4 * L) * nprog, 0, sem="relaxed", scope="gpu")
@@ -167,6 +190,8 @@ def aligned(d: int, inner: int) -> bool:
 
 
 _resident: dict[tuple, int] = {}
+compiled: dict[tuple, dict] = {}
+"""Registers, spills and grid of each compiled configuration (bench/gpu_decode.py prints them)."""
 
 
 def _programs(args: tuple, options: dict, device: torch.device) -> int:
@@ -189,6 +214,8 @@ def _programs(args: tuple, options: dict, device: torch.device) -> int:
             raise RuntimeError(f"one_launch: a program needs {kernel.n_regs} registers a thread × {warps} warps, "
                                "more than a multiprocessor has")
         _resident[key] = min(PROGRAMS_PER_SM, fit) * props.multi_processor_count
+        compiled[key] = {"registers": kernel.n_regs, "spills": kernel.n_spills, "programs": _resident[key],
+                         "shared": kernel.metadata.shared}
     return _resident[key]
 
 
@@ -204,7 +231,8 @@ def decode_token(tokens: torch.Tensor, emb: torch.Tensor, w: dict[str, torch.Ten
     kw_d, kw_i = d // 16, inner // 16
     logits = torch.empty(1, V, dtype=torch.float32, device=h0.device)
     interp = _interpreting()
-    args = (tokens, emb, work["x"], work["y"], h0, h1, work["sync"], logits,
+    trace = work.get("trace")  # int64 [nprog, 512, 4], filled with TRACE (bench/gpu_decode.py --trace)
+    args = (tokens, emb, work["x"], work["y"], h0, h1, work["sync"], logits, trace if trace is not None else logits,
             w["attn_norm"], w["g_norm"], w["mlp_norm"], w["lower_bound"],
             w["ifg_packed"].view(torch.int32), w["ifg_beta"], w["ifg_norms"],
             w["o_packed"].view(torch.int32), w["o_beta"], w["o_norms"],
@@ -215,6 +243,6 @@ def decode_token(tokens: torch.Tensor, emb: torch.Tensor, w: dict[str, torch.Ten
     options = dict(DP4A=not interp, BW_D=triton.next_power_of_2(kw_d), BW_I=triton.next_power_of_2(kw_i),
                    FULL_D=kw_d == triton.next_power_of_2(kw_d), FULL_I=kw_i == triton.next_power_of_2(kw_i),
                    KW_D=kw_d, KW_I=kw_i, BN_D=BN_D if not interp else 16, BN_DOWN=BN_DOWN if not interp else 8,
-                   EB=64, num_warps=NUM_WARPS if not interp else 1)
+                   EB=64, TRACE=trace is not None, num_warps=NUM_WARPS if not interp else 1)
     _decode_token_kernel[(_programs(args, options, h0.device),)](*args, **options)
     return logits
