@@ -4,11 +4,11 @@ does not depend on the values). Needs a CUDA GPU.
 Records: resident weight memory (packed codes, scales, gains, bf16 embedding), decode tokens/s at
 batch 1 and batch 64 (CUDA-graph step, logits left on the GPU; batch 1 also through
 `engine.step`, logits copied to the host), and prefill tokens/s for 2,048 tokens. `--variants` also
-records batch-1 decode for each entry of VARIANTS (the one-launch step's tiles, warps and programs a
-multiprocessor; the four-launches-a-layer path with and without PDL), in the same process on the
-same weights; `--profile` prints where a batch-1 step's time goes, launch by launch (not recorded).
+records batch-1 decode for each entry of VARIANTS (the fused GEMV with and without PDL, other tile
+shapes), in the same process on the same weights; `--profile` prints where a batch-1 step's time
+goes, launch by launch (not recorded).
 
-    python -m bench.gpu_decode [--preset 1.3b] [--steps 200] [--variants] [--profile]
+    python -m bench.gpu_decode [--preset 1.3b] [--steps 200] [--variants] [--profile] [--only-batch1]
 """
 
 from __future__ import annotations
@@ -91,31 +91,22 @@ def prefill_rates(engine: CudaEngine, length: int, repeats: int = 3) -> list[flo
 
 
 VARIANTS = {
-    "one_launch": {},
-    "one_launch bn32": {"BN_D": 32},
-    "one_launch down bn16": {"BN_DOWN": 16},
-    "4 launches a layer: pdl+one_pass": {"one_launch": False},
+    "pdl": {},
+    "no pdl": {"PDL": False},
+    "d 16/8": {"TILES": {"d": (16, 8)}},
+    "head 64/4": {"TILES": {"head": (64, 4)}},
+    "head 128/8": {"TILES": {"head": (128, 8)}},
 }
-"""name → settings that differ from the defaults: engine.one_launch, and module switches of
-`kernels/ternary_gemm/one_launch.py` (tiles, warps, programs) or `decode.py` (PDL)."""
+"""name → switches of `kernels/ternary_gemm/decode.py` that differ from its defaults (PDL; TILES,
+merged into the default table)."""
 
 
 def set_variant(engine: CudaEngine, name: str, defaults: dict) -> None:
-    """Switch the batch-1 path's variant; the captured graphs hold the old kernels, so drop them."""
-    from mmfree_cli.kernels.ternary_gemm import decode, one_launch
-    for key, value in {**defaults, **VARIANTS[name]}.items():
-        if key == "one_launch":
-            engine.one_launch = value
-        else:
-            setattr(one_launch if hasattr(one_launch, key) else decode, key, value)
+    """Switch the fused GEMV's variant; the captured graphs hold the old kernels, so drop them."""
+    from mmfree_cli.kernels.ternary_gemm import decode
+    decode.PDL = VARIANTS[name].get("PDL", defaults["PDL"])
+    decode.TILES = {**defaults["TILES"], **VARIANTS[name].get("TILES", {})}
     engine._graphs.clear()
-
-
-def variant_defaults(engine: CudaEngine) -> dict:
-    from mmfree_cli.kernels.ternary_gemm import decode, one_launch
-    keys = {k for v in VARIANTS.values() for k in v}
-    return {k: engine.one_launch if k == "one_launch" else getattr(one_launch if hasattr(one_launch, k) else decode, k)
-            for k in keys}
 
 
 def profile(engine: CudaEngine, steps: int = 5) -> None:
@@ -131,7 +122,7 @@ def profile(engine: CudaEngine, steps: int = 5) -> None:
             engine.step_device(tokens, state)
         torch.cuda.synchronize()
     kernels = sorted((e for e in prof.events() if e.device_type.name == "CUDA"), key=lambda e: e.time_range.start)
-    if not any("decode_" in e.name for e in kernels) and engine.use_graph:
+    if not any("decode_gemv" in e.name for e in kernels) and engine.use_graph:
         print("(the profiler saw no kernels inside graph replays: eager steps instead)", flush=True)
         engine.use_graph = False
         try:
@@ -157,63 +148,23 @@ def profile(engine: CudaEngine, steps: int = 5) -> None:
     print(f"step (first kernel start to last kernel end, incl. gaps between steps): {span:.1f} us", flush=True)
 
 
-def trace(engine: CudaEngine, steps: int = 5) -> None:
-    """Print where a one-launch batch-1 step's time goes, phase by phase, from the kernel's own
-    timestamps (a TRACE build; `kernels/ternary_gemm/one_launch.py`). Diagnostics only."""
-    from mmfree_cli.kernels.ternary_gemm import one_launch
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    work = engine._scratch()
-    work["trace"] = torch.zeros(4 * sms, 512, 4, dtype=torch.int64, device="cuda")
-    engine._graphs.clear()
-    tokens = torch.zeros(1, dtype=torch.long, device="cuda")
-    state = engine.new_state(1)
-    for _ in range(steps):
-        engine.step_device(tokens, state)
-    torch.cuda.synchronize()
-    t = work.pop("trace").double() / 1e3  # µs
-    engine._graphs.clear()
-    L = engine.config.num_hidden_layers
-    nprog = int((t[:, 1, 3] > 0).sum())
-    t = t[:nprog]
-    print(f"one-launch step, {nprog} programs; compiled: {list(one_launch.compiled.values())}", flush=True)
-    rows: dict[str, list[list[float]]] = {}
-    for k in range(2, 2 + 4 * L):  # phase 0 (the embedding) has no stamps
-        role = "head" if k == 1 + 4 * L else ["ifg", "o+step", "gate/up", "down+glu"][(k - 1) % 4]
-        ph, prev = t[:, k], t[:, k - 1]
-        has_tile = ph[:, 2] > 0
-        rows.setdefault(role, []).append([
-            (ph[:, 3].max() - prev[:, 3].max()).item(),                # phase: last arrival to last arrival
-            (ph[:, 1].min() - prev[:, 3].max()).item(),                # barrier: last arrival to first release
-            (ph[:, 1].max() - ph[:, 1].min()).item(),                  # spread of the releases
-            (ph[has_tile, 2] - ph[has_tile, 1]).median().item(),       # first tile: prologue + product
-            (ph[has_tile, 3] - ph[has_tile, 2]).median().item(),       # the program's other tiles
-            (ph[has_tile, 3] - ph[has_tile, 1]).max().item()])         # slowest program's work
-    print(f"{'phase':10s} {'n':>3s} {'phase us':>8s} {'barrier':>8s} {'spread':>7s} {'1st tile':>8s} "
-          f"{'rest':>6s} {'slowest':>7s}", flush=True)
-    for role, vals in rows.items():
-        m = torch.tensor(vals).mean(0).tolist()
-        print(f"{role:10s} {len(vals):3d} " + " ".join(f"{v:8.2f}" for v in m), flush=True)
-    print(f"step (phase 1 start to the head's last arrival): {(t[:, 1 + 4 * L, 3].max() - t[:, 1, 0].min()).item():.1f} us",
-          flush=True)
-
-
 def _variants(engine: CudaEngine, args, bench: str, notes: str) -> None:
     from mmfree_cli.kernels.ternary_gemm import decode
-    if args.variants:
-        defaults = variant_defaults(engine)
-        for name in VARIANTS:
-            if VARIANTS[name].get("PDL", defaults.get("PDL")) and not decode._pdl_supported():
-                print(f"{name}: this Triton has no programmatic dependent launch, skipped", flush=True)
-                continue
-            set_variant(engine, name, defaults)
-            rates = decode_rates(engine, 1, args.steps)
-            print(f"decode batch 1 [{name}]: {sorted(rates)[1]:.0f} tok/s", flush=True)
-            record(bench, f"decode tokens/s batch 1 [{name}]", rates, "tok/s", notes=notes)
-            if args.profile:
-                profile(engine)
-            if args.trace and engine.one_launch:
-                trace(engine)
-        set_variant(engine, "one_launch", defaults)
+    if not args.variants:
+        return
+    defaults = {"PDL": decode.PDL, "TILES": dict(decode.TILES)}
+    for name in VARIANTS:
+        if name == "pdl" and not decode._pdl_supported():
+            print(f"{name}: this Triton has no programmatic dependent launch, skipped", flush=True)
+            continue
+        set_variant(engine, name, defaults)
+        rates = decode_rates(engine, 1, args.steps)
+        print(f"decode batch 1 [{name}]: {sorted(rates)[1]:.0f} tok/s", flush=True)
+        record(bench, f"decode tokens/s batch 1 [{name}]", rates, "tok/s", notes=notes)
+        if args.profile:
+            profile(engine)
+    decode.PDL, decode.TILES = defaults["PDL"], defaults["TILES"]
+    engine._graphs.clear()
 
 
 def main() -> None:
@@ -222,16 +173,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--profile", action="store_true", help="also print a kernel time table (not recorded)")
     ap.add_argument("--variants", action="store_true", help="also record batch-1 decode for each GEMV variant")
-    ap.add_argument("--trace", action="store_true", help="also print a one-launch step's phases (not recorded)")
     ap.add_argument("--only-batch1", action="store_true", help="skip batch 64, the host step and prefill")
     args = ap.parse_args()
     import triton
+    from mmfree_cli.kernels.ternary_gemm import decode
     config = preset(args.preset)
     engine = CudaEngine(config, random_tensors(config, "cuda"), tokenizer=None, device="cuda")
     torch.cuda.empty_cache()
     bench = f"gpu_decode_{args.preset}"
     notes = (f"random ternary weights, CUDA graph; torch {torch.__version__}, triton {triton.__version__}, "
-             f"CUDA {torch.version.cuda}; {torch.cuda.get_device_name(0)}")
+             f"CUDA {torch.version.cuda}; {torch.cuda.get_device_name(0)}; batch-1 decode: fused GEMVs, product one "
+             f"bit plane at a time, gains/state/β loaded before the PDL wait, tiles {decode.TILES}")
     resident = engine.resident_bytes() / 1e9
     print(f"resident weights {resident:.3f} GB", flush=True)
     record(bench, "resident weights", resident, "GB", "<= 0.5", resident <= 0.5, notes)
@@ -250,8 +202,6 @@ def main() -> None:
     record(bench, "prefill tokens/s (2048 tokens, batch 1)", rates, "tok/s", ">= 50000", med >= 50000, notes)
     if args.profile:
         profile(engine)
-    if args.trace:
-        trace(engine)
     _variants(engine, args, bench, notes)
 
 

@@ -54,35 +54,26 @@ def _projection(t: dict[str, torch.Tensor], names: list[str], device) -> Project
                       norms=torch.stack([t[f"{n}.norm.weight"].float() for n in names]).to(device))
 
 
-PROJECTIONS = {"ifg": ["attn.i_proj", "attn.f_proj", "attn.g_proj"], "o": ["attn.o_proj"],
-               "gate": ["mlp.gate_proj"], "down": ["mlp.down_proj"]}
-
-
-def stack_layers(config: HGRNBitConfig, t: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
-    """Every layer's device tensors, stacked on a leading layer axis (the names of
-    `kernels.ternary_gemm.naive.decode_token_naive`): the one-launch decode step indexes them by layer."""
-    L, d = config.num_hidden_layers, config.hidden_size
-    src = t["model.embeddings.weight"].device  # stack where the tensors are, then move once
-    w = {norm: torch.stack([t[f"model.layers.{l}.{key}.weight"].float() for l in range(L)]).to(device)
-         for norm, key in (("attn_norm", "attn_norm"), ("g_norm", "attn.g_norm"), ("mlp_norm", "mlp_norm"))}
-    w["lower_bound"] = torch.zeros(L, d, device=device)  # layer 0 has none: f = 0 + (1 − 0)·σ(yf) exactly
+def build_layers(config: HGRNBitConfig, t: dict[str, torch.Tensor], device) -> list[Layer]:
+    """Per-layer device tensors from export tensors (checkpoint keys, `i2`-packed BitLinear weights)."""
+    lbs: list[torch.Tensor | None] = [None] * config.num_hidden_layers
     if config.use_lower_bound:
         p = t["model.lower_bounds"].float().softmax(dim=0)
-        w["lower_bound"][1:] = (p.cumsum(dim=0) - p[0])[1:].to(device)  # as HGRNBitModel.layer_lower_bounds
-    for name, keys in PROJECTIONS.items():
-        layers = [_projection(t, [f"model.layers.{l}.{k}" for k in keys], src) for l in range(L)]
-        for field in ("packed", "beta", "norms"):
-            w[f"{name}_{field}"] = torch.stack([getattr(p, field) for p in layers]).to(device)
-    return w
-
-
-def layer_views(config: HGRNBitConfig, w: dict[str, torch.Tensor]) -> list[Layer]:
-    """Per-layer views into the stacked tensors (no copies)."""
-    return [Layer(attn_norm=w["attn_norm"][l], g_norm=w["g_norm"][l], mlp_norm=w["mlp_norm"][l],
-                  lower_bound=w["lower_bound"][l] if config.use_lower_bound and l > 0 else None,
-                  **{name: Projection(*(w[f"{name}_{f}"][l] for f in ("packed", "beta", "norms")))
-                     for name in PROJECTIONS})
-            for l in range(config.num_hidden_layers)]
+        lb = p.cumsum(dim=0) - p[0]  # as HGRNBitModel.layer_lower_bounds
+        lbs = [None] + [lb[l].to(device) for l in range(1, config.num_hidden_layers)]
+    layers = []
+    for l in range(config.num_hidden_layers):
+        pre = f"model.layers.{l}"
+        layers.append(Layer(
+            attn_norm=t[f"{pre}.attn_norm.weight"].float().to(device),
+            ifg=_projection(t, [f"{pre}.attn.{k}_proj" for k in "ifg"], device),
+            g_norm=t[f"{pre}.attn.g_norm.weight"].float().to(device),
+            o=_projection(t, [f"{pre}.attn.o_proj"], device),
+            mlp_norm=t[f"{pre}.mlp_norm.weight"].float().to(device),
+            gate=_projection(t, [f"{pre}.mlp.gate_proj"], device),
+            down=_projection(t, [f"{pre}.mlp.down_proj"], device),
+            lower_bound=lbs[l]))
+    return layers
 
 
 class CudaEngine(Engine):
@@ -93,17 +84,9 @@ class CudaEngine(Engine):
         self.config, self.tokenizer = config, tokenizer
         self.device = torch.device(device)
         self.embeddings = tensors["model.embeddings.weight"].to(self.device, torch.bfloat16)
-        self.stacked = stack_layers(config, tensors, self.device)
-        self.layers = layer_views(config, self.stacked)
+        self.layers = build_layers(config, tensors, self.device)
         self.final_norm = tensors["model.norm.weight"].float().to(self.device)
         self.head = _projection(tensors, ["lm_head"], self.device)
-        self.stacked.update(final_norm=self.final_norm, head_packed=self.head.packed, head_beta=self.head.beta,
-                            head_norms=self.head.norms)
-        self._work: dict[str, torch.Tensor] = {}
-        from ..kernels.ternary_gemm.one_launch import aligned
-        self.one_launch = aligned(config.hidden_size, config.intermediate_size)
-        """Batch-1 decode as one persistent launch (else four GEMV launches a layer); bench/gpu_decode.py
-        switches it to compare."""
         self.use_graph = cuda_graph and self.device.type == "cuda"
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
@@ -164,15 +147,11 @@ class CudaEngine(Engine):
         return ternary_gemm(q, s, self.head.packed, self.head.beta)
 
     def _decode_one(self, tokens: torch.Tensor, state: torch.Tensor, new_state: torch.Tensor) -> torch.Tensor:
-        """One token of one sequence. state [L, 1, d] is read, new_state written → logits [1, V].
-        Word-aligned shapes (d and I multiples of 16, as every released model) run the whole step as one
-        persistent launch (`kernels/ternary_gemm/one_launch.py`); others, four fused GEMV launches a layer
-        (norms, quantisation, recurrence and GLU in the GEMVs' prologues; `decode.py`)."""
-        from ..kernels.ternary_gemm import decode_token, gemv_glu, gemv_norm, gemv_step
+        """One token of one sequence: four fused GEMV launches a layer (norms, quantisation, recurrence
+        and GLU run in the GEMVs' prologues; `kernels/ternary_gemm/decode.py`). state [L, 1, d] is read,
+        new_state written (the recurrence's programs all read the old state) → logits [1, V]."""
+        from ..kernels.ternary_gemm import gemv_glu, gemv_norm, gemv_step
         eps = self.config.rms_norm_eps
-        if self.one_launch:
-            return decode_token(tokens.reshape(1), self.embeddings, self.stacked, state[:, 0], new_state[:, 0],
-                                eps, self._scratch())
         x = self.embeddings[tokens.reshape(-1)].float()  # the residual stream, [1, d]
         for l, layer in enumerate(self.layers):
             y = gemv_norm(x, layer.attn_norm, eps, layer.ifg.norms, layer.ifg.packed, layer.ifg.beta)
@@ -181,15 +160,6 @@ class CudaEngine(Engine):
             y = gemv_norm(x, layer.mlp_norm, eps, layer.gate.norms, layer.gate.packed, layer.gate.beta)
             gemv_glu(y, layer.down.norms[0], layer.down.packed, layer.down.beta, out=x, accumulate=True)
         return gemv_norm(x, self.final_norm, eps, self.head.norms, self.head.packed, self.head.beta)
-
-    def _scratch(self) -> dict[str, torch.Tensor]:
-        """The one-launch step's buffers: residual x, projection outputs y, barrier counter (zero between launches)."""
-        if not self._work:
-            d, inner = self.config.hidden_size, self.config.intermediate_size
-            self._work = {"x": torch.empty(d, device=self.device),
-                          "y": torch.empty(max(3 * d, 2 * inner), device=self.device),
-                          "sync": torch.zeros(1, dtype=torch.int32, device=self.device)}
-        return self._work
 
     @torch.inference_mode()
     def prefill(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
@@ -236,7 +206,12 @@ class CudaEngine(Engine):
 
     def resident_bytes(self) -> int:
         """Bytes of model weights held on the device (packed codes, scales, gains, embedding)."""
-        tensors = [self.embeddings, *self.stacked.values()]
+        tensors = [self.embeddings, self.final_norm, self.head.packed, self.head.beta, self.head.norms]
+        for layer in self.layers:
+            tensors += [layer.attn_norm, layer.g_norm, layer.mlp_norm]
+            tensors += [layer.lower_bound] if layer.lower_bound is not None else []
+            for p in (layer.ifg, layer.o, layer.gate, layer.down):
+                tensors += [p.packed, p.beta, p.norms]
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def describe(self) -> dict[str, Any]:

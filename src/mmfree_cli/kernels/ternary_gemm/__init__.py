@@ -1,15 +1,14 @@
 """int8 activations × 2-bit packed ternary weights (W1.58A8 inference). `ternary_gemm` picks the
 kernel by device: the Triton kernel (`packed.py`) for CUDA tensors, else the PyTorch twin.
-`gemv_norm`, `gemv_step`, `gemv_glu`: one token's product with the work before it fused (`decode.py`);
-`decode_token`: a whole batch-1 decode step in one launch (`one_launch.py`)."""
+`gemv_norm`, `gemv_step`, `gemv_glu`: one token's product with the work before it fused (`decode.py`)."""
 
 from __future__ import annotations
 
 import torch
 
-from .naive import decode_token_naive, gemv_glu_naive, gemv_norm_naive, gemv_step_naive, ternary_gemm_naive, unpack_i2_codes
+from .naive import gemv_glu_naive, gemv_norm_naive, gemv_step_naive, ternary_gemm_naive, unpack_i2_codes
 
-__all__ = ["ternary_gemm", "ternary_gemm_naive", "unpack_i2_codes", "gemv_norm", "gemv_step", "gemv_glu", "decode_token"]
+__all__ = ["ternary_gemm", "ternary_gemm_naive", "unpack_i2_codes", "gemv_norm", "gemv_step", "gemv_glu"]
 
 
 def ternary_gemm(q: torch.Tensor, s: torch.Tensor, packed: torch.Tensor, beta: torch.Tensor,
@@ -53,13 +52,3 @@ def gemv_glu(y: torch.Tensor, down_norm: torch.Tensor, packed: torch.Tensor, bet
     from .decode import MODE_GLU, decode_gemv
     return decode_gemv(MODE_GLU, y, None, down_norm[None], packed, beta, y.shape[-1] // 2, out=out,
                        accumulate=accumulate)
-
-
-def decode_token(tokens: torch.Tensor, emb: torch.Tensor, w: dict[str, torch.Tensor], h0: torch.Tensor,
-                 h1: torch.Tensor, eps: float, work: dict[str, torch.Tensor]) -> torch.Tensor:
-    """One decode step of one sequence (w: stacked weights as in `naive.decode_token_naive`; work: the
-    kernel's scratch, x [d], y [max(3d, 2I)], sync int32 [1] zeroed) → logits float32 [1, V]."""
-    if not h0.is_cuda:
-        return decode_token_naive(tokens, emb, w, h0, h1, eps)
-    from .one_launch import decode_token as kernel
-    return kernel(tokens, emb, w, h0, h1, eps, work)

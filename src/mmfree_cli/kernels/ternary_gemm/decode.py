@@ -36,12 +36,20 @@ write-after-read crosses launches. CUDA-graph capture keeps these launches' prog
 Off under TRITON_INTERPRET=1 (the interpreter has no grid dependency control) and where this Triton
 has no `launch_pdl` option.
 
-Measured on an H200 (1.3B shape, bench/gpu_decode.py --variants): PDL buys ~1% (1,178 against 1,165
-tokens/s): the gaps between graph-captured launches were already ~0.45 µs; what costs is each launch's
-own ~8 µs, mostly the latency chain of one program (weights, input, statistics, codes, product),
-while the weights alone would take 0.2–4 µs at HBM speed. Programs that looped over several tiles
-(persistent, codes made once) were slower (1,149). `one_launch.py` runs these GEMVs' arithmetic as
-the phases of one persistent launch; this kernel remains for shapes that one does not take.
+What the batch-1 step's speed came from (1.3B shape, H200, bench/gpu_decode.py --variants; tokens/s):
+- The product one bit plane at a time (`_tile_product`): 1,353 → 1,982. Unpacking all four planes at
+  once held a [BN, BW, 4] int32 tensor three times over (codes, broadcast activations, products): the
+  head's kernel spilled, and the gate/up kernel took more registers than one wave of its 704 programs
+  allows.
+- Loading the norm gains, lower bound, old state and β before the PDL wait, with the weights: 1,185 →
+  1,367 (the same run's no-op baseline read 1,183).
+- PDL: 1,774 without against 1,982 with, at the final code (it had bought ~1% when each launch's own
+  latency chain was longer).
+- Tried and dropped: one persistent launch for the whole step, with a grid-wide barrier (an atomic
+  counter) between the products (`one_launch.py` at commit 947dcdc): 1,560 against 1,982. One 8-warp program a
+  multiprocessor, at the 255-register limit, runs its tiles one after another; here each launch has
+  hundreds of small programs in flight. Programs that loop over several tiles of one launch, making
+  the codes once, were slower too (1,149 against 1,178), as were other tile shapes (`TILES`).
 """
 
 from __future__ import annotations
@@ -197,11 +205,14 @@ def _activation_words(xh, rstd, gam, amax, beta):
 
 @triton.jit
 def _tile_product(wt, words, qsum, scale, c, DP4A: tl.constexpr):
-    """c + (Σ q·w)·β/s for the rows of the weight words wt [BN, BW] (see the module doc) → [BN]."""
-    lanes = tl.broadcast_to(words[None, :, :], (wt.shape[0], wt.shape[1], 4))
-    codes = (wt[:, :, None] >> (2 * tl.arange(0, 4)[None, None, :])) & 0x03030303  # plane p of word t
-    acc = _dot4(lanes, codes, tl.zeros([wt.shape[0], wt.shape[1], 4], dtype=tl.int32), DP4A)
-    return (tl.sum(tl.sum(acc, axis=2), axis=1) - qsum).to(tl.float32) * scale + c
+    """c + (Σ q·w)·β/s for the rows of the weight words wt [BN, BW] (see the module doc) → [BN]. One
+    bit plane at a time, so the unpacked codes take a quarter of the registers."""
+    plane = tl.arange(0, 4)[None, :]
+    acc = tl.zeros(wt.shape, dtype=tl.int32)
+    for p in tl.static_range(4):
+        lanes = tl.sum(tl.where(plane == p, words, 0), axis=1)  # [BW]: activation word (t, p)
+        acc = _dot4(lanes[None, :], (wt >> (2 * p)) & 0x03030303, acc, DP4A)
+    return (tl.sum(acc, axis=1) - qsum).to(tl.float32) * scale + c
 
 
 @triton.jit
@@ -241,11 +252,18 @@ def _launch_config(ng: int, bw: int) -> tuple[int, int]:
     tiles differently from launches in a decode step, and the autotuner's picks moved a step by ~20%
     between runs. From tiles timed as chains of graph-captured PDL launches over weights larger than
     L2 (1.3B shape, H200): 16 rows with 4 warps was best or within ~10% for the d×d, 3d×d and 2I×d
-    products; down_proj (K = 5632, 512 words a row) wants 8 warps (7.5 against 15 µs); the 32000-row
-    lm_head 64-row tiles (20.3 against 23.4 µs)."""
+    products; down_proj (K = 5632, 512 words a row) wants 8 warps (7.5 against 15 µs). Re-timed after
+    the plane-at-a-time product, as whole steps: 16 rows with 8 warps for the d-wide products 1,706
+    against 1,982 tokens/s; lm_head tiles of 32 rows/4 warps 2,026, 64/4 1,982, 64/8 2,019, 128/8 2,022
+    (one run each)."""
     if _interpreting():
         return 16, 1
-    return (64 if ng >= 16384 else 16), (8 if bw >= 512 else 4)
+    return TILES["head" if ng >= 16384 else "long_k" if bw >= 512 else "d"]
+
+
+TILES = {"d": (16, 4), "long_k": (16, 8), "head": (32, 4)}
+"""(rows per tile, warps) by product: d-wide inputs, down_proj's long rows, the 32000-row head
+(`_launch_config`; bench/gpu_decode.py --variants times others)."""
 
 
 def words(packed: torch.Tensor) -> torch.Tensor:

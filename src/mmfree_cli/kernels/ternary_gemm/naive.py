@@ -64,19 +64,3 @@ def gemv_glu_naive(y: torch.Tensor, down_norm: torch.Tensor, packed: torch.Tenso
     """y = [gate | up] [1, 2I] → down_proj's product [1, N]."""
     q, s = glu_quant_naive(y, down_norm)
     return ternary_gemm_naive(q, s, packed, beta, out, accumulate)
-
-
-def decode_token_naive(tokens: torch.Tensor, emb: torch.Tensor, w: dict[str, torch.Tensor], h0: torch.Tensor,
-                       h1: torch.Tensor, eps: float) -> torch.Tensor:
-    """A whole batch-1 decode step, the twin of `one_launch.py`: token [1] → logits [1, V]; the state
-    h0 [L, d] is read and h1 [L, d] written. w holds every layer's tensors stacked on a leading layer axis:
-    attn_norm, g_norm, mlp_norm, lower_bound [L, d] (zeros for layer 0: then f = σ(yf) exactly), and
-    {ifg, o, gate, down}_{packed [L, N, K/4], beta [L, G], norms [L, G, K]}; final_norm, head_{packed, beta, norms}."""
-    x = emb[tokens.reshape(-1)].float()
-    for l in range(h0.shape[0]):
-        y = gemv_norm_naive(x, w["attn_norm"][l], eps, w["ifg_norms"][l], w["ifg_packed"][l], w["ifg_beta"][l])
-        gemv_step_naive(y, h0[l], h1[l], w["lower_bound"][l], w["g_norm"][l], eps, w["o_norms"][l, 0],
-                        w["o_packed"][l], w["o_beta"][l], out=x, accumulate=True)
-        y = gemv_norm_naive(x, w["mlp_norm"][l], eps, w["gate_norms"][l], w["gate_packed"][l], w["gate_beta"][l])
-        gemv_glu_naive(y, w["down_norms"][l, 0], w["down_packed"][l], w["down_beta"][l], out=x, accumulate=True)
-    return gemv_norm_naive(x, w["final_norm"], eps, w["head_norms"], w["head_packed"], w["head_beta"])
