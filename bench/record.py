@@ -44,6 +44,10 @@ def machine() -> str:
 
 
 def commit() -> str:
+    """HEAD's short hash, or $BENCH_COMMIT where the checkout's git is not the one the code came from
+    (a copy of the working tree on another machine may carry a stale .git)."""
+    if os.environ.get("BENCH_COMMIT"):
+        return os.environ["BENCH_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                               text=True, check=True).stdout.strip()
