@@ -98,6 +98,8 @@ def test_completion_stop_and_seeded_sampling(client, engine):
     kw = dict(model=MODEL_ID, prompt="Hello", max_tokens=20, temperature=0.9, top_p=0.9, seed=5)
     a, b = client.completions.create(**kw), client.completions.create(**kw)
     assert a.choices[0].text == b.choices[0].text == complete(engine, "Hello", 20, 0.9, 5, top_p=0.9)
+    del kw["seed"]  # without one, each request draws its own
+    assert len({client.completions.create(**kw).choices[0].text for _ in range(4)}) > 1
 
 
 def test_chat_plain_and_streamed(client, engine, server):

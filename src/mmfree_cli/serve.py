@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
+import secrets
 import threading
 import time
 import uuid
@@ -173,7 +174,9 @@ def sampling_params(req: _Sampling, limits: Limits, stops: tuple[str, ...] = ())
     try:
         return SamplingParams(max_new_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
                               top_k=req.top_k, min_p=req.min_p, repetition_penalty=req.repetition_penalty,
-                              seed=req.seed if req.seed is not None else 0, stop=tuple(stop) + stops)
+                              # no seed: a fresh one, so repeated requests sample differently (as OpenAI's API)
+                              seed=req.seed if req.seed is not None else secrets.randbits(63),
+                              stop=tuple(stop) + stops)
     except UserError as e:
         raise APIError(400, str(e)) from None
 
