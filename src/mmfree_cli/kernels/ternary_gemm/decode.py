@@ -28,9 +28,10 @@ The reassociation moves float32 results by an ulp, which (rarely, at a tie) move
 tests allow for that as for any other rounding order.
 
 Programmatic dependent launch (`PDL`, Hopper): a launch may start while the launch before it still
-runs; each program loads what no earlier launch writes (its weight tile, the gains) and only then
-waits (`gdc_wait`) for the previous launch to finish and its writes to be visible, and lets the next
-launch start (`gdc_launch_dependents`) once it has waited, so at most two launches overlap. Every load
+runs; each program loads what no launch of the step writes (its weight tile, the norm gains, the lower
+bound, the old state, β: `_operands`) and only then waits (`gdc_wait`) for the previous launch to
+finish and its writes to be visible, and lets the next launch start (`gdc_launch_dependents`) once it
+has waited, so at most two launches overlap. Every load
 of an activation and every store come after the wait, so neither a read-after-write nor a
 write-after-read crosses launches. CUDA-graph capture keeps these launches' programmatic edges.
 Off under TRITON_INTERPRET=1 (the interpreter has no grid dependency control) and where this Triton
