@@ -254,9 +254,9 @@ def _launch_config(ng: int, bw: int) -> tuple[int, int]:
     between runs. From tiles timed as chains of graph-captured PDL launches over weights larger than
     L2 (1.3B shape, H200): 16 rows with 4 warps was best or within ~10% for the d×d, 3d×d and 2I×d
     products; down_proj (K = 5632, 512 words a row) wants 8 warps (7.5 against 15 µs). Re-timed after
-    the plane-at-a-time product, as whole steps: 16 rows with 8 warps for the d-wide products 1,706
-    against 1,982 tokens/s; lm_head tiles of 32 rows/4 warps 2,026, 64/4 1,982, 64/8 2,019, 128/8 2,022
-    (one run each)."""
+    the plane-at-a-time product, as whole steps: 16 rows with 8 warps for the d-wide products 1,696–1,706
+    against 1,973–1,982 tokens/s; lm_head tiles of 32 to 128 rows (4 or 8 warps) all fell within
+    1,973–2,026 over two runs, which is the spread between runs; 32/4 spills least."""
     if _interpreting():
         return 16, 1
     return TILES["head" if ng >= 16384 else "long_k" if bw >= 512 else "d"]
