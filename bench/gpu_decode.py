@@ -160,7 +160,8 @@ def _variants(engine: CudaEngine, args, bench: str, notes: str) -> None:
         set_variant(engine, name, defaults)
         rates = decode_rates(engine, 1, args.steps)
         print(f"decode batch 1 [{name}]: {sorted(rates)[1]:.0f} tok/s", flush=True)
-        record(bench, f"decode tokens/s batch 1 [{name}]", rates, "tok/s", notes=notes)
+        record(bench, f"decode tokens/s batch 1 [{name}]", rates, "tok/s",
+               notes=notes.replace(f"tiles {defaults['TILES']}", f"PDL {decode.PDL}, tiles {decode.TILES}"))
         if args.profile:
             profile(engine)
     decode.PDL, decode.TILES = defaults["PDL"], defaults["TILES"]
