@@ -283,5 +283,6 @@ def chat_command(model: str | None, engine_name: str, template: str, params: Sam
     from .generate import open_engine
     engine, path = open_engine(model, engine_name, dtype, threads, device)
     chosen = find_template(path, template)
-    banner = f"mmfree chat — {path.name} on {engine.name}; "
+    from .paths import model_name
+    banner = f"mmfree chat — {model_name(path)} on {engine.name}; "
     run_chat(engine, chosen, params, system, banner)

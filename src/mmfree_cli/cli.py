@@ -20,6 +20,22 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console()
 
 
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+        print(f"mmfree {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")):
+    """mmfree: train, quantize, export, deploy and chat with MatMul-free (ternary HGRN) language models.
+
+    Example: mmfree train recipes/tiny.yaml && mmfree chat
+    """
+
+
 @app.command()
 def info(path: str = typer.Argument(..., help="A model/run directory, a packed .safetensors file, or a preset name (tiny, 370m, 1.3b, 2.7b).")):
     """Show a model's config, parameter counts (ternary vs float) and bytes, and whether it loads.
@@ -30,6 +46,50 @@ def info(path: str = typer.Argument(..., help="A model/run directory, a packed .
     """
     from .inspect import describe
     console.print(describe(path))
+
+
+@app.command()
+def download(model: str = typer.Argument(..., help="A Hugging Face model id, org/name or org/name@revision (branch, tag or commit).")):
+    """Fetch a model from the Hugging Face Hub into its cache, so later commands (and HF_HUB_OFFLINE=1) find it by id.
+
+    Examples:
+      mmfree download ridger/MMfreeLM-370M
+      mmfree download ridger/MMfreeLM-1.3B@main && HF_HUB_OFFLINE=1 mmfree chat ridger/MMfreeLM-1.3B
+    """
+    from .hub import fetch_model
+    path = fetch_model(model, local_only=False)
+    console.print(f"{model} → {path}", highlight=False, markup=False)
+
+
+@app.command(name="runs")
+def runs_(root: Path = typer.Option(Path("runs"), "--dir", help="The runs directory."),
+          as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")):
+    """List runs with their state (finished, running, interrupted, no weights), step, validation loss and age.
+
+    Examples:
+      mmfree runs
+      mmfree runs --dir my-lm/runs --json
+    """
+    import json
+
+    from rich.table import Table
+
+    from .runs import list_runs
+    runs = list_runs(root)
+    latest = (root / "latest").resolve() if (root / "latest").exists() else None
+    if as_json:
+        print(json.dumps([{"run": str(r.path), "state": r.state, "step": r.step, "val_loss": r.val_loss,
+                           "modified": r.modified, "latest": r.path.resolve() == latest} for r in runs]))
+        return
+    if not runs:
+        console.print(f"no run in {root}/ — try `mmfree train recipes/tiny.yaml`", highlight=False, markup=False)
+        return
+    table = Table("run", "state", "step", "val loss", "age")
+    for r in runs:
+        name = r.path.name + ("  ← latest" if r.path.resolve() == latest else "")
+        table.add_row(name, r.state, "-" if r.step is None else str(r.step),
+                      "-" if r.val_loss is None else f"{r.val_loss:.4f}", r.age())
+    console.print(table)
 
 
 @app.command()
@@ -56,7 +116,7 @@ def init(
     """
     from .scaffold import init_project
     for rel in init_project(directory, force):
-        console.print(f"wrote {directory / rel}", highlight=False)
+        console.print(f"wrote {directory / rel}", highlight=False, markup=False)
 
 
 @app.command()
@@ -138,7 +198,7 @@ def export(
     from .export import run_export
     options = {k: v for k, v in {"synth": synth, "bitstream": bitstream, "weights": onnx_weights}.items() if v is not None}
     path = run_export(target, model, out, **options)
-    console.print(f"exported [bold]{target}[/] → {path}")
+    console.print(f"exported {target} → {path}", highlight=False, markup=False)
 
 
 @app.command()
@@ -323,7 +383,7 @@ def bench_(
         return
     console.print(table(report))
     if plot is not None:
-        console.print(f"wrote {report['plot']}", highlight=False)
+        console.print(f"wrote {report['plot']}", highlight=False, markup=False)
 
 
 @app.command()
@@ -379,13 +439,21 @@ def fpga_emulator_start(
     start(directory, bundle, name, memory, design_id, fault or [], connect)
 
 
+def print_error(error: Exception, console: Console | None = None) -> None:
+    """`error: MESSAGE` on stderr; the message is plain text (a hint like
+    `pip install 'mmfree-cli[eval]'` keeps its brackets: it is never read as Rich markup)."""
+    from rich.text import Text
+    (console or Console(stderr=True)).print(Text.assemble(("error:", "bold red"), " ", str(error)),
+                                            highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     try:
         code = app(standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)
     except UserError as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        print_error(e)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

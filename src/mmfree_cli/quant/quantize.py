@@ -16,7 +16,7 @@ from ..data.tokenizer import copy_tokenizer_files
 from ..errors import UserError
 from ..fileio import atomic_dir, read_json, sha256_file, write_json
 from ..kernels.bitlinear import ternarize, weight_scale
-from ..paths import EXPORTS_DIR, point_latest, resolve_model
+from ..paths import EXPORTS_DIR, model_name, point_latest, resolve_model
 from .packed import (CONFIG, WEIGHTS, TernaryModel, check_dtypes, is_packed, quantization_config, read_packed,
                      write_manifest, write_packed_weights)
 from .packing import LAYOUTS
@@ -56,7 +56,7 @@ def load_ternary(source: Path) -> TernaryModel:
 
 
 def default_out(source: Path, layout: str, root: str | Path = ".") -> Path:
-    name = source.name if source.name != "latest" else source.resolve().name
+    name = model_name(source)
     return Path(root) / EXPORTS_DIR / PACKED_DIR / f"{name.removesuffix('-' + layout)}-{layout}"
 
 

@@ -108,14 +108,14 @@ def _train(recipe: Recipe, run_dir: Path, checkpoint: Path | None, acc, console,
 
 def build_model(recipe: Recipe, tokenizer):
     from ..model import HGRNBitForCausalLM
-    from ..model.checkpoint import load_state_dict_strict, read_state_dict
+    from ..model.checkpoint import load_state_dict_strict, model_source, read_state_dict
     config = model_config(recipe)
     if config.vocab_size < tokenizer.vocab_size:
         raise UserError(f"model.vocab_size is {config.vocab_size} but the tokenizer has {tokenizer.vocab_size} "
                         "tokens — set model.vocab_size to at least that")
     model = HGRNBitForCausalLM(config)
     if recipe.model.init_from:
-        source = recipe.resolve_path(recipe.model.init_from)
+        source = model_source(recipe.model.init_from, recipe.resolve_path)
         load_state_dict_strict(model, read_state_dict(source), str(source))
     return model
 
@@ -144,7 +144,7 @@ def _absolute_paths(recipe: Recipe) -> Recipe:
         recipe.data.source = str(recipe.resolve_path(recipe.data.source).absolute())
     if recipe.tokenizer.name != "bytes" and recipe.resolve_path(recipe.tokenizer.name).exists():
         recipe.tokenizer.name = str(recipe.resolve_path(recipe.tokenizer.name).absolute())
-    if recipe.model.init_from:
+    if recipe.model.init_from and recipe.resolve_path(recipe.model.init_from).exists():  # else a Hub id
         recipe.model.init_from = str(recipe.resolve_path(recipe.model.init_from).absolute())
     return recipe
 
