@@ -299,7 +299,7 @@ def serve(
 @app.command(name="eval")
 def eval_(
     model: Optional[str] = typer.Argument(None, help="Run, packed or export directory (default: the newest run; with a named engine, its newest export)."),
-    data: Optional[str] = typer.Option(None, "--data", help="Held-out text: a UTF-8 file, a .jsonl/.parquet file, a Hub dataset NAME[:CONFIG] (cached or reachable), or 'embedded' (the last 10% of the embedded corpus)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Held-out text: a UTF-8 file, a .jsonl/.parquet file, a Hub dataset NAME[:CONFIG] (cached or reachable), or 'embedded' (the last 10% of the embedded corpus; the default without --tasks)."),
     tasks: Optional[str] = typer.Option(None, "--tasks", help="lm-evaluation-harness tasks, comma-separated: names (arc_easy,arc_challenge,hellaswag,openbookqa,piqa,winogrande) or task YAML files."),
     include_path: Optional[list[Path]] = typer.Option(None, "--include-path", help="A directory of task YAML files for --tasks (repeatable)."),
     compare: bool = typer.Option(False, "--compare", help="Hold an engine (default: the integer cpu engine) against the float model: top-1 agreement and both perplexities."),
@@ -321,7 +321,7 @@ def eval_(
     float model (--compare).
 
     Examples:
-      mmfree eval --data embedded
+      mmfree eval                      # the newest run on the embedded held-out text
       mmfree eval runs/latest --data held_out.txt --engine cpu --json
       mmfree eval --tasks arc_easy,arc_challenge,hellaswag,openbookqa,piqa,winogrande
       mmfree eval --tasks my_tasks/qa.yaml --limit 100      # a local task file, offline

@@ -15,6 +15,7 @@ use needs the datasets in the local cache or task files that point at local data
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ TEXT_SUFFIXES = {".txt", ".text", ".md"}
 RECORD_SUFFIXES = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 LOGITS_BUDGET = 1 << 26
 """Most logits (batch × tokens × vocab) held at once: bounds the memory of long texts."""
+CHUNK_TOKENS = 4096
+"""Most positions per engine call, so progress can be shown on long texts (the state carries over)."""
 
 
 def load_text(data: str | Path | None, split: str = "test", text_field: str = "text") -> str:
@@ -72,11 +75,12 @@ def _records_text(builder: str, kwargs: dict, split: str, text_field: str, what:
 
 
 def text_metrics(engine: Engine, text: str, context: int = 0, max_tokens: int = 0,
-                 batch: int = 8, add_bos: bool | None = None) -> dict[str, Any]:
+                 batch: int = 8, add_bos: bool | None = None, progress=None) -> dict[str, Any]:
     """Perplexity, bits per byte and top-1 accuracy of `engine` on `text`.
 
     context: tokens per window, each from a zero state (0 = the whole text as one stream);
-    max_tokens: score only the first that many tokens (0 = all).
+    max_tokens: score only the first that many tokens (0 = all);
+    progress: called as progress(tokens scored so far, total) after each engine call.
     """
     if context < 0 or max_tokens < 0:
         raise UserError("--context and --max-tokens must be ≥ 0 (0 = no limit)")
@@ -88,11 +92,17 @@ def text_metrics(engine: Engine, text: str, context: int = 0, max_tokens: int = 
         raise UserError("the held-out text is empty — give some text with --data")
     start = encode_prompt(engine, "", default_add_bos(tokenizer) if add_bos is None else add_bos)[-1]
     windows = [ids] if context == 0 else [ids[i:i + context] for i in range(0, len(ids), context)]
-    nll, correct = 0.0, 0
+    nll, correct, done = 0.0, 0, 0
+
+    def scored(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, len(ids))
     for length in sorted({len(w) for w in windows}, reverse=True):
         same = [w for w in windows if len(w) == length]
         for i in range(0, len(same), batch):
-            n, c = score_windows(engine, same[i:i + batch], start)
+            n, c = score_windows(engine, same[i:i + batch], start, scored)
             nll, correct = nll + n, correct + c
     n_bytes = (sum(len(tokenizer.token_bytes(i)) for i in ids) if truncated
                else len(text.encode("utf-8")))
@@ -101,18 +111,21 @@ def text_metrics(engine: Engine, text: str, context: int = 0, max_tokens: int = 
             "top1": correct / len(ids)}
 
 
-def score_windows(engine: Engine, windows: list[list[int]], start_id: int) -> tuple[float, int]:
+def score_windows(engine: Engine, windows: list[list[int]], start_id: int, scored=None) -> tuple[float, int]:
     """(summed NLL in nats, tokens ranked first) of equal-length windows, each read from a zero
-    state after `start_id`, in chunks that carry the state (so memory stays bounded)."""
+    state after `start_id`, in chunks that carry the state (so memory stays bounded);
+    `scored(n)` hears of each chunk's n tokens."""
     targets = torch.tensor(windows, dtype=torch.long)
     inputs = torch.cat([torch.full((len(windows), 1), start_id, dtype=torch.long), targets[:, :-1]], dim=1)
-    chunk = max(1, LOGITS_BUDGET // (len(windows) * engine.config.vocab_size))
+    chunk = max(1, min(CHUNK_TOKENS, LOGITS_BUDGET // (len(windows) * engine.config.vocab_size)))
     state, nll, correct = engine.new_state(len(windows)), 0.0, 0
     for s in range(0, inputs.shape[1], chunk):
         logits, state = engine.prefill(inputs[:, s:s + chunk], state)
         logits, target = logits.double().reshape(-1, logits.shape[-1]), targets[:, s:s + chunk].reshape(-1)
         nll += F.cross_entropy(logits, target, reduction="sum").item()
         correct += int((logits.argmax(-1) == target).sum())
+        if scored is not None:
+            scored(target.numel())
     return nll, correct
 
 
@@ -173,22 +186,40 @@ def evaluate(model: str | None, engine_name: str = "auto", data: str | None = No
              limit: int | None = None, num_fewshot: int | None = None, batch: int = 8,
              engine_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """`mmfree eval --data/--tasks`: load MODEL (default: the newest run) into an engine and
-    report text metrics and/or task scores as one JSON-ready dict."""
+    report text metrics and/or task scores as one JSON-ready dict (with neither: --data embedded)."""
     from .generate import open_engine
     if not data and not tasks:
-        raise UserError("nothing to evaluate — pass --data FILE|DATASET|embedded (perplexity, bits per byte, "
-                        "top-1), --tasks LIST (lm-evaluation-harness) or --compare (integer vs float model)")
+        data = "embedded"  # the held-out tail of the embedded corpus: a first look with no flags
     options = engine_options or {}
     engine, path = open_engine(model, engine_name, options.get("dtype"), options.get("threads"),
                                options.get("device"))
     report: dict[str, Any] = {"model": str(Path(path).resolve()), **engine.describe()}
     if data:
-        report["text"] = {"data": str(data), **text_metrics(engine, load_text(data, split, text_field),
-                                                            context, max_tokens, batch)}
+        text = load_text(data, split, text_field)
+        with token_progress() as progress:
+            report["text"] = {"data": str(data), **text_metrics(engine, text, context, max_tokens, batch,
+                                                                progress=progress)}
     if tasks:
         results = run_tasks(engine, tasks, include_path, limit, num_fewshot, batch)
         report["tasks"] = task_table(results)
     return report
+
+
+@contextlib.contextmanager
+def token_progress():
+    """A progress bar on stderr while held-out tokens are scored (only on a terminal: logs and
+    --json output stay clean); yields the `progress(done, total)` callback."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield None
+        return
+    with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"),
+                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
+                  transient=True) as bar:
+        task = bar.add_task("eval", total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def render(report: dict[str, Any]) -> list[str]:

@@ -72,13 +72,13 @@ def resolve_model(model: str | Path | None, root: str | Path = ".") -> Path:
     """The model directory a command should use: the one given (a path, or a Hub id fetched
     into the Hub cache), else the newest run with weights."""
     from . import hub
-    from .runs import is_run_dir, unfinished_note
+    from .runs import unfinished_note
     if model is None:
         return latest_run(root)
     path = Path(model).expanduser()
     if path.exists():
         path = path.resolve()
-        if path.is_dir() and is_run_dir(path) and not _has_weights(path):
+        if path.is_dir() and (path / "recipe.yaml").is_file() and not _has_weights(path):
             raise UserError(unfinished_note(path))
         return path
     if hub.looks_like_hub_id(str(model)):

@@ -106,7 +106,7 @@ class TrainSection:
     threads: int | None = None
     """torch CPU threads per process; None: torch's default."""
     sample_prompt: str = ""
-    """A greedy sample from this prompt is printed at the end ("" skips it)."""
+    """A sample from this prompt (temperature 0.7, top-p 0.9, seed train.seed) is printed at the end ("" skips it)."""
     sample_tokens: int = 200
 
 

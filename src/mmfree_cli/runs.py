@@ -45,7 +45,8 @@ class RunInfo:
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / RECIPE_FILE).is_file()
+    """A training run (its recipe), or a model directory someone put under runs/."""
+    return (path / RECIPE_FILE).is_file() or (path / "config.json").is_file()
 
 
 def _read_json(path: Path) -> dict:
@@ -105,7 +106,7 @@ def run_info(run_dir: str | Path) -> RunInfo:
     summary = _read_json(run_dir / SUMMARY_FILE)
     modified = max((p.stat().st_mtime for p in (run_dir, run_dir / WEIGHTS_FILE, run_dir / "metrics.jsonl")
                     if p.exists()), default=0.0)
-    if summary:
+    if summary or not (run_dir / RECIPE_FILE).is_file():  # finished, or a model directory, not a run
         return RunInfo(run_dir, "finished", summary.get("steps"), summary.get("val_loss"), modified)
     step = _checkpoint_step(run_dir) if (run_dir / WEIGHTS_FILE).is_file() else None
     if holder_pid(run_dir) is not None:
