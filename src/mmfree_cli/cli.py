@@ -37,12 +37,13 @@ def _options(version: bool = typer.Option(False, "--version", callback=_version,
 
 
 @app.command()
-def info(path: str = typer.Argument(..., help="A model/run directory, a packed .safetensors file, or a preset name (tiny, 370m, 1.3b, 2.7b).")):
+def info(path: str = typer.Argument(..., help="A model/run directory, a Hub id org/name[@rev], a packed .safetensors file, or a preset name (tiny, 370m, 1.3b, 2.7b).")):
     """Show a model's config, parameter counts (ternary vs float) and bytes, and whether it loads.
 
     Examples:
       mmfree info 370m
       mmfree info runs/latest
+      mmfree info ridger/MMfreeLM-370M
     """
     from .inspect import describe
     console.print(describe(path))
@@ -159,7 +160,7 @@ def distill(
 
 @app.command()
 def quantize(
-    model: Optional[str] = typer.Argument(None, help="Run, reference checkpoint or packed model directory (default: the newest run)."),
+    model: Optional[str] = typer.Argument(None, help="Run, reference checkpoint or packed model directory, or a Hub id org/name[@rev] (default: the newest run)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: exports/packed/<model>-<layout>)."),
     layout: str = typer.Option("i2", "--layout", "-l", help="i2 (2 bits/weight) | tq1 (1.6 bits/weight) | hf-bitnet (transformers)"),
     float_dtype: str = typer.Option("bfloat16", "--float-dtype", help="Embeddings, norms and lower bounds: bfloat16 | float16 | float32"),
@@ -181,7 +182,7 @@ def quantize(
 
 @app.command()
 def export(
-    model: Optional[str] = typer.Argument(None, help="Run or model directory (default: the newest run, runs/latest)."),
+    model: Optional[str] = typer.Argument(None, help="Run or model directory, or a Hub id org/name[@rev] (default: the newest run, runs/latest)."),
     target: str = typer.Option(..., "--target", "-t", help="cuda | cpu | onnx | fpga"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: exports/<target>/<model>-<time>)."),
     synth: Optional[str] = typer.Option(None, help="fpga: open-flow synthesis (yowasp yosys + nextpnr) of a small build for ecp5 (ice40 is too small for the core)."),
@@ -203,7 +204,7 @@ def export(
 
 @app.command()
 def generate(
-    args: Optional[list[str]] = typer.Argument(None, help="[MODEL] [PROMPT]: a model directory (default: the newest run) and the prompt (default: stdin)."),
+    args: Optional[list[str]] = typer.Argument(None, help="[MODEL] [PROMPT]: a model directory or Hub id org/name[@rev] (default: the newest run) and the prompt (default: stdin)."),
     engine: str = typer.Option("auto", "--engine", "-e", help="auto | torch | cuda | cpu | onnx | fpga"),
     max_tokens: int = typer.Option(200, "--max-tokens", "-n", help="Most tokens to generate."),
     temperature: float = typer.Option(0.0, "--temperature", "-t", help="0 = greedy."),
@@ -226,6 +227,7 @@ def generate(
       mmfree generate "ROMEO:"
       mmfree generate runs/latest "Once upon a time" -n 100 -t 0.8 --top-p 0.95
       echo "To be, or not to be" | mmfree generate --json
+      mmfree generate ridger/MMfreeLM-370M@main "The capital of France is" -n 20
     """
     from .generate import SamplingParams, generate_command
     params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
@@ -239,7 +241,7 @@ def generate(
 
 @app.command()
 def chat(
-    model: Optional[str] = typer.Argument(None, help="Model directory (default: the newest run)."),
+    model: Optional[str] = typer.Argument(None, help="Model directory or Hub id org/name[@rev] (default: the newest run)."),
     engine: str = typer.Option("auto", "--engine", "-e", help="auto | torch | cuda | cpu | onnx | fpga"),
     template: str = typer.Option("auto", help="Chat template: auto (tokenizer, then recipe, else none) | chatml | dialogue | FILE | none (plain continuation)."),
     system: Optional[str] = typer.Option(None, help="System message (with a chat template)."),
@@ -249,29 +251,33 @@ def chat(
     top_p: float = typer.Option(0.95, help="Nucleus sampling mass (1 = off)."),
     min_p: float = typer.Option(0.0, help="Drop tokens below min_p × the top probability (0 = off)."),
     repetition_penalty: float = typer.Option(1.0, help="> 1 discourages repeats (1 = off)."),
-    seed: int = typer.Option(0, help="Random seed of the sampler."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the conversation's random generator (default: a fresh one, shown at start); the same seed and inputs replay a conversation."),
     dtype: Optional[str] = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads (default: torch's choice; the cpu engine uses one per core)."),
     device: Optional[str] = typer.Option(None, "--device", help="fpga engine: the XDMA node prefix, e.g. /dev/xdma0 (or DIR/xdma0 of `mmfree fpga-emulator`)."),
 ):
     """Talk to a model in the terminal; answers stream as they are generated and the conversation
-    is carried in the recurrent state. Commands: /reset /save /load /params /help /exit.
+    is carried in the recurrent state. Commands: /retry /reset /save /load /params /help /exit.
 
     Examples:
       mmfree chat
-      mmfree chat runs/latest --template none -t 0.8
+      mmfree chat runs/latest --template none -t 0.8 --seed 7
+      mmfree chat ridger/MMfreeLM-370M                  # a Hub id (fetched once into the Hugging Face cache)
       mmfree chat checkpoints/MMfreeLM-370M --template dialogue --system "You are terse."
     """
+    import secrets
+
     from .chat import chat_command
     from .generate import SamplingParams
     params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                            min_p=min_p, repetition_penalty=repetition_penalty, seed=seed)
+                            min_p=min_p, repetition_penalty=repetition_penalty,
+                            seed=secrets.randbelow(2**31) if seed is None else seed)
     chat_command(model, engine, template, params, system, dtype, threads, device)
 
 
 @app.command()
 def serve(
-    model: Optional[str] = typer.Argument(None, help="Model directory (default: the newest run)."),
+    model: Optional[str] = typer.Argument(None, help="Model directory or Hub id org/name[@rev] (default: the newest run)."),
     engine: str = typer.Option("auto", "--engine", "-e", help="auto | torch | cuda | cpu | onnx | fpga"),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 exposes it to the network)."),
     port: int = typer.Option(8000, "--port", "-p"),
@@ -298,7 +304,7 @@ def serve(
 
 @app.command(name="eval")
 def eval_(
-    model: Optional[str] = typer.Argument(None, help="Run, packed or export directory (default: the newest run; with a named engine, its newest export)."),
+    model: Optional[str] = typer.Argument(None, help="Run, packed or export directory, or a Hub id org/name[@rev] (default: the newest run; with a named engine, its newest export)."),
     data: Optional[str] = typer.Option(None, "--data", help="Held-out text: a UTF-8 file, a .jsonl/.parquet file, a Hub dataset NAME[:CONFIG] (cached or reachable), or 'embedded' (the last 10% of the embedded corpus; the default without --tasks)."),
     tasks: Optional[str] = typer.Option(None, "--tasks", help="lm-evaluation-harness tasks, comma-separated: names (arc_easy,arc_challenge,hellaswag,openbookqa,piqa,winogrande) or task YAML files."),
     include_path: Optional[list[Path]] = typer.Option(None, "--include-path", help="A directory of task YAML files for --tasks (repeatable)."),
@@ -355,7 +361,7 @@ def eval_(
 
 @app.command(name="bench")
 def bench_(
-    model: Optional[str] = typer.Argument(None, help="Run or packed model directory (default: the newest run)."),
+    model: Optional[str] = typer.Argument(None, help="Run or packed model directory, or a Hub id (default: the newest run)."),
     engines: Optional[str] = typer.Option(None, "--engines", help="Comma-separated engines (default: torch,cpu,onnx, and cuda with a GPU)."),
     prefill_tokens: int = typer.Option(128, help="Prompt length of the prefill figure."),
     decode_tokens: int = typer.Option(32, help="Batch-1 decode steps timed per repeat."),

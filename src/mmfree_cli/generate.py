@@ -317,15 +317,18 @@ def encode_prompt(engine: Engine, prompt: str | Seq[int], add_bos: bool | None =
 
 
 def start(engine: Engine, prompt: str | Seq[int], params: SamplingParams, state: State | None = None,
-          prefix: str | Seq[int] = (), cache: PrefixCache | None = None, add_bos: bool | None = None) -> Sequence:
+          prefix: str | Seq[int] = (), cache: PrefixCache | None = None, add_bos: bool | None = None,
+          generator: torch.Generator | None = None) -> Sequence:
     """Read the prompt (after `prefix`, whose state comes from `cache` when given) → a Sequence.
 
     `state` continues an earlier sequence (a chat): then no BOS is added and `prefix` is not used.
+    `generator` draws the samples (a chat passes its own, so each turn draws afresh from one
+    stream); None: a new one seeded with `params.seed`.
     """
     if state is not None:
         ids = encode_prompt(engine, prompt, add_bos=False)
         logits, state = engine.prefill(torch.tensor([ids], dtype=torch.long), state)
-        return Sequence(engine, params, state, logits[0, -1], ids)
+        return Sequence(engine, params, state, logits[0, -1], ids, generator=generator)
     prefix_ids = encode_prompt(engine, prefix, add_bos) if len(prefix) else []
     ids = encode_prompt(engine, prompt, False if prefix_ids else add_bos) if len(prompt) or not prefix_ids else []
     if prefix_ids:
@@ -337,7 +340,7 @@ def start(engine: Engine, prompt: str | Seq[int], params: SamplingParams, state:
     else:
         out, state = engine.prefill(torch.tensor([ids], dtype=torch.long), engine.new_state(1))
         logits = out[0, -1]
-    return Sequence(engine, params, state, logits, prefix_ids + ids)
+    return Sequence(engine, params, state, logits, prefix_ids + ids, generator=generator)
 
 
 class Generation:
