@@ -14,6 +14,8 @@ from rich.console import Console
 
 from .errors import UserError
 
+# help texts are Rich markup (so examples keep their lines): a literal "[" before a lowercase
+# letter or "@" is written "\\[" (org/name\\[@rev]), or Rich would take it for a tag
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode="rich",
                   help="mmfree: train, quantize, export, deploy and chat with MatMul-free (ternary HGRN) language models.")
@@ -37,7 +39,7 @@ def _options(version: bool = typer.Option(False, "--version", callback=_version,
 
 
 @app.command()
-def info(path: str = typer.Argument(..., help="A model/run directory, a Hub id org/name[@rev], a packed .safetensors file, or a preset name (tiny, 370m, 1.3b, 2.7b).")):
+def info(path: str = typer.Argument(..., help="A model/run directory, a Hub id org/name\\[@rev], a packed .safetensors file, or a preset name (tiny, 370m, 1.3b, 2.7b).")):
     """Show a model's config, parameter counts (ternary vs float) and bytes, and whether it loads.
 
     Examples:
@@ -160,7 +162,7 @@ def distill(
 
 @app.command()
 def quantize(
-    model: Optional[str] = typer.Argument(None, help="Run, reference checkpoint or packed model directory, or a Hub id org/name[@rev] (default: the newest run)."),
+    model: Optional[str] = typer.Argument(None, help="Run, reference checkpoint or packed model directory, or a Hub id org/name\\[@rev] (default: the newest run)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: exports/packed/<model>-<layout>)."),
     layout: str = typer.Option("i2", "--layout", "-l", help="i2 (2 bits/weight) | tq1 (1.6 bits/weight) | hf-bitnet (transformers)"),
     float_dtype: str = typer.Option("bfloat16", "--float-dtype", help="Embeddings, norms and lower bounds: bfloat16 | float16 | float32"),
@@ -182,7 +184,7 @@ def quantize(
 
 @app.command()
 def export(
-    model: Optional[str] = typer.Argument(None, help="Run or model directory, or a Hub id org/name[@rev] (default: the newest run, runs/latest)."),
+    model: Optional[str] = typer.Argument(None, help="Run or model directory, or a Hub id org/name\\[@rev] (default: the newest run, runs/latest)."),
     target: str = typer.Option(..., "--target", "-t", help="cuda | cpu | onnx | fpga"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: exports/<target>/<model>-<time>)."),
     synth: Optional[str] = typer.Option(None, help="fpga: open-flow synthesis (yowasp yosys + nextpnr) of a small build for ecp5 (ice40 is too small for the core)."),
@@ -204,7 +206,7 @@ def export(
 
 @app.command()
 def generate(
-    args: Optional[list[str]] = typer.Argument(None, help="[MODEL] [PROMPT]: a model directory or Hub id org/name[@rev] (default: the newest run) and the prompt (default: stdin)."),
+    args: Optional[list[str]] = typer.Argument(None, help="[MODEL] [PROMPT]: a model directory or Hub id org/name\\[@rev] (default: the newest run) and the prompt (default: stdin)."),
     engine: str = typer.Option("auto", "--engine", "-e", help="auto | torch | cuda | cpu | onnx | fpga"),
     max_tokens: int = typer.Option(200, "--max-tokens", "-n", help="Most tokens to generate."),
     temperature: float = typer.Option(0.0, "--temperature", "-t", help="0 = greedy."),
@@ -235,13 +237,13 @@ def generate(
                             stop=tuple(stop or ()), ignore_eos=ignore_eos)
     result = generate_command(args or [], engine, params, as_json, dtype, threads, add_bos=False if no_bos else None, device=device)
     if not as_json:
-        Console(stderr=True).print(f"[dim][{result['completion_tokens']} tokens, {result['tokens_per_s']:.1f} tokens/s, "
-                                   f"{result['engine']}][/]", highlight=False)
+        Console(stderr=True).print(f"[{result['completion_tokens']} tokens, {result['tokens_per_s']:.1f} tokens/s, "
+                                   f"{result['engine']}]", style="dim", highlight=False, markup=False)
 
 
 @app.command()
 def chat(
-    model: Optional[str] = typer.Argument(None, help="Model directory or Hub id org/name[@rev] (default: the newest run)."),
+    model: Optional[str] = typer.Argument(None, help="Model directory or Hub id org/name\\[@rev] (default: the newest run)."),
     engine: str = typer.Option("auto", "--engine", "-e", help="auto | torch | cuda | cpu | onnx | fpga"),
     template: str = typer.Option("auto", help="Chat template: auto (tokenizer, then recipe, else none) | chatml | dialogue | FILE | none (plain continuation)."),
     system: Optional[str] = typer.Option(None, help="System message (with a chat template)."),
@@ -277,7 +279,7 @@ def chat(
 
 @app.command()
 def serve(
-    model: Optional[str] = typer.Argument(None, help="Model directory or Hub id org/name[@rev] (default: the newest run)."),
+    model: Optional[str] = typer.Argument(None, help="Model directory or Hub id org/name\\[@rev] (default: the newest run)."),
     engine: str = typer.Option("auto", "--engine", "-e", help="auto | torch | cuda | cpu | onnx | fpga"),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 exposes it to the network)."),
     port: int = typer.Option(8000, "--port", "-p"),
@@ -304,7 +306,7 @@ def serve(
 
 @app.command(name="eval")
 def eval_(
-    model: Optional[str] = typer.Argument(None, help="Run, packed or export directory, or a Hub id org/name[@rev] (default: the newest run; with a named engine, its newest export)."),
+    model: Optional[str] = typer.Argument(None, help="Run, packed or export directory, or a Hub id org/name\\[@rev] (default: the newest run; with a named engine, its newest export)."),
     data: Optional[str] = typer.Option(None, "--data", help="Held-out text: a UTF-8 file, a .jsonl/.parquet file, a Hub dataset NAME[:CONFIG] (cached or reachable), or 'embedded' (the last 10% of the embedded corpus; the default without --tasks)."),
     tasks: Optional[str] = typer.Option(None, "--tasks", help="lm-evaluation-harness tasks, comma-separated: names (arc_easy,arc_challenge,hellaswag,openbookqa,piqa,winogrande) or task YAML files."),
     include_path: Optional[list[Path]] = typer.Option(None, "--include-path", help="A directory of task YAML files for --tasks (repeatable)."),
@@ -415,7 +417,7 @@ def deploy(
     import json
 
     from .deploy.deploy import deploy as run_deploy
-    say = (lambda line: None) if as_json else (lambda line: console.print(line, highlight=False, soft_wrap=True))
+    say = (lambda line: None) if as_json else (lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False))
     report = run_deploy(bundle, device, force, program, selftest_steps, timeout, wait, say)
     if as_json:
         print(json.dumps(report))

@@ -201,7 +201,7 @@ def train_teacher(recipe: Recipe, source: str, console=None) -> Path:
             raise UserError(f"{run_dir} holds a teacher trained from another recipe — remove it, change "
                             "distill.teacher_recipe.train.run_name, or name a teacher in distill.teacher")
         if console is not None:
-            console.print(f"teacher: reusing {run_dir}", highlight=False)
+            console.print(f"teacher: reusing {run_dir}", highlight=False, markup=False)
         return run_dir
     resume = str(run_dir) if (run_dir / "recipe.yaml").is_file() else None
     with tempfile.TemporaryDirectory() as tmp:  # paths in it are absolute, so the file may live anywhere
