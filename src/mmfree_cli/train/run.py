@@ -1,4 +1,4 @@
-"""`mmfree train`: a recipe in, a run directory out (DESIGN §4).
+"""`mmfree train`: a recipe in, a run directory out (the layout below).
 
     runs/<name>/  recipe.yaml (resolved)  config.json  model.safetensors  tokenizer file
                   checkpoints/step-N/  tensorboard/  metrics.jsonl  loss.png  summary.json
