@@ -99,3 +99,29 @@ def test_resume_auto_resumes_the_same_recipe_saying_where(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"resuming {run.name} at step 6" in r.stdout
     assert (run / "summary.json").is_file()
+
+
+def test_a_large_recipe_on_the_cpu_is_warned_about():
+    import torch
+
+    from mmfree_cli.recipe import load_recipe
+    from mmfree_cli.resources import recipes_dir
+    from mmfree_cli.train.progress import size_warning
+    big = load_recipe(recipes_dir() / "370m.yaml")
+    warning = size_warning(370_000_000, big, torch.device("cpu"))
+    assert warning and warning.startswith("warning:") and "370M parameters" in warning
+    assert size_warning(1_200_000, load_recipe(recipes_dir() / "tiny.yaml"), torch.device("cpu")) is None
+
+
+def test_with_no_run_the_default_model_is_the_newest_export(tmp_path, monkeypatch):
+    from mmfree_cli.errors import UserError
+    from mmfree_cli.generate import _newest_run_or_export
+    from mmfree_cli.paths import point_latest
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="no run in runs/"):
+        _newest_run_or_export()
+    for target in ("cpu", "onnx"):
+        (tmp_path / "exports" / target / f"m-{target}").mkdir(parents=True)
+        point_latest(tmp_path / "exports" / target / f"m-{target}")
+        time.sleep(0.05)  # distinct modification times
+    assert _newest_run_or_export() == (tmp_path / "exports" / "onnx" / "m-onnx").resolve()

@@ -439,6 +439,8 @@ def open_engine(model: str | None, engine: str = "auto", dtype: str | None = Non
         torch.set_num_threads(threads)
     if model is None and engine in ENGINES and engine != "torch":
         path = latest_export(engine)
+    elif model is None and engine == "auto":
+        path = _newest_run_or_export()
     else:
         path = resolve_model(model)
     options = {"dtype": dtype} if dtype else {}
@@ -447,6 +449,21 @@ def open_engine(model: str | None, engine: str = "auto", dtype: str | None = Non
     if threads:
         options["threads"] = threads  # the cpu and onnx engines run their own threads
     return load_engine(engine, path, **options), Path(path)
+
+
+def _newest_run_or_export() -> "Path":
+    """The newest run with weights; with none, the newest export of any target (a project that
+    only holds exports still serves and chats with no path typed)."""
+    from pathlib import Path
+
+    from .paths import EXPORTS_DIR, LATEST, resolve_model
+    try:
+        return resolve_model(None)
+    except UserError:
+        exports = [link.resolve() for link in Path(EXPORTS_DIR).glob(f"*/{LATEST}") if link.exists()]
+        if not exports:
+            raise
+        return max(exports, key=lambda p: p.stat().st_mtime)
 
 
 def split_model_and_prompt(args: list[str]) -> tuple[str | None, str | None]:
