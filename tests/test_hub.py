@@ -53,6 +53,7 @@ def test_a_local_directory_wins_over_a_hub_id(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()
     assert not looks_like_hub_id("runs/typo")  # a missing run, not the Hub organisation "runs"
+    assert not looks_like_hub_id("exports/latest")  # even before exports/ exists
     assert looks_like_hub_id("ridger/MMfreeLM-370M")
 
 

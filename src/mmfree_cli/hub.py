@@ -22,6 +22,9 @@ MODEL_FILES = ["config.json", "generation_config.json", "*.safetensors", "model.
                "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"]
 """What a model directory needs (the released MMfreeLM repos hold exactly these, plus a README)."""
 
+LOCAL_ROOTS = ("runs", "exports")
+"""First path components that always mean this project's own directories (`runs/latest`)."""
+
 _HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@(?P<rev>[\w./-]+))?$")
 
 
@@ -37,6 +40,8 @@ def looks_like_hub_id(text: str | Path) -> bool:
     """A Hub id that is not a local path: local paths win, and so does a missing entry of an
     existing local directory (`runs/nonexistent` is a typo, not a Hub organisation)."""
     path = Path(str(text))
+    if path.parts and path.parts[0] in LOCAL_ROOTS:
+        return False
     return parse_hub_id(str(text)) is not None and not path.exists() and not path.parent.is_dir()
 
 
