@@ -117,3 +117,10 @@ def test_from_pretrained_takes_an_id(hub, monkeypatch):
     model = from_pretrained(f"{REPO}@v2")
     reference = from_pretrained(hub["v2"])
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
+
+
+def test_download_offline_returns_a_cached_id_and_names_the_fix_otherwise(hub, tmp_path):
+    r = mmfree(hub, "download", f"{REPO}@v2", cwd=tmp_path)
+    assert r.returncode == 0 and COMMIT_V2 in r.stdout, r.stderr
+    r = mmfree(hub, "download", "ridger/not-cached", cwd=tmp_path)
+    assert r.returncode == 2 and "unset HF_HUB_OFFLINE" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -60,8 +60,8 @@ def download(model: str = typer.Argument(..., help="A Hugging Face model id, org
       mmfree download ridger/MMfreeLM-1.3B@main && HF_HUB_OFFLINE=1 mmfree chat ridger/MMfreeLM-1.3B
     """
     from .hub import fetch_model
-    path = fetch_model(model, local_only=False)
-    console.print(f"{model} → {path}", highlight=False, markup=False)
+    path = fetch_model(model, downloading=True)
+    console.print(f"{model} → {path}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command(name="runs")
@@ -85,7 +85,7 @@ def runs_(root: Path = typer.Option(Path("runs"), "--dir", help="The runs direct
                            "modified": r.modified, "latest": r.path.resolve() == latest} for r in runs]))
         return
     if not runs:
-        console.print(f"no run in {root}/ — try `mmfree train recipes/tiny.yaml`", highlight=False, markup=False)
+        console.print(f"no run in {root}/ — try `mmfree train recipes/tiny.yaml`", highlight=False, markup=False, soft_wrap=True)
         return
     table = Table("run", "state", "step", "val loss", "age")
     for r in runs:
@@ -119,7 +119,7 @@ def init(
     """
     from .scaffold import init_project
     for rel in init_project(directory, force):
-        console.print(f"wrote {directory / rel}", highlight=False, markup=False)
+        console.print(f"wrote {directory / rel}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -201,7 +201,7 @@ def export(
     from .export import run_export
     options = {k: v for k, v in {"synth": synth, "bitstream": bitstream, "weights": onnx_weights}.items() if v is not None}
     path = run_export(target, model, out, **options)
-    console.print(f"exported {target} → {path}", highlight=False, markup=False)
+    console.print(f"exported {target} → {path}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -238,7 +238,7 @@ def generate(
     result = generate_command(args or [], engine, params, as_json, dtype, threads, add_bos=False if no_bos else None, device=device)
     if not as_json:
         Console(stderr=True).print(f"[{result['completion_tokens']} tokens, {result['tokens_per_s']:.1f} tokens/s, "
-                                   f"{result['engine']}]", style="dim", highlight=False, markup=False)
+                                   f"{result['engine']}]", style="dim", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -391,7 +391,7 @@ def bench_(
         return
     console.print(table(report))
     if plot is not None:
-        console.print(f"wrote {report['plot']}", highlight=False, markup=False)
+        console.print(f"wrote {report['plot']}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -63,9 +63,10 @@ def quiet_hub_logs():
             lg.setLevel(level)
 
 
-def fetch_model(spec: str, local_only: bool | None = None) -> Path:
+def fetch_model(spec: str, local_only: bool | None = None, downloading: bool = False) -> Path:
     """The local snapshot directory of Hub model `spec` (`org/name[@rev]`), downloading what is
-    missing unless offline (`HF_HUB_OFFLINE` or `local_only`)."""
+    missing unless offline (`HF_HUB_OFFLINE` or `local_only`). `downloading`: for `mmfree
+    download`, whose failures cannot send the user to `mmfree download`."""
     parsed = parse_hub_id(spec)
     if parsed is None:
         raise UserError(f"{spec}: not a Hub model id — give org/name or org/name@revision")
@@ -83,7 +84,11 @@ def fetch_model(spec: str, local_only: bool | None = None) -> Path:
     except hub_errors.RevisionNotFoundError:
         raise UserError(f"{spec}: the Hub repo has no revision {revision!r} — give a branch, tag or commit") from None
     except hub_errors.LocalEntryNotFoundError:
-        where = "HF_HUB_OFFLINE is set" if local_only else "the Hugging Face Hub cannot be reached"
+        offline_now = local_only or offline()
+        where = "HF_HUB_OFFLINE is set" if offline_now else "the Hugging Face Hub cannot be reached"
+        if downloading:
+            fix = "unset HF_HUB_OFFLINE" if offline_now else "check the network (and any proxy settings)"
+            raise UserError(f"{spec}: not in the Hugging Face cache and {where} — {fix}, then run this again") from None
         raise UserError(f"{spec}: not in the Hugging Face cache and {where} — run `mmfree download {spec}` "
                         "where the network is reachable (or give a local model directory)") from None
     except OSError as e:  # disk full, permissions, a network error the client did not wrap
