@@ -32,9 +32,10 @@ from numba import njit, prange
 from bench.record import record
 from mmfree_cli.benchmark import timed
 from mmfree_cli.engines.cpu_int import CompiledModel
-from mmfree_cli.engines.torch_engine import freeze_ternary_weights
+from mmfree_cli.model.frozen import freeze_ternary_weights
 from mmfree_cli.model import HGRNBitForCausalLM, preset
 from mmfree_cli.quant import intspec
+from mmfree_cli.quant.intmodel import int_model_from_float
 
 # The streaming read runs on numba's OpenMP threads; by default they spin for a while after each
 # read, on the cores the engine's decode (which alternates with it) then needs. Sleeping instead
@@ -81,7 +82,7 @@ def main() -> None:
     torch.manual_seed(0)
     config = preset("370m", num_hidden_layers=args.layers)
     model = HGRNBitForCausalLM(config).eval()
-    compiled = CompiledModel(intspec.int_model_from_float(model))
+    compiled = CompiledModel(int_model_from_float(model))
     freeze_ternary_weights(model)
     weight_bytes = compiled.weight_bytes()
     load = os.getloadavg()[0]

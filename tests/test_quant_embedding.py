@@ -13,11 +13,13 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 
 from mmfree_cli.errors import UserError
-from mmfree_cli.export.cuda import export_tensors
+from mmfree_cli.formats.cuda import tensors_of
+from mmfree_cli.formats.ternary import open_ternary
 from mmfree_cli.model import save_pretrained
-from mmfree_cli.quant.load import DequantBitLinear, load_model
-from mmfree_cli.quant.packed import read_packed
-from mmfree_cli.quant.quantize import quantize
+from mmfree_cli.formats.ternary import open_model
+from mmfree_cli.model.frozen import FrozenBitLinear
+from mmfree_cli.formats.packed import read_packed
+from mmfree_cli.export.packed import quantize
 from mmfree_cli.quant.rowint8 import dequantize_rows, quantize_rows
 
 from test_quant_packed import _one_error_line, mmfree, run_dir  # noqa: F401  (fixture)
@@ -60,9 +62,9 @@ def test_pack_load_round_trip(run_dir, tmp_path):
     assert packed.embedding_dtype == "int8" and packed.floats[EMB].dtype == torch.float32
     assert torch.equal(packed.floats[EMB], codes.float() * scale[:, None])
     assert ((packed.floats[EMB] - emb).abs() <= bound).all()
-    loaded = load_model(out)
+    loaded = open_model(out)
     assert torch.equal(loaded.model.embeddings.weight, packed.floats[EMB])
-    assert isinstance(loaded.lm_head, DequantBitLinear)
+    assert isinstance(loaded.lm_head, FrozenBitLinear)
     ids = torch.arange(30)[None] % model.config.vocab_size
     with torch.no_grad():
         assert torch.isfinite(loaded(ids).logits).all()
@@ -84,7 +86,7 @@ def test_repack_keeps_int8_rows_exactly_and_readers_dequantise(run_dir, tmp_path
     as_float = read_packed(quantize(tmp_path / "a", tmp_path / "c", "i2", "float32")[0])
     assert as_float.embedding_dtype == "float32" and not as_float.int8_rows
     assert torch.equal(as_float.floats[EMB], first.floats[EMB])
-    cuda = export_tensors(tmp_path / "a")  # the cuda export/engine reader: a bf16 embedding
+    cuda = tensors_of(open_ternary(tmp_path / "a"))  # the cuda export/engine reader: a bf16 embedding
     assert torch.equal(cuda[EMB], first.floats[EMB].to(torch.bfloat16))
 
 

@@ -14,9 +14,10 @@ from mmfree_cli.errors import UserError
 from mmfree_cli.kernels.bitlinear import ternarize, weight_scale
 from mmfree_cli.model import save_pretrained
 from mmfree_cli.model.layers import BitLinear
-from mmfree_cli.quant.load import DequantBitLinear, load_model, load_packed_model
-from mmfree_cli.quant.packed import is_packed, read_packed
-from mmfree_cli.quant.quantize import quantize
+from mmfree_cli.formats.ternary import open_model
+from mmfree_cli.model.frozen import FrozenBitLinear
+from mmfree_cli.formats.packed import is_packed, read_packed
+from mmfree_cli.export.packed import quantize
 
 LAYOUTS = ("i2", "tq1", "hf-bitnet")
 
@@ -40,8 +41,8 @@ def mmfree(*args, cwd=None):
 def test_packed_model_gives_fake_quant_logits(run_dir, tmp_path, layout):
     model, path = run_dir
     out, report = quantize(path, tmp_path / f"p-{layout}", layout, float_dtype="float32")
-    packed = load_packed_model(out)
-    assert isinstance(packed.lm_head, DequantBitLinear)
+    packed = open_model(out)
+    assert isinstance(packed.lm_head, FrozenBitLinear)
     ids = torch.randint(0, model.config.vocab_size, (2, 29), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         want, got = model(ids).logits, packed(ids).logits
@@ -57,7 +58,7 @@ def test_bf16_floats_match_the_model_with_bf16_floats(run_dir, tmp_path):
             if not name.endswith("proj.weight") and name != "lm_head.weight":
                 p.copy_(p.to(torch.bfloat16).float())
         ids = torch.arange(40)[None] % model.config.vocab_size
-        diff = (load_packed_model(out)(ids).logits - model(ids).logits).abs().max().item()
+        diff = (open_model(out)(ids).logits - model(ids).logits).abs().max().item()
     assert diff <= 1e-5
 
 
@@ -113,8 +114,8 @@ def test_load_model_takes_both_kinds(run_dir, tmp_path):
     _, path = run_dir
     out, _ = quantize(path, tmp_path / "p", "i2")
     assert is_packed(out) and is_packed(out / "model.safetensors") and not is_packed(path)
-    assert isinstance(load_model(out).lm_head, DequantBitLinear)
-    assert isinstance(load_model(path).lm_head, BitLinear)
+    assert isinstance(open_model(out).lm_head, FrozenBitLinear)
+    assert isinstance(open_model(path).lm_head, BitLinear)
 
 
 def _one_error_line(r, name):

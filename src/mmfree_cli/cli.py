@@ -113,8 +113,8 @@ def quantize(
       mmfree quantize runs/latest --layout tq1 --embedding-dtype int8
       mmfree quantize checkpoints/MMfreeLM-370M --layout hf-bitnet -o packed/370m-hf
     """
-    from .quant.quantize import quantize as run_quantize
-    from .quant.report import render
+    from .export.packed import quantize as run_quantize
+    from .export.packed_report import render
     path, report = run_quantize(model, out, layout, float_dtype, embedding_dtype=embedding_dtype)
     console.print(render(report, title=f"packed {layout} → {path}"))
 
@@ -271,7 +271,7 @@ def eval_(
     import json
     if compare:
         from .paths import resolve_model
-        from .quant.fidelity import compare as compare_engines
+        from .fidelity import compare as compare_engines
         engine = "cpu" if engine == "auto" else engine
         report = compare_engines(resolve_model(model), engine, None if data in (None, "embedded") else Path(data),
                                  128 if context is None else context, 4096 if max_tokens is None else max_tokens)

@@ -39,7 +39,7 @@ def load_text(data: str | Path | None, split: str = "test", text_field: str = "t
     """The text `--data` names: None or "embedded" (the tail of the embedded corpus, the tiny
     recipe's validation part), a UTF-8 text file, a local .jsonl/.json/.parquet file (records'
     `text_field`, joined by blank lines), or a Hub dataset "name[:config]" (its `split`)."""
-    from .quant.fidelity import held_out_text
+    from .fidelity import held_out_text
     if data is None or str(data) == "embedded":
         return held_out_text(None)
     path = Path(data).expanduser()

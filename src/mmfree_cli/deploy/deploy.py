@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import UserError
-from .bundle import Bundle
+from ..formats.fpga import Bundle
 from .card import Card
 from .xdma import Xdma
 

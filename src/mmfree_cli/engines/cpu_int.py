@@ -363,7 +363,7 @@ class CpuIntEngine(Engine):
         """A cpu export or any model directory. threads: cores to use (default all);
         kernel: vnni | popcount (default: vnni where the CPU has it)."""
         from ..data.tokenizer import load_tokenizer
-        from ..export.cpu import read_int_model
+        from ..formats.intmodel import read_int_model
         from ..model import HGRNBitConfig
         path = Path(path)
         config = HGRNBitConfig.load(path)

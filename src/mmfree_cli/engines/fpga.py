@@ -36,7 +36,7 @@ class FpgaEngine(Engine):
     def load(cls, path: str | Path, device: str | None = None, timeout: float = 10.0, wait: str = "irq",
              **_options: Any) -> "FpgaEngine":
         from ..data.tokenizer import load_tokenizer
-        from ..deploy.bundle import Bundle
+        from ..formats.fpga import Bundle
         from ..deploy.card import Card
         from ..deploy.xdma import Xdma
         from ..model import HGRNBitConfig

@@ -42,11 +42,7 @@ class HGRNBitModel(nn.Module):
     def layer_lower_bounds(self) -> list[torch.Tensor | None]:
         """lb = cumsum(softmax(lower_bounds, 0)) - softmax(...)[0]: layer ℓ's floor on its forget gate
         (ℓ/L at init). Layer 0 has none."""
-        if self.lower_bounds is None:
-            return [None] * len(self.layers)
-        p = self.lower_bounds.softmax(dim=0)
-        lb = p.cumsum(dim=0) - p[0]
-        return [None] + [lb[l] for l in range(1, len(self.layers))]
+        return layer_lower_bounds(self.lower_bounds, len(self.layers))
 
     def forward(self, input_ids: torch.Tensor, state: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,3 +108,13 @@ class HGRNBitForCausalLM(nn.Module):
         ternary = sum(m.weight.numel() for m in self.modules() if isinstance(m, BitLinear))
         total = sum(p.numel() for p in self.parameters())
         return {"ternary": ternary, "float": total - ternary, "total": total}
+
+
+def layer_lower_bounds(lower_bounds: torch.Tensor | None, layers: int) -> list[torch.Tensor | None]:
+    """Each layer's forget-gate floor from the `lower_bounds` parameter [L, d] (see
+    `HGRNBitModel.layer_lower_bounds`); also what the integer model is built from."""
+    if lower_bounds is None:
+        return [None] * layers
+    p = lower_bounds.softmax(dim=0)
+    lb = p.cumsum(dim=0) - p[0]
+    return [None] + [lb[l] for l in range(1, layers)]

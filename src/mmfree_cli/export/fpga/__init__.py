@@ -1,6 +1,6 @@
 """`mmfree export --target fpga`: compile a model for the mmfree core and write its bundle.
 
-    model dir → integer model (intmodel) → program + weight image (compiler) → bundle (bundle):
+    model dir → ternary model (formats.ternary) → integer model (quant.intmodel) → program + weight image (compiler) → bundle (bundle):
     manifest.json, weights.bin, embed.safetensors, rtl/ (rtl), golden/, reports/ (estimates,
     synth), bitstream/ (synth --synth, or a vendor file recorded with --bitstream).
 """
@@ -13,9 +13,12 @@ from pathlib import Path
 from ...data.tokenizer import copy_tokenizer_files
 from ...errors import UserError
 from ...fileio import write_json
+from ...formats.fpga import write_bundle_manifest
+from ...formats.ternary import open_ternary
+from ...model import HGRNBitConfig
+from ...quant.intmodel import int_model
 from . import bundle, estimates
 from .compiler import compile_model, dims_of, fit_core
-from .intmodel import load_int_model
 from .rtl import generate
 
 SYNTH_FAMILIES = ("ecp5", "ice40")
@@ -29,7 +32,8 @@ def export(model_dir: Path, out_dir: Path, synth: str | None = None, bitstream: 
         raise UserError(f"--synth {synth}: choose one of {', '.join(SYNTH_FAMILIES)}")
     if bitstream is not None and not Path(bitstream).is_file():
         raise UserError(f"--bitstream {bitstream}: file not found — give the vendor-built bitstream file")
-    model, config = load_int_model(Path(model_dir))
+    ternary = open_ternary(Path(model_dir))
+    model, config = int_model(ternary), HGRNBitConfig.from_dict(ternary.config).to_dict()
     params = fit_core(dims_of(model), lanes)
     compiled = compile_model(model, params)
     bundle.write_weights(out_dir, compiled, model)
@@ -59,4 +63,4 @@ def export(model_dir: Path, out_dir: Path, synth: str | None = None, bitstream: 
     write_json(out_dir / "config.json", config)
     copy_tokenizer_files(model_dir, out_dir)  # the bundle chats on its own (--engine fpga)
     bundle.write_readme(out_dir, man, Path(model_dir).name)
-    write_json(out_dir / "manifest.json", man)
+    write_bundle_manifest(out_dir, man)

@@ -18,8 +18,6 @@ from ...hardware import isa, regmap
 from .compiler import Compiled, CoreParams, state_stride
 from ...hardware.image import BLOCK_ALIGN, LAYOUT
 
-SCHEMA_VERSION = 1
-
 
 def model_hash(model_dir: Path) -> str:
     """sha256 over the model's config and weight files (names and bytes, in name order)."""
@@ -68,8 +66,6 @@ def manifest(compiled: Compiled, params: CoreParams, rtl_info: dict, config: dic
              golden: dict, artifacts: list[dict], reports: dict) -> dict:
     layout = card_layout(compiled)
     return {
-        "schema_version": SCHEMA_VERSION,
-        "target": "fpga",
         "design_id": rtl_info["design_id"],
         "model": {"config": config, "sha256": mhash, "dims": compiled.dims},
         "integer_spec": {"version": SPEC_VERSION, "tables_sha256": table_digest(),
