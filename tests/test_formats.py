@@ -1,0 +1,99 @@
+"""Every format's reader refuses a version it does not know in one line that says what to run
+(exit code 2 through the CLI), and an export of the previous layout is refused with the command
+that writes the current one. The directories here hold only what a reader looks at first."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mmfree_cli.errors import UserError
+from mmfree_cli.fileio import save_safetensors
+from mmfree_cli.formats import cuda, fpga, intmodel, onnx, packed, run
+from mmfree_cli.formats.manifest import file_digests, read_manifest, write_manifest
+from mmfree_cli.formats.ternary import open_ternary
+
+CONFIG = {"model_type": "hgrn_bit", "vocab_size": 61, "hidden_size": 32, "num_hidden_layers": 1,
+          "intermediate_size": 48}
+
+
+def _dir(tmp_path, manifest: dict):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "config.json").write_text(json.dumps(CONFIG))
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    return tmp_path
+
+
+def _one_line(excinfo, *words):
+    msg = str(excinfo.value)
+    assert excinfo.value.exit_code == 2 and "\n" not in msg
+    for w in words:
+        assert w in msg, msg
+    return msg
+
+
+READERS = {
+    "packed": (packed.FORMAT, packed.FORMAT_VERSION, "packed", packed.read_packed, "mmfree quantize"),
+    "cuda": (cuda.FORMAT, cuda.FORMAT_VERSION, "cuda", cuda.read_cuda_export, "--target cuda"),
+    "cpu": (intmodel.FORMAT, intmodel.FORMAT_VERSION, "cpu", intmodel.read_int_model, "--target cpu"),
+    "onnx": (onnx.FORMAT, onnx.FORMAT_VERSION, "onnx", onnx.read_onnx_manifest, "--target onnx"),
+    "fpga": (fpga.FORMAT, fpga.FORMAT_VERSION, "fpga", fpga.Bundle.open, "--target fpga"),
+}
+
+
+@pytest.mark.parametrize("kind", READERS)
+def test_a_future_version_is_refused_in_one_line(tmp_path, kind):
+    fmt, version, target, read, remake = READERS[kind]
+    path = _dir(tmp_path / kind, {"format": fmt, "format_version": version + 1, "target": target, "files": {}})
+    with pytest.raises(UserError) as e:
+        read(path)
+    _one_line(e, f"format_version {version + 1}", "newer", "upgrade mmfree", remake)
+
+
+OLD_LAYOUTS = {
+    "cpu": {"target": "cpu", "schema_version": 1, "integer_spec_version": 1, "files": {}},
+    "onnx": {"target": "onnx", "format_version": 1, "files": {}},
+    "fpga": {"target": "fpga", "schema_version": 1, "files": {}},
+}
+
+
+@pytest.mark.parametrize("kind", OLD_LAYOUTS)
+def test_an_export_of_the_previous_layout_says_how_to_re_export(tmp_path, kind):
+    _, _, _, read, remake = READERS[kind]
+    with pytest.raises(UserError) as e:
+        read(_dir(tmp_path / kind, OLD_LAYOUTS[kind]))
+    _one_line(e, remake)
+
+
+def test_a_run_of_a_future_version_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(CONFIG))
+    save_safetensors({"x": torch.zeros(1)}, tmp_path / "model.safetensors",
+                     {run.META_FORMAT: run.FORMAT, run.META_VERSION: str(run.FORMAT_VERSION + 1)})
+    with pytest.raises(UserError) as e:
+        open_ternary(tmp_path)
+    _one_line(e, f"format_version {run.FORMAT_VERSION + 1}", "mmfree train")
+
+
+def test_the_manifest_lists_every_file_and_verify_names_the_changed_one(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.bin").write_bytes(b"a")
+    (tmp_path / "sub" / "b.txt").write_text("b")
+    (tmp_path / ".hidden").write_text("h")
+    written = write_manifest(tmp_path, "mmfree-test", 3, target="t")
+    assert set(written["files"]) == {"a.bin", "sub/b.txt"} == set(file_digests(tmp_path))
+    assert read_manifest(tmp_path, "mmfree-test", 3, "redo")["target"] == "t"
+    (tmp_path / "sub" / "b.txt").write_text("changed")
+    with pytest.raises(UserError) as e:
+        read_manifest(tmp_path, "mmfree-test", 3, "redo")
+    _one_line(e, "sub/b.txt", "checksum mismatch", "redo")
+
+
+def test_cli_refuses_a_future_export_with_exit_2(tmp_path):
+    path = _dir(tmp_path / "e", {"format": intmodel.FORMAT, "format_version": intmodel.FORMAT_VERSION + 1,
+                                 "target": "cpu", "files": {}})
+    r = subprocess.run([sys.executable, "-m", "mmfree_cli.cli", "generate", str(path), "Hi", "--engine", "cpu"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "newer than this mmfree reads" in r.stderr
