@@ -23,7 +23,7 @@ import torch
 from lm_eval.api.model import LM
 
 from .engines.base import Engine
-from .evaluate import score_windows
+from .scoring import score_windows
 from .generate import Generation, SamplingParams, default_add_bos, encode_prompt
 
 
