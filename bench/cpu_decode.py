@@ -32,9 +32,8 @@ from numba import njit, prange
 from bench.record import record
 from mmfree_cli.benchmark import timed
 from mmfree_cli.engines.cpu_int import CompiledModel
-from mmfree_cli.model.frozen import freeze_ternary_weights
 from mmfree_cli.model import HGRNBitForCausalLM, preset
-from mmfree_cli.quant import intspec
+from mmfree_cli.model.frozen import freeze_ternary_weights
 from mmfree_cli.quant.intmodel import int_model_from_float
 
 # The streaming read runs on numba's OpenMP threads; by default they spin for a while after each
@@ -111,7 +110,7 @@ def main() -> None:
         with torch.no_grad():
             ids, tstate = torch.tensor([1]), model.empty_state(1)
             model.step(ids, tstate)
-            step = timed(lambda: model.step(ids, tstate), args.torch_steps)
+            step = timed(lambda ids=ids, tstate=tstate: model.step(ids, tstate), args.torch_steps)
             pre = timed(lambda: model(torch.from_numpy(prompt)), 2)
         if torch_step is None or statistics.median(step) < statistics.median(torch_step):
             torch_step, torch_prefill, torch_threads = step, pre, threads

@@ -113,7 +113,8 @@ def profile(engine: CudaEngine, steps: int = 5) -> None:
     """Print, for CUDA-graph batch-1 steps, each launch role's kernel time and the idle gap before it
     (end of the previous kernel to start of this one; negative when launches overlap), then the
     whole step. Diagnostics only."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
     tokens = torch.zeros(1, dtype=torch.long, device="cuda")
     state = engine.new_state(1)
     engine.step_device(tokens, state)
@@ -177,6 +178,7 @@ def main() -> None:
     ap.add_argument("--only-batch1", action="store_true", help="skip batch 64, the host step and prefill")
     args = ap.parse_args()
     import triton
+
     from mmfree_cli.kernels.ternary_gemm import decode
     config = preset(args.preset)
     engine = CudaEngine(config, random_tensors(config, "cuda"), tokenizer=None, device="cuda")

@@ -35,12 +35,12 @@ import torch
 import torch.nn.functional as F
 
 from bench.record import record
-from mmfree_cli.fileio import load_safetensors
-from mmfree_cli.model import HGRNBitForCausalLM, preset, save_pretrained
-from mmfree_cli.formats.ternary import open_model
-from mmfree_cli.formats.packed import WEIGHTS
 from mmfree_cli.export.packed import quantize
 from mmfree_cli.export.packed_report import BF16_BYTES
+from mmfree_cli.fileio import load_safetensors
+from mmfree_cli.formats.packed import WEIGHTS
+from mmfree_cli.formats.ternary import open_model
+from mmfree_cli.model import HGRNBitForCausalLM, preset, save_pretrained
 from mmfree_cli.quant.rowint8 import dequantize_rows, quantize_rows
 
 BENCH = "packed_size_370m"

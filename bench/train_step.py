@@ -25,7 +25,8 @@ import torch
 
 from bench.record import record
 from bench.transformer_pp import like_hgrn
-from mmfree_cli.kernels import bitlinear as bitlinear_pkg, hgrn as hgrn_pkg
+from mmfree_cli.kernels import bitlinear as bitlinear_pkg
+from mmfree_cli.kernels import hgrn as hgrn_pkg
 from mmfree_cli.kernels.bitlinear import fused as bitlinear_fused
 from mmfree_cli.model import HGRNBitForCausalLM, preset
 

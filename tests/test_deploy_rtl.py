@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from test_deploy import FUSE_MISSING, emulated_card, make_bundle, make_run, run_cli
 from conftest import small_config
+from test_deploy import FUSE_MISSING, emulated_card, make_bundle, make_run, run_cli
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("iverilog") is None or FUSE_MISSING is not None,

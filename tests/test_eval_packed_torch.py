@@ -5,9 +5,9 @@ import torch
 
 from mmfree_cli.data.tokenizer import ByteTokenizer
 from mmfree_cli.engines import load_engine
+from mmfree_cli.export.packed import quantize
 from mmfree_cli.model import save_pretrained
 from mmfree_cli.model.frozen import FrozenBitLinear
-from mmfree_cli.export.packed import quantize
 
 
 @pytest.mark.parametrize("layout", ["i2", "tq1"])

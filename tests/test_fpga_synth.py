@@ -10,7 +10,7 @@ import torch
 
 from mmfree_cli.model import HGRNBitForCausalLM, save_pretrained
 from tests.conftest import small_config
-from tests.test_fpga_export import mmfree
+from tests.helpers import mmfree
 
 
 @pytest.mark.slow

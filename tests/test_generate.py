@@ -3,15 +3,22 @@ streaming UTF-8, batched generation and prefix-state reuse, all on a small rando
 
 from __future__ import annotations
 
-import torch
 import pytest
+import torch
 
 from mmfree_cli.data.tokenizer import ByteTokenizer
 from mmfree_cli.engines import load_engine
 from mmfree_cli.engines.torch_engine import TorchEngine
 from mmfree_cli.errors import UserError
-from mmfree_cli.generate import (Generation, PrefixCache, SamplingParams, StopMatcher, Utf8Stream,
-                                 complete, generate_batch)
+from mmfree_cli.generate import (
+    Generation,
+    PrefixCache,
+    SamplingParams,
+    StopMatcher,
+    Utf8Stream,
+    complete,
+    generate_batch,
+)
 from mmfree_cli.model import HGRNBitConfig, HGRNBitForCausalLM, save_pretrained
 
 
@@ -99,7 +106,10 @@ def test_repetition_penalty_changes_greedy_output(engine):
     plain.run()
     penal = Generation(engine, "aaaa", SamplingParams(max_new_tokens=40, repetition_penalty=5.0))
     penal.run()
-    repeats = lambda g: len(g.sequence.tokens) - len(set(g.sequence.tokens))
+
+    def repeats(g):
+        return len(g.sequence.tokens) - len(set(g.sequence.tokens))
+
     assert repeats(penal) < repeats(plain)
 
 

@@ -1,7 +1,6 @@
 """The model against its own recurrent form, a from-scratch reference, presets and training checks."""
 
 import json
-import math
 
 import pytest
 import torch

@@ -15,12 +15,8 @@ use needs the datasets in the local cache or task files that point at local data
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
-
-import torch
-import torch.nn.functional as F
 
 from .engines.base import Engine
 from .errors import UserError

@@ -52,8 +52,8 @@ def compare(model_dir: str | Path, engine: str = "cpu", data: str | Path | None 
     """Float model vs `engine` on held-out text → perplexities, their delta and top-1 agreement."""
     from .data.tokenizer import load_tokenizer
     from .engines import load_engine
-    from .model import HGRNBitConfig
     from .formats.ternary import open_model as load_model
+    from .model import HGRNBitConfig
     model_dir = Path(model_dir)
     if context < 2:
         raise UserError(f"--context must be at least 2, got {context}")

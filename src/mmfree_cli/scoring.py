@@ -7,6 +7,7 @@ so neither imports the other.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import cocotb
 import numpy as np
+from axi_mem import AxiLiteMaster, AxiMemory
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 
-from axi_mem import AxiLiteMaster, AxiMemory
-from mmfree_cli.hardware import regmap
 from mmfree_cli.fileio import load_safetensors
+from mmfree_cli.hardware import regmap
 
 R = regmap.REGISTERS
 

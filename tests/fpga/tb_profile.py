@@ -9,13 +9,13 @@ import os
 from pathlib import Path
 
 import cocotb
+from axi_mem import AxiLiteMaster, AxiMemory
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
-from axi_mem import AxiLiteMaster, AxiMemory
+from mmfree_cli.fileio import load_safetensors
 from mmfree_cli.hardware import regmap
 from mmfree_cli.hardware.isa import decode
-from mmfree_cli.fileio import load_safetensors
 
 ST_IDLE, ST_NEXT = 0, 11
 

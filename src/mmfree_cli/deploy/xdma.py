@@ -183,7 +183,7 @@ class Xdma:
             self.bar.close()
             self.bar = None
 
-    def __enter__(self) -> "Xdma":
+    def __enter__(self) -> Xdma:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -21,11 +21,10 @@ import torch
 from numba import njit
 
 from ..quant import intspec
+from ..quant.intspec import EPS_M, EPS_S, EPS_TERM_MAX, FRAC_G, FRAC_H, FRAC_X, INT32_MAX, INT32_MIN, ONE_G
+from .base import Engine, State
 from .cpu_team import barrier, run_team, share
 from .cpu_ternary import KERNELS, default_kernel, layout, matmul, padded
-from ..quant.intspec import (EPS_M, EPS_S, EPS_TERM_MAX, FRAC_G, FRAC_H, FRAC_X, INT32_MAX,
-                             INT32_MIN, ONE_G)
-from .base import Engine, State
 
 SIG = intspec.SIGMOID_TABLE.astype(np.int64)
 RSQ = intspec.RSQRT_TABLE.astype(np.int64)
@@ -359,7 +358,7 @@ class CpuIntEngine(Engine):
 
     @classmethod
     def load(cls, path: str | Path, threads: int | None = None, kernel: str | None = None,
-             **_options: Any) -> "CpuIntEngine":
+             **_options: Any) -> CpuIntEngine:
         """A cpu export or any model directory. threads: cores to use (default all);
         kernel: vnni | popcount (default: vnni where the CPU has it)."""
         from ..data.tokenizer import load_tokenizer

@@ -92,12 +92,12 @@ class CudaEngine(Engine):
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None, cuda_graph: bool = True,
-             **_options: Any) -> "CudaEngine":
+             **_options: Any) -> CudaEngine:
         """Load a cuda export, run directory or packed model directory onto the GPU."""
         from ..data.tokenizer import load_tokenizer
+        from ..fileio import read_json
         from ..formats.cuda import is_cuda_export, read_cuda_export, tensors_of
         from ..formats.ternary import open_ternary
-        from ..fileio import read_json
         path = Path(path)
         device = device or "cuda"
         if torch.device(device).type == "cuda" and not torch.cuda.is_available():

@@ -35,7 +35,7 @@ class OnnxEngine(Engine):
         self._sessions: dict = {}
 
     @classmethod
-    def load(cls, path: str | Path, threads: int | None = None, verify: bool = True, **options) -> "OnnxEngine":
+    def load(cls, path: str | Path, threads: int | None = None, verify: bool = True, **options) -> OnnxEngine:
         """Open an onnx export directory; `verify` checks every file against the manifest's sha256."""
         if options:
             raise UserError(f"the onnx engine does not take {', '.join(options)}")

@@ -34,13 +34,13 @@ class TorchEngine(Engine):
         self.device, self.dtype = param.device, param.dtype
 
     @classmethod
-    def from_model(cls, model, tokenizer) -> "TorchEngine":
+    def from_model(cls, model, tokenizer) -> TorchEngine:
         """Wrap a model already in memory (e.g. at the end of training)."""
         return cls(model, tokenizer)
 
     @classmethod
     def load(cls, path: str | Path, dtype: str | torch.dtype | None = None,
-             device: str | None = None, **_options: Any) -> "TorchEngine":
+             device: str | None = None, **_options: Any) -> TorchEngine:
         """Load a run, model or packed (`mmfree quantize`) directory.
         dtype: float32 (default) | bfloat16 | float16 | float64."""
         from ..data.tokenizer import load_tokenizer

@@ -37,7 +37,7 @@ class Bundle:
     manifest: dict
 
     @classmethod
-    def open(cls, path: str | Path) -> "Bundle":
+    def open(cls, path: str | Path) -> Bundle:
         path = Path(path)
         if not (path / "manifest.json").is_file():
             raise UserError(f"{path}: no manifest.json — give an fpga bundle (`mmfree export --target fpga`)")

@@ -40,8 +40,9 @@ from ..fileio import load_safetensors, read_json, save_safetensors
 from ..quant.packing import LAYOUTS, pack, packed_shape, unpack
 from ..quant.rowint8 import check_rows, dequantize_rows, quantize_rows
 from ..quant.ternary import TernaryModel
-from .manifest import MANIFEST, peek, write_manifest as write_any_manifest
+from .manifest import MANIFEST, peek
 from .manifest import read_manifest as read_any_manifest
+from .manifest import write_manifest as write_any_manifest
 
 FORMAT = "mmfree-packed"
 FORMAT_VERSION = 1

@@ -12,11 +12,11 @@ import numpy as np
 import torch
 
 from ...fileio import save_safetensors, sha256_file, write_bytes
+from ...hardware import isa, regmap
+from ...hardware.image import BLOCK_ALIGN, LAYOUT
 from ...quant import intref
 from ...quant.intspec import SPEC_VERSION, table_digest
-from ...hardware import isa, regmap
 from .compiler import Compiled, CoreParams, state_stride
-from ...hardware.image import BLOCK_ALIGN, LAYOUT
 
 
 def model_hash(model_dir: Path) -> str:
