@@ -37,6 +37,7 @@ import torch
 
 from ..errors import UserError
 from ..fileio import load_safetensors, read_json, save_safetensors
+from ..kernels.numerics import BITLINEAR_NORM_EPS
 from ..quant.packing import LAYOUTS, pack, packed_shape, unpack
 from ..quant.rowint8 import check_rows, dequantize_rows, quantize_rows
 from ..quant.ternary import TernaryModel
@@ -80,7 +81,7 @@ def quantization_config(layout: str) -> dict:
     if layout == "hf-bitnet":
         # transformers.BitNetQuantConfig fields; our BitLinears carry their own RMSNorm (`<m>.norm`)
         return {"quant_method": "bitnet", "linear_class": "bitlinear", "quantization_mode": "offline",
-                "modules_to_not_convert": None, "use_rms_norm": True, "rms_norm_eps": 1e-6}
+                "modules_to_not_convert": None, "use_rms_norm": True, "rms_norm_eps": BITLINEAR_NORM_EPS}
     return {"quant_method": "mmfree", "layout": layout, "format_version": FORMAT_VERSION}
 
 

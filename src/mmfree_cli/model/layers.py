@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from ..kernels.bitlinear import bitlinear, rms_norm
 from ..kernels.hgrn import hgrn_scan
+from ..kernels.numerics import BITLINEAR_NORM_EPS
 
 
 class RMSNorm(nn.Module):
@@ -37,7 +38,7 @@ class BitLinear(nn.Module):
         super().__init__()
         self.in_features, self.out_features, self.ternary = in_features, out_features, ternary
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
-        self.norm = RMSNorm(in_features, eps=1e-6)  # eps as kernels.bitlinear.BITLINEAR_NORM_EPS
+        self.norm = RMSNorm(in_features, eps=BITLINEAR_NORM_EPS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return bitlinear(x, self.norm.weight, self.weight, quantize=self.ternary)

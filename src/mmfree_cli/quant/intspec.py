@@ -28,6 +28,8 @@ import math
 
 import numpy as np
 
+from ..kernels.numerics import BITLINEAR_NORM_EPS
+
 FRAC_X = 16
 """Fractional bits of the residual stream, projection outputs and logits: int32 Q15.16."""
 FRAC_G = 20
@@ -57,8 +59,8 @@ RSQRT_FRAC = 16
 SCALE_SHIFT_MIN, SCALE_SHIFT_MAX = 1, 62
 """The requantisation shift is clamped to this range (saturating the multiplier's exponent)."""
 
-BITLINEAR_EPS = 1e-6
-"""eps of the RMSNorm inside every BitLinear (kernels.bitlinear.BITLINEAR_NORM_EPS)."""
+BITLINEAR_EPS = BITLINEAR_NORM_EPS
+"""eps of the RMSNorm inside every BitLinear (`kernels.numerics.BITLINEAR_NORM_EPS`)."""
 EPS_TERM_MAX = 1 << 56
 """The eps term added to a sum of squares saturates here (the sum itself is < 2^43)."""
 NORM_Z_BITS = 31

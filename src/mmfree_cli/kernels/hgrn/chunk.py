@@ -15,18 +15,14 @@ both alive anyway). Everything is computed in float32.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from ..interpret import interpreting as _interpreting
+
 CHUNK = 64
 """Time steps per chunk (BT)."""
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 @triton.jit
