@@ -88,7 +88,7 @@ def test_step_decoding_matches_full_forward(engine):
     logits, _ = engine.prefill(torch.tensor([ids]), engine.new_state(1))
     predicted = logits[0, len(gen.sequence.prompt_tokens) - 1:-1].argmax(-1).tolist()
     agree = sum(p == t for p, t in zip(predicted, gen.sequence.tokens)) / len(gen.sequence.tokens)
-    assert agree >= 0.95  # float32 + quantizers: agreement, not bit-equality (DESIGN.md §2)
+    assert agree >= 0.95  # float32 + quantizers: agreement, not bit-equality (docs/design.md §2)
 
 
 def test_sampling_is_seeded_and_params_matter(engine):
@@ -187,7 +187,7 @@ def test_stop_matcher_holds_back_possible_starts():
 
 def test_batched_generation_equals_one_by_one(model_dir):
     # float64: a batched matmul rounds differently from a single one, which in float32 can flip an
-    # int8 activation level and so a near-tied greedy token of a random model (DESIGN.md §2)
+    # int8 activation level and so a near-tied greedy token of a random model (docs/design.md §2)
     engine = load_engine("torch", model_dir, dtype="float64")
     prompts = ["Hello", "abc", "The quick brown fox", "x" * 50, "é"]
     alone = [complete(engine, p, max_new_tokens=30) for p in prompts]

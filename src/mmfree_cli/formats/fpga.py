@@ -1,4 +1,4 @@
-"""The FPGA bundle format (DESIGN.md §5 in docs/architecture.md): its manifest header, and the host's
+"""The FPGA bundle format (docs/design.md §5): its manifest header, and the host's
 reader: the manifest (format mmfree-fpga-bundle, version and every file's sha256 checked), the
 weight image checked against its recorded sha256, the int32 embedding table and the golden vectors.
 

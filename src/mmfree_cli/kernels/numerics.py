@@ -1,4 +1,4 @@
-"""The BitLinear numerics every path shares, defined once (STYLE.md 3: numerics are named).
+"""The BitLinear numerics every path shares, each a named constant defined once, never retyped.
 
 The PyTorch twins (`kernels.bitlinear.naive`), the CPU training Functions, the Triton kernels'
 launchers, the frozen inference layer, the ONNX graphs and the integer spec all import these.

@@ -1,6 +1,6 @@
 """The building blocks of HGRN-Bit: RMSNorm, BitLinear, the HGRN token mixer and the GLU channel mixer.
 
-Module and parameter names match the reference checkpoint keys (DESIGN.md §2), so a reference
+Module and parameter names match the reference checkpoint keys (docs/design.md §2), so a reference
 state dict loads with no renaming.
 """
 

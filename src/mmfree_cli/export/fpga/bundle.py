@@ -1,4 +1,4 @@
-"""The FPGA bundle (DESIGN.md §5): manifest.json, weights.bin, embed.safetensors, rtl/, golden/,
+"""The FPGA bundle (docs/design.md §5): manifest.json, weights.bin, embed.safetensors, rtl/, golden/,
 reports/ and an optional bitstream/. Written into the directory `run_export` hands us, which it
 renames into place only when everything is there.
 """

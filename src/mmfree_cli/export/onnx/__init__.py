@@ -53,7 +53,7 @@ def export(model_dir: Path, out_dir: Path, weights: str = "nbits", precision: st
 
     `weights`: "nbits" (default) or "dq" (see the module docstring). `precision`: "float32", or
     "float64" (with "dq" only) for reference graphs that check parity with the PyTorch model
-    without int8 rounding flips (DESIGN.md §2, Parity).
+    without int8 rounding flips (docs/design.md §2, Parity).
     """
     if options:
         raise UserError(f"--target onnx does not take {', '.join('--' + k for k in options)}")
