@@ -97,3 +97,11 @@ def test_cli_refuses_a_future_export_with_exit_2(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "newer than this mmfree reads" in r.stderr
+
+
+def test_a_missing_optional_package_names_its_extra():
+    from mmfree_cli.extras import missing_extra
+    hint = missing_extra(ModuleNotFoundError("No module named 'numba'", name="numba"))
+    assert hint.exit_code == 2 and "pip install 'mmfree-cli[cpu]'" in str(hint)
+    assert "mmfree-cli[serve]" in str(missing_extra(ModuleNotFoundError(name="fastapi.responses")))
+    assert missing_extra(ModuleNotFoundError(name="somethingelse")) is None

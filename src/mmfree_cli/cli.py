@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from .errors import UserError
+from .extras import missing_extra
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode="rich",
@@ -388,6 +389,12 @@ def main() -> None:
     except UserError as e:
         Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
+    except ModuleNotFoundError as e:  # an optional extra (onnx, serve, cpu, fpga) not installed
+        hint = missing_extra(e)
+        if hint is None:
+            raise
+        Console(stderr=True).print(f"[bold red]error:[/] {hint}", highlight=False, soft_wrap=True)
+        sys.exit(hint.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     except SystemExit:
