@@ -105,3 +105,20 @@ def test_a_missing_optional_package_names_its_extra():
     assert hint.exit_code == 2 and "pip install 'mmfree-cli[cpu]'" in str(hint)
     assert "mmfree-cli[serve]" in str(missing_extra(ModuleNotFoundError(name="fastapi.responses")))
     assert missing_extra(ModuleNotFoundError(name="somethingelse")) is None
+
+
+def test_a_packed_directory_is_not_re_ternarised(toy_run, tmp_path):
+    """The integer model of a packed directory equals the run's bit for bit: its codes and β are
+    taken as stored (re-deriving β = mean|codes·β| from them would shrink every layer's scale)."""
+    import numpy as np
+
+    from mmfree_cli.export.packed import quantize
+    from mmfree_cli.quant.intmodel import int_model
+    _, run_dir = toy_run
+    out, _ = quantize(run_dir, tmp_path / "p", "tq1", float_dtype="float32")
+    from_run, from_packed = int_model(open_ternary(run_dir)), int_model(open_ternary(out))
+    assert from_run.keys() == from_packed.keys()
+    for name, value in from_run.items():
+        assert np.array_equal(value, from_packed[name]), name
+    ternary = open_ternary(out)
+    assert all(torch.equal(ternary.betas[k], b) for k, b in open_ternary(run_dir).betas.items())
