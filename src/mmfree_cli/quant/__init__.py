@@ -1,4 +1,6 @@
-"""Ternary quantization: bit layouts (`packing`), packed model directories (`packed`) and reports.
+"""Ternary and integer math, no file formats and no engines: bit layouts (`packing`), int8 rows
+(`rowint8`), the ternary model (`ternary`), the integer spec (`intspec`), the integer-model builder
+(`intmodel`) and the numpy integer reference (`intref`). Files live in `formats/`.
 
 `packing` is plain tensor code with no model imports, so engines and exporters can use it freely.
 """
