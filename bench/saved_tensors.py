@@ -34,7 +34,7 @@ def account(model: torch.nn.Module, ids: torch.Tensor, autocast: bool) -> list[d
     handles = []
     for name, module in model.named_modules():
         handles.append(module.register_forward_pre_hook(lambda m, a, n=name: stack.append(n or "(model)")))
-        handles.append(module.register_forward_hook(lambda m, a, o: stack.pop()))
+        handles.append(module.register_forward_hook(lambda m, a, o: stack.pop() and None))
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     seen, rows = set(), []
 
@@ -57,8 +57,12 @@ def account(model: torch.nn.Module, ids: torch.Tensor, autocast: bool) -> list[d
     return rows
 
 
-def report(rows: list[dict], tokens: int, layers: int) -> None:
-    """Layer 0 tensor by tensor, then bytes per token per module kind and in total."""
+def report(rows: list[dict], batch: int, seq: int, layers: int) -> tuple[float, float]:
+    """Layer 0 tensor by tensor, then bytes per token per layer and in total → (bytes per token,
+    fixed bytes): tensors without a token dimension (the fused head's dW) do not grow with tokens."""
+    tokens = batch * seq
+    fixed = sum(r["bytes"] for r in rows if not per_token(r["shape"], batch, seq))
+    rows = [r for r in rows if per_token(r["shape"], batch, seq)]
     print(f"{'module':42} {'shape':22} {'dtype':9} {'B/token':>9}")
     for r in rows:
         if r["module"].startswith("model.layers.0.") or not r["module"].startswith("model.layers."):
@@ -69,8 +73,13 @@ def report(rows: list[dict], tokens: int, layers: int) -> None:
     layer_total = sum(v for k, v in per_kind.items() if k.startswith("model.layers.*")) / layers
     total = sum(per_kind.values())
     print(f"\nper layer: {layer_total:,.0f} B/token; whole model: {total:,.0f} B/token "
-          f"({layers} layers; head, embedding and final norm {total - layer_total * layers:,.0f})")
-    return total
+          f"({layers} layers; head, embedding and final norm {total - layer_total * layers:,.0f}); "
+          f"plus {fixed / 1e6:.1f} MB not per token")
+    return total, fixed
+
+
+def per_token(shape: tuple, batch: int, seq: int) -> bool:
+    return shape[:1] == (batch * seq,) or shape[:2] == (batch, seq) or (batch == 1 and shape[:1] == (seq,))
 
 
 def main() -> None:
@@ -100,9 +109,9 @@ def main() -> None:
     rows = account(model, ids, autocast=args.policy != "fp32")
     print(f"{args.preset} (d {config.hidden_size}, I {config.intermediate_size}, V {config.vocab_size}), "
           f"{args.policy}, {'fused' if args.fused else 'PyTorch twin'} path, batch {args.batch} x {args.seq}")
-    total = report(rows, args.batch * args.seq, config.num_hidden_layers)
+    total, fixed = report(rows, args.batch, args.seq, config.num_hidden_layers)
     b, t = (int(v) for v in args.plan.split("x"))
-    print(f"saved activations at {b} x {t}: {total * b * t / 1e9:.2f} GB (estimate: saved tensors only, "
+    print(f"saved activations at {b} x {t}: {(total * b * t + fixed) / 1e9:.2f} GB (estimate: saved tensors only, "
           "without backward's transient buffers, the parameters, gradients or optimizer state)")
 
 
