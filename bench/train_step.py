@@ -99,6 +99,12 @@ def measure(model: str, policy: str, checkpointing: str, args) -> dict:
         torch.cuda.synchronize()
         rates.append(args.batch * args.seq / (time.perf_counter() - t0))
     peak = torch.cuda.max_memory_allocated()
+    if args.profile and model == "mmfree":
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            step()
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=args.profile), flush=True)
     result = {"rates": rates, "peak_gb": peak / 1e9, "act_gb": (peak - held) / 1e9, "loss": float(loss.detach())}
     del net, opt, ids
     gc.collect()
@@ -119,7 +125,7 @@ def run_all(args, notes: str) -> dict:
                 key = (model, policy, ckpt)
                 try:
                     results[key] = r = measure(model, policy, ckpt, args)
-                except (torch.OutOfMemoryError, ImportError, RuntimeError) as e:  # report and go on
+                except Exception as e:  # noqa: BLE001 — one model failing (OOM, the reference's Triton) must not end the run
                     print(f"{label(*key)}: failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
                     gc.collect()
                     torch.cuda.empty_cache()
@@ -170,6 +176,7 @@ def main() -> None:
     ap.add_argument("--models", default="mmfree,transformer++,reference")
     ap.add_argument("--checkpointing", default="none", help="mmfree settings to run: none,selective,full")
     ap.add_argument("--reference-dir", default=None, help="a checkout of the paper's code (ridgerchu/matmulfreellm)")
+    ap.add_argument("--profile", type=int, default=0, help="print the N costliest kernels of one mmfree step")
     ap.add_argument("--note", default="", help="appended to every row's notes")
     args = ap.parse_args()
     args.bench = f"train_step_{args.preset}"
