@@ -22,7 +22,7 @@ from numba import njit
 
 from ..quant import intspec
 from .cpu_team import barrier, run_team, share
-from .cpu_ternary import KERNELS, default_kernel, layout, matmul, padded
+from .cpu_ternary import KERNELS, TILE, default_kernel, layout, matmul, padded
 from ..quant.intspec import (EPS_M, EPS_S, EPS_TERM_MAX, FRAC_G, FRAC_H, FRAC_X, INT32_MAX,
                              INT32_MIN, ONE_G)
 from .base import Engine, State
@@ -238,8 +238,8 @@ def _product(tid, nthreads, sync, proj, q, mm, me, out, kernel):
     """out = the requantised products of proj's weights and q, each thread its share of the rows;
     the barriers make q ready before and out complete after."""
     barrier(sync, nthreads)
-    lo, hi = share(proj[0].shape[0], tid, nthreads)
-    matmul(kernel, proj[0], q, mm, me, out, lo, hi)
+    lo, hi = share(proj[0].shape[0] // TILE, tid, nthreads)  # whole tiles of rows
+    matmul(kernel, proj[0], q, mm, me, out, lo * TILE, hi * TILE)
     barrier(sync, nthreads)
 
 
@@ -299,6 +299,7 @@ class CompiledModel:
         self.embed = model["embed"]
         self.final_gain = model["final_gain"].astype(np.int64)
         self.head = self._proj(head_view(model))
+        self.vocab = head_view(model)["codes"].shape[0]  # the head's rows are padded to whole tiles
         views = [layer_view(model, l) for l in range(num_layers(model))]
 
         def stack(name):
@@ -327,7 +328,7 @@ class CompiledModel:
 
     def work(self, n_seq: int, n_rows: int) -> tuple:
         """The team's buffers for n_seq sequences of n_rows rows in all (see `forward_team`)."""
-        d, inner, vocab = self.embed.shape[1], self.layers[8][1].shape[2], self.head[0].shape[0]
+        d, inner, vocab = self.embed.shape[1], self.layers[8][1].shape[2], self.vocab
         kd, ki = padded(d), padded(inner)
         zeros = np.zeros
         return (zeros((3, n_rows, kd), np.int8), zeros((1, n_rows, kd), np.int8), zeros((1, n_rows, ki), np.int8),
