@@ -1,9 +1,9 @@
 """The CPU integer engine (`--engine cpu`): numba kernels bit-exact with `quant.intref`.
 
 The arithmetic is docs/integer-spec.md, unit by unit, on int64 scalars in compiled loops (no
-per-element Python); the ternary products are `cpu_ternary`'s packed kernels (AVX-512 VNNI where
-the CPU has it, popcount otherwise). A forward call is one compiled function run by a team of
-threads, one per core (`cpu_team`): each product is split by weight rows over the team, the
+per-element Python); the ternary products are `cpu_ternary`'s packed kernels (AVX-512 VNNI, AVX-VNNI,
+AVX2 or popcount: the fastest this CPU runs). A forward call is one compiled function run by a
+team of threads kept for the model's life, one per core (`cpu_team`): each product is split by weight rows over the team, the
 element-wise steps between products run on thread 0. Rows of a batch are the tokens of all
 sequences (row b·T + t), so a prefill runs each projection once as a matrix-matrix product; only
 the recurrence itself walks the positions in order. State is an int32 numpy array [L, B, d]
@@ -21,7 +21,7 @@ import torch
 from numba import njit
 
 from ..quant import intspec
-from .cpu_team import barrier, run_team, share
+from .cpu_team import Team, barrier, share
 from .cpu_ternary import KERNELS, TILE, default_kernel, layout, matmul, padded
 from ..quant.intspec import (EPS_M, EPS_S, EPS_TERM_MAX, FRAC_G, FRAC_H, FRAC_X, INT32_MAX,
                              INT32_MIN, ONE_G)
@@ -315,6 +315,7 @@ class CompiledModel:
         # a thread per core, but not for small models: splitting a product of a few KB costs more in
         # barriers than it saves (the tiny recipe's model decodes ~10x faster on one thread)
         self.threads = threads or max(1, min(len(os.sched_getaffinity(0)), self.weight_bytes() >> 20))
+        self.team = Team(self.threads)
 
     def _proj(self, *projs: dict) -> tuple:
         """Projections of one input, stacked for one pass: (weights, gains [G, K], scales [G, 2])."""
@@ -342,8 +343,8 @@ class CompiledModel:
         x = self.embed[tokens.reshape(-1)].astype(np.int64)  # rows b·T + t
         new = state.copy()
         work = self.work(n_seq, x.shape[0])
-        run_team(forward_team, self.threads, np.zeros(3, dtype=np.int32), x, new, n_seq, self.layers,
-                 self.final_gain, self.head, work, SIG, RSQ, KERNELS.index(self.kernel))
+        self.team.run(forward_team, x, new, n_seq, self.layers, self.final_gain, self.head, work, SIG, RSQ,
+                      KERNELS.index(self.kernel))
         return work[-1].astype(np.int32).reshape(n_seq, steps, -1), new
 
 
@@ -362,7 +363,7 @@ class CpuIntEngine(Engine):
     def load(cls, path: str | Path, threads: int | None = None, kernel: str | None = None,
              **_options: Any) -> "CpuIntEngine":
         """A cpu export or any model directory. threads: cores to use (default all);
-        kernel: vnni | popcount (default: vnni where the CPU has it)."""
+        kernel: vnni | avxvnni | avx2 | popcount (default: the fastest this CPU runs)."""
         from ..data.tokenizer import load_tokenizer
         from ..export.cpu import read_int_model
         from ..model import HGRNBitConfig
