@@ -158,6 +158,24 @@ class Scheduler:
             running = [j for j in running if not j.sequence.finished]
 
 
+# ---- batched decoding on the device (serve_batch.py): the hook the app calls ----------------------
+def make_scheduler(engine: Engine, max_batch: int):
+    """The continuous-batching scheduler of serve_batch.py where the engine has a device-side batched
+    decoder (the cuda engine), else `Scheduler`."""
+    if hasattr(engine, "batched_decoder"):
+        from .serve_batch import BatchedScheduler
+        return BatchedScheduler(engine, max_batch)
+    return Scheduler(engine, max_batch)
+
+
+def scheduler_load(sched) -> dict[str, int]:
+    """/health's view of the queue: requests running and waiting for a slot."""
+    if sched is None:
+        return {"running": 0, "queue_depth": 0}
+    return {"running": getattr(sched, "running", 0), "queue_depth": sched.inbox.qsize()}
+# ---------------------------------------------------------------------------------------------------
+
+
 def sampling_params(req: _Sampling, limits: Limits, stops: tuple[str, ...] = ()) -> SamplingParams:
     """Check a request's sampling fields and turn them into SamplingParams (APIError 400 if bad)."""
     max_tokens = getattr(req, "max_completion_tokens", None) or req.max_tokens or limits.default_max_tokens
@@ -224,7 +242,7 @@ def create_app(engine: Engine, model_id: str, template: ChatTemplate, limits: Li
 
     def scheduler() -> Scheduler:
         if app.state.scheduler is None:
-            app.state.scheduler = Scheduler(engine, max_batch)
+            app.state.scheduler = make_scheduler(engine, max_batch)
         return app.state.scheduler
 
     def check_model(name: str) -> None:
@@ -248,7 +266,8 @@ def create_app(engine: Engine, model_id: str, template: ChatTemplate, limits: Li
     async def health():
         sched = app.state.scheduler
         return {"status": "ok", "model": model_id, **engine.describe(), "max_batch": max_batch,
-                "batch_peak": sched.batch_peak if sched else 0, "prefix_cache_hits": sched.cache.hits if sched else 0}
+                "batch_peak": sched.batch_peak if sched else 0, "prefix_cache_hits": sched.cache.hits if sched else 0,
+                **scheduler_load(sched)}
 
     @app.get("/v1/models")
     async def models():

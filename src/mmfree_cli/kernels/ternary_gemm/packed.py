@@ -34,9 +34,12 @@ def _zero_output(nargs) -> None:
 def _gemm_configs():
     if _interpreting():
         return [triton.Config({"BM": 16, "BN": 16, "BK": 64, "SPLIT_K": 2}, num_warps=4, pre_hook=_zero_output)]
-    batch = [(bm, bn, bk, sk, w, 4) for bm, bn, bk, sk, w in
-             [(16, 16, 128, 1, 4), (16, 32, 256, 2, 4), (16, 64, 256, 1, 4), (64, 32, 256, 2, 4), (64, 64, 256, 1, 4),
-              (64, 64, 128, 4, 4), (64, 128, 128, 2, 8), (64, 64, 256, 2, 4)]]
+    # no split-K (SPLIT_K = 1): partial sums added atomically in a varying order would make a prompt's
+    # logits depend on the timing, and serve.py's batched scheduler promises each request the tokens it
+    # gets alone; batched decode has its own kernels (batched.py)
+    batch = [(bm, bn, bk, 1, w, 4) for bm, bn, bk, w in
+             [(16, 16, 128, 4), (16, 32, 256, 4), (16, 64, 256, 4), (64, 32, 256, 4), (64, 64, 256, 4),
+              (64, 64, 128, 4), (64, 128, 128, 8)]]
     large = [(bm, bn, bk, 1, w, st) for bm, bn, bk, w, st in
              [(128, 128, 128, 8, 3), (128, 256, 64, 8, 3), (128, 128, 64, 4, 4), (64, 128, 128, 4, 4),
               (128, 256, 128, 8, 3)]]
