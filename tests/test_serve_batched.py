@@ -12,8 +12,8 @@ import asyncio
 
 import pytest
 import torch
-
 from conftest import perturb, small_config
+
 from mmfree_cli.data.tokenizer import ByteTokenizer
 from mmfree_cli.engines.cuda import CudaEngine
 from mmfree_cli.generate import SamplingParams, complete
@@ -91,7 +91,7 @@ def test_make_scheduler_picks_the_batched_one_for_the_cuda_engine(run_dir):
 def test_a_cancelled_request_frees_its_slot(run_dir):
     engine = CudaEngine.load(run_dir, device="cpu")
     params = SamplingParams(max_new_tokens=8, temperature=0.0, ignore_eos=True)
-    texts, sched = _serve(engine, [(p, params) for p in PROMPTS[:3]], max_batch=1, cancel_after=0)
+    texts, _ = _serve(engine, [(p, params) for p in PROMPTS[:3]], max_batch=1, cancel_after=0)
     assert texts[0] is None and all(texts[1:])
     assert texts[1:] == [_serve(engine, [(p, params)], 1)[0][0] for p in PROMPTS[1:3]]
 

@@ -351,18 +351,27 @@ async def sse(job: Job, rid: str, kind: str, include_usage: bool, model_id: str)
     try:
         if chat:
             yield event("", None, first=True)
-        while True:
-            kind_, value = await job.events.get()
-            if kind_ == "text":
-                yield event(value, None)
-            elif kind_ == "error":
-                yield f"data: {json.dumps(error_body(str(value), 'server_error'))}\n\n"
+        done = False
+        while not done:
+            # every event already queued goes out in one write: a server busy with many streams sends
+            # a few tokens a write instead of falling behind its decoder (each token keeps its event)
+            events = [await job.events.get()]
+            while not job.events.empty():
+                events.append(job.events.get_nowait())
+            out = []
+            for kind_, value in events:
+                if kind_ == "text":
+                    out.append(event(value, None))
+                    continue
+                if kind_ == "error":
+                    out.append(f"data: {json.dumps(error_body(str(value), 'server_error'))}\n\n")
+                else:
+                    out.append(event(None, value.finish_reason))
+                    if include_usage:
+                        out.append(f"data: {json.dumps({**head, 'choices': [], 'usage': usage_of(value)})}\n\n")
+                done = True
                 break
-            else:
-                yield event(None, value.finish_reason)
-                if include_usage:
-                    yield f"data: {json.dumps({**head, 'choices': [], 'usage': usage_of(value)})}\n\n"
-                break
+            yield "".join(out)
         yield "data: [DONE]\n\n"
     finally:
         job.cancelled = True  # the client went away or we are done: the scheduler drops it
