@@ -83,16 +83,17 @@ def decode_rates(engine: CudaEngine, batch: int, steps: int, repeats: int = 3, h
 def batched_rates(engine: CudaEngine, batch: int, steps: int, repeats: int = 5) -> list[float]:
     """tokens/s of `BatchedDecoder.step` with all `batch` slots live (the server's step)."""
     decoder = engine.batched_decoder(batch)
-    decoder.tokens.copy_(torch.randint(0, engine.config.vocab_size, (batch,), device="cuda"))
+    decoder.tokens.copy_(torch.randint(0, engine.config.vocab_size, (batch,)))
     for _ in range(3):
         decoder.step(batch)
+    sync = torch.cuda.synchronize if decoder.device.type == "cuda" else (lambda: None)
     rates = []
     for _ in range(repeats):
-        torch.cuda.synchronize()
+        sync()
         t0 = time.perf_counter()
         for _ in range(steps):
             chosen = decoder.step(batch)
-        torch.cuda.synchronize()
+        sync()
         rates.append(batch * steps / (time.perf_counter() - t0))
     assert ((chosen >= 0) & (chosen < engine.config.vocab_size)).all()
     return rates
