@@ -8,11 +8,11 @@ the GPU and only the token id copied to the host; through `engine.step`, logits 
 decode at batch 64 and 256 as the server runs it (`BatchedDecoder.step`: slots resident on the GPU,
 graph replay, tokens chosen on the GPU; five runs, their spread) and through `engine.step_device`
 (state copied in and out); prefill tokens/s for 2,048 tokens. `--variants` also records batch-1
-decode for each entry of VARIANTS and batched decode for each of BATCHED_VARIANTS (tiles, PDL, the
-previous rowwise + autotuned-GEMM path), in the same process on the same weights; `--profile`
-prints where a batch-1 step's time goes, launch by launch (not recorded).
+decode for each entry of VARIANTS, `--batched-variants` batched decode for each of BATCHED_VARIANTS
+(tiles, PDL), in the same process on the same weights; `--profile` prints where a batch-1 step's
+time goes, launch by launch, and a batched step's kernel times (not recorded).
 
-    python -m bench.gpu_decode [--preset 1.3b] [--steps 200] [--variants] [--profile] [--only-batch1]
+    python -m bench.gpu_decode [--preset 1.3b] [--steps 200] [--variants] [--batched-variants] [--profile]
 """
 
 from __future__ import annotations
@@ -140,38 +140,60 @@ merged into the default table)."""
 
 
 BATCHED_VARIANTS = {
-    "pdl": {},
+    "defaults": {},
+    "pdl at every batch": {"PDL_MAX_ROWS": 1 << 30},
     "no pdl": {"PDL": False},
-    "64: 64/16/128/4": {"TILES": {64: (64, 16, 128, 4)}},
-    "64: 64/64/64/4": {"TILES": {64: (64, 64, 64, 4)}},
-    "64: 32/32/128/4": {"TILES": {64: (32, 32, 128, 4)}},
-    "256: 128/128/64/8": {"TILES": {256: (128, 128, 64, 8)}},
-    "256: 64/64/128/4": {"TILES": {256: (64, 64, 128, 4)}},
-    "rowwise + autotuned GEMM": {"BATCHED": False},
+    "64 narrow 64/16/128/4": {"TILES": {(64, "narrow"): (64, 16, 128, 4)}, "batches": (64,)},
+    "64 narrow 32/32/128/4": {"TILES": {(64, "narrow"): (32, 32, 128, 4)}, "batches": (64,)},
+    "64 wide 64/64/128/4": {"TILES": {(64, "wide"): (64, 64, 128, 4)}, "batches": (64,)},
+    "256 narrow 64/32/128/4": {"TILES": {(256, "narrow"): (64, 32, 128, 4)}, "batches": (256,)},
+    "256 narrow 128/32/64/8": {"TILES": {(256, "narrow"): (128, 32, 64, 8)}, "batches": (256,)},
+    "256 wide 128/64/128/8": {"TILES": {(256, "wide"): (128, 64, 128, 8)}, "batches": (256,)},
 }
-"""name → switches of kernels/ternary_gemm/batched.py (PDL, TILES merged into the default table) or
-engines/cuda.py (BATCHED False: the previous batched path, timed through step_device)."""
+"""name → switches of kernels/ternary_gemm/batched.py (PDL, PDL_MAX_ROWS, TILES merged into the default
+table), and the batches it is timed at; engines/cuda.py's BATCHED False (the previous path, rowwise
+kernels and the autotuned GEMM) was timed by the variant "rowwise + autotuned GEMM"."""
 
 
 def _batched_variants(engine: CudaEngine, args, bench: str, notes: str) -> None:
-    from mmfree_cli.engines import cuda as cuda_engine
     from mmfree_cli.kernels.ternary_gemm import batched
-    defaults = {"PDL": batched.PDL, "TILES": dict(batched.TILES)}
+    defaults = {"PDL": batched.PDL, "PDL_MAX_ROWS": batched.PDL_MAX_ROWS, "TILES": dict(batched.TILES)}
     for name, switches in BATCHED_VARIANTS.items():
         batched.PDL = switches.get("PDL", defaults["PDL"])
+        batched.PDL_MAX_ROWS = switches.get("PDL_MAX_ROWS", defaults["PDL_MAX_ROWS"])
         batched.TILES = {**defaults["TILES"], **switches.get("TILES", {})}
-        cuda_engine.BATCHED = switches.get("BATCHED", True)
-        engine._graphs.clear()
-        for batch in (64, 256):
-            if not cuda_engine.BATCHED:
-                rates = decode_rates(engine, batch, args.steps // 2)
-            else:
-                rates = batched_rates(engine, batch, args.steps // 2, repeats=3)
-            print(f"batched step, batch {batch} [{name}]: {sorted(rates)[len(rates) // 2]:.0f} tok/s", flush=True)
+        for batch in switches.get("batches", (64, 256)):
+            rates = batched_rates(engine, batch, args.steps // 2, repeats=3)
+            print(f"batched step, batch {batch} [{name}]: {sorted(rates)[1]:.0f} tok/s", flush=True)
             record(bench, f"batched decode tokens/s batch {batch} [{name}]", rates, "tok/s",
-                   notes=f"{notes}; batched kernels PDL {batched.PDL}, tiles {batched.TILES}")
-    batched.PDL, batched.TILES, cuda_engine.BATCHED = defaults["PDL"], defaults["TILES"], True
-    engine._graphs.clear()
+                   notes=f"{notes}; this variant: PDL {batched.PDL} up to {batched.PDL_MAX_ROWS} rows, "
+                         f"tiles {batched.TILES}")
+    batched.PDL, batched.PDL_MAX_ROWS, batched.TILES = defaults["PDL"], defaults["PDL_MAX_ROWS"], defaults["TILES"]
+
+
+def profile_batched(engine: CudaEngine, batch: int) -> None:
+    """Print each launch role's mean kernel time in an eager batched decode step (not recorded)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+    tokens = torch.zeros(batch, dtype=torch.long, device="cuda")
+    state = engine.new_state(batch)
+    with torch.inference_mode():
+        engine.decode_batch(tokens, state)
+        torch.cuda.synchronize()
+        with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+            engine.decode_batch(tokens, state)
+            torch.cuda.synchronize()
+    kernels = sorted((e for e in prof.events() if e.device_type.name == "CUDA"), key=lambda e: e.time_range.start)
+    ours = [e for e in kernels if "_rows_" in e.name or "_planar_gemm" in e.name]
+    roles = ["norm ifg", "gemm ifg", "step", "gemm o", "norm gate", "gemm gate", "glu", "gemm down"]
+    times: dict[str, list[float]] = {}
+    for i, e in enumerate(ours):
+        role = roles[i % 8] if i < 8 * engine.config.num_hidden_layers else ["norm head", "gemm head"][i % 2]
+        times.setdefault(role, []).append(e.time_range.end - e.time_range.start)
+    span = kernels[-1].time_range.end - kernels[0].time_range.start
+    print(f"batched step at batch {batch}, eager: {span:.0f} us first to last kernel; kernel us (mean):", flush=True)
+    for role, t in times.items():
+        print(f"  {role:10s} {sum(t) / len(t):8.2f} x {len(t)}", flush=True)
 
 
 def set_variant(engine: CudaEngine, name: str, defaults: dict) -> None:
@@ -247,7 +269,8 @@ def main() -> None:
     ap.add_argument("--preset", default="1.3b")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--profile", action="store_true", help="also print a kernel time table (not recorded)")
-    ap.add_argument("--variants", action="store_true", help="also record decode for each kernel variant")
+    ap.add_argument("--variants", action="store_true", help="also record batch-1 decode for each GEMV variant")
+    ap.add_argument("--batched-variants", action="store_true", help="also record batched decode for each variant")
     ap.add_argument("--only-batch1", action="store_true", help="skip batched decode, the baseline and prefill")
     args = ap.parse_args()
     import triton
@@ -303,8 +326,10 @@ def main() -> None:
                notes=f"{notes.split('; batch-1')[0]}; bench/tpp_decode.py: static KV cache, position 256, CUDA graph")
     if args.profile:
         profile(engine)
+        for batch in (64, 256):
+            profile_batched(engine, batch)
     _variants(engine, args, bench, notes)
-    if args.variants:
+    if args.batched_variants:
         _batched_variants(engine, args, bench, bnotes)
 
 

@@ -14,7 +14,7 @@ row a program, the product sums exactly (int32) and each output element is writt
 (no split-K, no atomics), with the same float epilogue at every tile shape. So a sequence decodes to
 the same tokens alone or among 255 others (serve.py's batched scheduler relies on it).
 
-Tiles are fixed per batch bucket (`TILES`, chosen by bench/gpu_decode.py --variants), not autotuned:
+Tiles are fixed per batch bucket and product kind (`TILES`, bench/gpu_decode.py --variants), not autotuned:
 the autotuner's picks moved batch-64 decode between 22k and 31k tokens/s from run to run.
 PDL as in `decode.py`: each program loads what no launch of the step writes (weights, gains), then
 waits for the previous launch.
@@ -27,7 +27,8 @@ import triton
 import triton.language as tl
 
 from ..bitlinear.fused import quantize_row
-from .decode import PDL as _PDL_DEFAULT, _interpreting, _wait_for_previous_launch
+from .decode import PDL as _PDL_DEFAULT
+from .decode import _interpreting, _wait_for_previous_launch
 
 PDL = _PDL_DEFAULT
 """Programmatic dependent launch for these kernels (bench/gpu_decode.py switches it to measure it)."""
@@ -140,17 +141,36 @@ def _planar_gemm_kernel(A, W, C, S, BETA, M, N, KB, NG, stride_ag, stride_am, st
     tl.store(c_ptr, y, mask=cmask)
 
 
-TILES = {16: (16, 32, 128, 4), 32: (32, 32, 128, 4), 64: (64, 32, 128, 4), 128: (64, 64, 128, 4),
-         256: (128, 64, 64, 8)}
-"""Batch bucket (rows up to) → (BM, BN, BJ, warps) of the product; larger batches use the last entry.
-BN must divide every group's rows (16 | 2048, 5632·2, 32000)."""
+TILES = {
+    (16, "wide"): (16, 32, 128, 4), (16, "narrow"): (16, 32, 128, 4),
+    (32, "wide"): (32, 32, 128, 4), (32, "narrow"): (32, 32, 128, 4),
+    (64, "wide"): (64, 32, 128, 4), (64, "narrow"): (64, 32, 128, 4),
+    (128, "wide"): (64, 64, 128, 4), (128, "narrow"): (64, 32, 128, 4),
+    (256, "wide"): (128, 64, 64, 8), (256, "narrow"): (128, 64, 64, 8),
+}
+"""(batch bucket: rows up to, product kind) → (BM, BN, BJ, warps); larger batches use the 256 entries.
+"narrow": outputs of ≤ NARROW columns (o_proj, down_proj: d), whose few column tiles leave SMs idle;
+"wide": i/f/g, gate/up, lm_head. BN is halved where it does not divide a group's rows.
+From bench/gpu_decode.py --variants (1.3B shape, H200; batched step tokens/s at batch 64 / 256):
+64/32/128/4 gave 39.5k at batch 64, against 36.9k for BN 16, 28.6k for BM 32 and 26.2k for 64/64/64;
+128/64/64/8 gave 67.1k at batch 256, against 63.6k for 64/64/128/4 and 61.5k for 128/128/64/8."""
+
+NARROW = 4096
+
+PDL_MAX_ROWS = 64
+"""PDL for batches up to this many rows only: at batch 64 it bought 39.4k against 35.5k tokens/s, at
+batch 256 it cost 67.1k against 75.6k (a launch's programs that wait hold SM slots the running
+launch's many programs could use)."""
 
 
-def _tile(m: int, groups: int, ng: int) -> tuple[int, int, int, int]:
-    """(BM, BN, BJ, warps) for m rows; with several groups BN is halved until it divides a group's rows."""
-    bm, bn, bj, warps = (16, 16, 32, 1) if _interpreting() else \
-        next((t for bucket, t in sorted(TILES.items()) if m <= bucket), TILES[max(TILES)])
-    while groups > 1 and ng % bn:
+def _tile(m: int, groups: int, n: int) -> tuple[int, int, int, int]:
+    """(BM, BN, BJ, warps) for m rows and n output columns in `groups` groups; with several groups BN
+    is halved until it divides a group's rows."""
+    kind = "narrow" if n <= NARROW else "wide"
+    buckets = sorted(b for b, k in TILES if k == kind)
+    bucket = next((b for b in buckets if m <= b), buckets[-1])
+    bm, bn, bj, warps = (16, 16, 32, 1) if _interpreting() else TILES[bucket, kind]
+    while groups > 1 and (n // groups) % bn:
         bn //= 2
     return bm, bn, bj, warps
 
@@ -160,8 +180,8 @@ def _row_launch(k: int) -> dict:
     return {"BLOCK": block, "num_warps": 1 if _interpreting() else min(16, max(4, block // 256))}
 
 
-def _pdl(device: torch.device) -> dict:
-    on = PDL and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
+def _pdl(device: torch.device, rows: int) -> dict:
+    on = PDL and rows <= PDL_MAX_ROWS and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
     return {"PDL": on, **({"launch_pdl": True} if on else {})}
 
 
@@ -181,7 +201,7 @@ def rows_norm(x: torch.Tensor, pre: torch.Tensor | None, pre_eps: float, gains: 
     q, s = _codes(gains.shape[0], m, k, x.device)
     _rows_norm_kernel[(m,)](x, pre if pre is not None else gains, gains, q, s, k, planar_width(k) // 4, x.stride(0),
                             q.stride(0), q.stride(1), s.stride(0), pre_eps, G=gains.shape[0], HAS_PRE=pre is not None,
-                            **_pdl(x.device), **_row_launch(k))
+                            **_pdl(x.device, m), **_row_launch(k))
     return q, s
 
 
@@ -192,7 +212,7 @@ def rows_step(y: torch.Tensor, state: torch.Tensor, lb: torch.Tensor | None, g_n
     q, s = _codes(1, m, d, y.device)
     _rows_step_kernel[(m,)](y, lb if lb is not None else g_norm, state, g_norm, o_norm, q, s, d, planar_width(d) // 4,
                             y.stride(0), state.stride(0), q.stride(1), eps, HAS_LB=lb is not None,
-                            **_pdl(y.device), **_row_launch(d))
+                            **_pdl(y.device, m), **_row_launch(d))
     return q, s
 
 
@@ -201,7 +221,7 @@ def rows_glu(y: torch.Tensor, down_norm: torch.Tensor):
     m, i = y.shape[0], y.shape[1] // 2
     q, s = _codes(1, m, i, y.device)
     _rows_glu_kernel[(m,)](y, down_norm, q, s, i, planar_width(i) // 4, y.stride(0), q.stride(1),
-                           **_pdl(y.device), **_row_launch(i))
+                           **_pdl(y.device, m), **_row_launch(i))
     return q, s
 
 
@@ -216,9 +236,9 @@ def planar_gemm(q: torch.Tensor, s: torch.Tensor, packed: torch.Tensor, beta: to
         raise ValueError(f"planar_gemm: {ng} output rows per group is not a multiple of 16")
     if out is None:
         out = torch.empty(m, n, dtype=torch.float32, device=q.device)
-    bm, bn, bj, warps = _tile(m, g, ng)
+    bm, bn, bj, warps = _tile(m, g, n)
     grid = (triton.cdiv(n, bn), triton.cdiv(m, bm))
     _planar_gemm_kernel[grid](q, packed, out, s, beta, m, n, kb, ng, q.stride(0), q.stride(1), s.stride(0),
                               packed.stride(0), out.stride(0), ACCUMULATE=accumulate, BM=bm, BN=bn, BJ=bj,
-                              num_warps=warps, **_pdl(q.device))
+                              num_warps=warps, **_pdl(q.device, m))
     return out
