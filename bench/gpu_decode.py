@@ -163,7 +163,11 @@ def _batched_variants(engine: CudaEngine, args, bench: str, notes: str) -> None:
         batched.PDL_MAX_ROWS = switches.get("PDL_MAX_ROWS", defaults["PDL_MAX_ROWS"])
         batched.TILES = {**defaults["TILES"], **switches.get("TILES", {})}
         for batch in switches.get("batches", (64, 256)):
-            rates = batched_rates(engine, batch, args.steps // 2, repeats=3)
+            try:
+                rates = batched_rates(engine, batch, args.steps // 2, repeats=3)
+            except Exception as e:  # a variant that does not compile is reported, not fatal
+                print(f"batched step, batch {batch} [{name}]: failed: {type(e).__name__}: {e}", flush=True)
+                continue
             print(f"batched step, batch {batch} [{name}]: {sorted(rates)[1]:.0f} tok/s", flush=True)
             record(bench, f"batched decode tokens/s batch {batch} [{name}]", rates, "tok/s",
                    notes=f"{notes}; this variant: PDL {batched.PDL} up to {batched.PDL_MAX_ROWS} rows, "
