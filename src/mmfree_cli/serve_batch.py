@@ -25,6 +25,11 @@ import torch
 from .generate import PrefixCache, Sequence, start
 
 
+PREFILL_TOKENS = 256
+"""Most prompt tokens read by one prefill of a group: the prefill GEMM has fixed tiles up to 256 rows
+(kernels/ternary_gemm/packed.py) and would otherwise tune itself for each new row count."""
+
+
 def _put_all(items) -> None:
     for events, event in items:
         events.put_nowait(event)
@@ -104,8 +109,10 @@ class BatchedScheduler:
                 self._start_alone(job)
             else:
                 by_length[len(job.ids)].append(job)
-        for group in by_length.values():
-            self._start_group(group)
+        for length, group in by_length.items():
+            per_prefill = max(1, PREFILL_TOKENS // length)
+            for i in range(0, len(group), per_prefill):
+                self._start_group(group[i:i + per_prefill])
         for job in jobs:
             seq = job.sequence
             if seq is None:
