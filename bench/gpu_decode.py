@@ -293,7 +293,7 @@ def main() -> None:
              f"CUDA {torch.version.cuda}; {torch.cuda.get_device_name(0)}; batch-1 decode: fused GEMVs, product one "
              f"bit plane at a time, gains/state/β loaded before the PDL wait, tiles {decode.TILES}")
     bnotes = (f"{notes.split('; batch-1')[0]}; batched kernels (planar codes, tensor-core product one bit plane at "
-              f"a time, no split-K), PDL {batched.PDL}, tiles {batched.TILES}")
+              f"a time, no split-K), PDL {batched.PDL} up to {batched.PDL_MAX_ROWS} rows, tiles {batched.TILES}")
     resident = engine.resident_bytes() / 1e9
     print(f"resident weights {resident:.3f} GB", flush=True)
     record(bench, "resident weights", resident, "GB", "<= 0.5", resident <= 0.5, notes)
