@@ -46,22 +46,22 @@ module mmf_rowwise #(
     reg signed [31:0] b_d  [1:21];
     reg        [5:0]  c_d  [1:18];
     reg signed [31:0] cf_d [1:13];
-    integer i;
+    integer i0, i1, i4, i5, i6;
     always @(posedge clk) begin
         op_d[1] <= op;
         a_d[1] <= a;
         b_d[1] <= b;
         c_d[1] <= c[5:0];
         cf_d[1] <= c;
-        for (i = 2; i <= 13; i = i + 1) cf_d[i] <= cf_d[i-1];
-        for (i = 2; i < LAT; i = i + 1) op_d[i] <= op_d[i-1];
-        for (i = 2; i <= 20; i = i + 1) a_d[i] <= a_d[i-1];
-        for (i = 2; i <= 21; i = i + 1) b_d[i] <= b_d[i-1];
-        for (i = 2; i <= 18; i = i + 1) c_d[i] <= c_d[i-1];
+        for (i0 = 2; i0 <= 13; i0 = i0 + 1) cf_d[i0] <= cf_d[i0-1];
+        for (i0 = 2; i0 < LAT; i0 = i0 + 1) op_d[i0] <= op_d[i0-1];
+        for (i0 = 2; i0 <= 20; i0 = i0 + 1) a_d[i0] <= a_d[i0-1];
+        for (i0 = 2; i0 <= 21; i0 = i0 + 1) b_d[i0] <= b_d[i0-1];
+        for (i0 = 2; i0 <= 18; i0 = i0 + 1) c_d[i0] <= c_d[i0-1];
     end
 
     // ---- sigmoid_q(a, fr): s1 |a| and the clamp, s2 clamp, s3-s4 index, s5 table, s6 difference,
-    // s7-s9 product, s10-s12 rounded shift + T[i], s13 mirror for negative a
+    // s7-s9 product, s10-s12 rounded shift + T[i0], s13 mirror for negative a
     wire [4:0]  fr    = (op == 3'd2 || op == 3'd3) ? 5'd16 : frac;
     reg  [32:0] absa1, zmax1, z2, zs3;
     reg  [4:0]  sh_d [1:12];
@@ -75,7 +75,7 @@ module mmf_rowwise #(
         absa1 <= a[31] ? -{a[31], a} : {a[31], a};
         zmax1 <= (33'd16 << fr) - 33'd1;
         sh_d[1] <= fr - 5'd6;
-        for (i = 2; i <= 12; i = i + 1) sh_d[i] <= sh_d[i-1];
+        for (i1 = 2; i1 <= 12; i1 = i1 + 1) sh_d[i1] <= sh_d[i1-1];
         neg_d <= {neg_d[11:1], a[31]};
         z2 <= (absa1 > zmax1) ? zmax1 : absa1;
         zs3 <= z2 >> {sh_d[2][4:3], 3'b000};
@@ -87,7 +87,7 @@ module mmf_rowwise #(
         f5 <= f4;
         f6 <= f5;
         lo_d[6] <= lo5;
-        for (i = 7; i <= 12; i = i + 1) lo_d[i] <= lo_d[i-1];
+        for (i1 = 7; i1 <= 12; i1 = i1 + 1) lo_d[i1] <= lo_d[i1-1];
     end
     reg  signed [33:0] dlt6;
     wire signed [67:0] ip9;
@@ -114,7 +114,7 @@ module mmf_rowwise #(
         m2a <= {{2{b_d[13][31]}}, b_d[13]};
         m2b <= {{2{cf_d[13][31]}}, cf_d[13]};
         sig_d[14] <= sig13;
-        for (i = 15; i <= 20; i = i + 1) sig_d[i] <= sig_d[i-1];
+        for (i4 = 15; i4 <= 20; i4 = i4 + 1) sig_d[i4] <= sig_d[i4-1];
     end
     mmf_mul #(.W(34)) m_1 (.clk(clk), .a(m1a), .b(m1b), .p(p1));
     mmf_mul #(.W(34)) m_2 (.clk(clk), .a(m2a), .b(m2b), .p(p2));
@@ -135,7 +135,7 @@ module mmf_rowwise #(
         v20 <= h19 >>> sh19r;
         add20 <= {{32{a_d[19][31]}}, a_d[19]} + {{32{b_d[19][31]}}, b_d[19]};
         q_d[20] <= q19;
-        for (i = 21; i <= 25; i = i + 1) q_d[i] <= q_d[i-1];
+        for (i5 = 21; i5 <= 25; i5 = i5 + 1) q_d[i5] <= q_d[i5-1];
     end
 
     // ---- s21 per-op result and the RECUR input-gate operands, s22-s24 M3, s25 its rounding
@@ -152,7 +152,7 @@ module mmf_rowwise #(
         endcase
         m3a <= v20[33:0];
         m3b <= ONE_G[33:0] - {{2{b_d[20][31]}}, b_d[20]};
-        for (i = 22; i <= 26; i = i + 1) res_d[i] <= res_d[i-1];
+        for (i6 = 22; i6 <= 26; i6 = i6 + 1) res_d[i6] <= res_d[i6-1];
         ig25 <= ($signed(p3[63:0]) + 64'sd32768) >>> 16;
         sum26 <= q_d[25] + ig25;
     end
