@@ -124,7 +124,7 @@ def export(
     model: str | None = typer.Argument(None, help="Run or model directory (default: the newest run, runs/latest)."),
     target: str = typer.Option(..., "--target", "-t", help="cuda | cpu | onnx | fpga"),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output directory (default: exports/<target>/<model>-<time>)."),
-    synth: str | None = typer.Option(None, help="fpga: open-flow synthesis (yowasp yosys + nextpnr) of a small build for ecp5 (ice40 is too small for the core)."),
+    synth: str | None = typer.Option(None, help="fpga: open-flow synthesis (yowasp yosys + nextpnr) of the shipped build on an ECP5-85F at speed -8 and -6, failing below 100/80 MHz (ice40 is too small for the core)."),
     bitstream: Path | None = typer.Option(None, help="fpga: record a vendor-built bitstream (with its sha256) in the bundle."),
     onnx_weights: str | None = typer.Option(None, "--onnx-weights", help="onnx: nbits (MatMulNBits 2-bit, default, fastest in onnxruntime) | dq (standard INT2 DequantizeLinear, opset 25)."),
 ):

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -39,18 +40,24 @@ def export(model_dir: Path, out_dir: Path, synth: str | None = None, bitstream: 
     bundle.write_weights(out_dir, compiled, model)
     rtl_info = generate(out_dir / "rtl", params)
     golden = bundle.write_golden(out_dir, model, steps, int(config.get("bos_token_id") or 0))
-    reports = {"estimates": estimates.write_report(out_dir / "reports", compiled, params)}
+    reports: dict = {}
     artifacts = [bundle.artifact(out_dir, "weights.bin", "weights", "mmfree export (compiler)"),
                  bundle.artifact(out_dir, "embed.safetensors", "embedding", "mmfree export"),
                  bundle.artifact(out_dir, "rtl/mmf_top.v", "rtl", "generated from templates/fpga", False),
                  bundle.artifact(out_dir, "golden/vectors.safetensors", "golden", "quant.intref")]
     if synth is not None:
         from .synth import run_synth
-        reports["synth"], bits = run_synth(out_dir, synth)
+        reports["synth"], bits = run_synth(out_dir, synth, params)
         if bits is not None:
             artifacts.append(bundle.artifact(out_dir, bits, "bitstream",
                                              f"open flow (yowasp) for {synth}: core datapath only, "
                                              "no XDMA", xdma_capable=False))
+    # estimates after synthesis, so they can use the Fmax it measured for this very build
+    fmax = None
+    if "synth" in reports:
+        synth_report = json.loads((out_dir / reports["synth"]).read_text())
+        fmax = synth_report["fmax_mhz"] if synth_report.get("shipped_build") else None
+    reports["estimates"] = estimates.write_report(out_dir / "reports", compiled, params, fmax)
     if bitstream is not None:
         dest = out_dir / "bitstream" / Path(bitstream).name
         dest.parent.mkdir(parents=True, exist_ok=True)
