@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmfree_cli.export.fpga.machine import Machine
+from mmfree_cli.hardware.machine import Machine
 from mmfree_cli.export.fpga.rtl import verilog_sources
 from mmfree_cli.fileio import load_safetensors
 from mmfree_cli.model import HGRNBitForCausalLM, save_pretrained

@@ -1,6 +1,6 @@
 `default_nettype none
 // AXI4-Lite register slave of the mmfree core. Offsets, fields and the host protocol are defined
-// in src/mmfree_cli/export/fpga/regmap.py (the one source of truth; keep the two in step).
+// in src/mmfree_cli/hardware/regmap.py (the one source of truth; keep the two in step).
 // Write address and data are accepted independently; one response per write, OKAY always.
 module mmf_regs #(
     parameter [31:0] DESIGN_ID = 32'h0,   // id of this build, compared by the host with the manifest

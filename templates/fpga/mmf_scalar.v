@@ -1,6 +1,6 @@
 `default_nettype none
 // Scalar unit: the per-vector registers of the integer spec and the steps between passes
-// (see export/fpga/isa.py): rsqrt by table (intref.rsqrt_fixed), the quantiser's reciprocal by
+// (see hardware/isa.py): rsqrt by table (intref.rsqrt_fixed), the quantiser's reciprocal by
 // restoring division, the requantisation multiplier (intref.output_multiplier) and the RMSNorm eps
 // term (intref.eps_term). Multi-cycle; `busy` is high until the command's results are written.
 module mmf_scalar #(

@@ -19,7 +19,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 
 from axi_mem import AxiLiteMaster, AxiMemory
-from mmfree_cli.export.fpga import regmap
+from mmfree_cli.hardware import regmap
 from mmfree_cli.fileio import load_safetensors
 
 R = regmap.REGISTERS

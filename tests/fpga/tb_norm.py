@@ -11,7 +11,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
-from mmfree_cli.export.fpga.machine import kfn
+from mmfree_cli.hardware.machine import kfn
 from mmfree_cli.quant import intref
 
 I32 = (-(1 << 31), (1 << 31) - 1)

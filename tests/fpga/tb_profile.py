@@ -13,8 +13,8 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
 from axi_mem import AxiLiteMaster, AxiMemory
-from mmfree_cli.export.fpga import regmap
-from mmfree_cli.export.fpga.isa import decode
+from mmfree_cli.hardware import regmap
+from mmfree_cli.hardware.isa import decode
 from mmfree_cli.fileio import load_safetensors
 
 ST_IDLE, ST_NEXT = 0, 11

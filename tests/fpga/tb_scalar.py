@@ -8,8 +8,8 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from mmfree_cli.export.fpga.isa import SCALAR_OPS
-from mmfree_cli.export.fpga.machine import kfn
+from mmfree_cli.hardware.isa import SCALAR_OPS
+from mmfree_cli.hardware.machine import kfn
 from mmfree_cli.quant import intref
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, ReadOnly
 
-from mmfree_cli.export.fpga.image import pack_ternary_rows, padded, words
+from mmfree_cli.hardware.image import pack_ternary_rows, padded, words
 
 LANES = int(os.environ.get("MMF_LANES", "16"))
 

@@ -1,4 +1,4 @@
-"""The host side of the mmfree core's protocol (export/fpga/regmap.py), over an XDMA transport:
+"""The host side of the mmfree core's protocol (hardware/regmap.py), over an XDMA transport:
 identify the card, upload and verify the weight image, and run decode steps.
 
 One decode step: the token's embedding row goes to IN (h2c), CONTROL = START | IRQ_ENABLE, wait for
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UserError
-from ..export.fpga import regmap
+from ..hardware import regmap
 from .xdma import CardTimeout, Xdma
 
 R = regmap.REGISTERS

@@ -1,6 +1,6 @@
 """The FPGA engine (`--engine fpga --device /dev/xdma0`): decode steps on an mmfree card over XDMA.
 
-The card runs one token of one sequence per START (export/fpga/regmap.py's protocol); the host
+The card runs one token of one sequence per START (hardware/regmap.py's protocol); the host
 only looks up the embedding row and samples. Callers own the recurrent state (engines/base.py), so
 each step writes that sequence's state to the card's STATE buffer and reads it back with the
 logits: L·d·4 bytes each way, small next to the weights the card streams per token. The logits

@@ -1,5 +1,5 @@
 """The emulated card's hardware: the core's register file and card memory, running programs on the
-numpy golden machine (export/fpga/machine.py), which is bit-exact with `quant.intref`.
+numpy golden machine (hardware/machine.py), which is bit-exact with `quant.intref`.
 
 Registers behave as templates/fpga/mmf_regs.v does (regmap.py is the contract): START is ignored
 while BUSY, DONE and ERROR are sticky until written 1, the IRQ line is DONE & IRQ_ENABLE. A run
@@ -17,8 +17,8 @@ import threading
 from dataclasses import dataclass, field
 
 from ...errors import UserError
-from ...export.fpga import regmap
-from ...export.fpga.machine import Machine
+from ...hardware import regmap
+from ...hardware.machine import Machine
 
 R = regmap.REGISTERS
 REG_SPACE = 0x1000

@@ -14,9 +14,9 @@ import torch
 from ...fileio import save_safetensors, sha256_file, write_bytes
 from ...quant import intref
 from ...quant.intspec import SPEC_VERSION, table_digest
-from . import isa, regmap
+from ...hardware import isa, regmap
 from .compiler import Compiled, CoreParams, state_stride
-from .image import BLOCK_ALIGN, LAYOUT
+from ...hardware.image import BLOCK_ALIGN, LAYOUT
 
 SCHEMA_VERSION = 1
 
@@ -76,7 +76,7 @@ def manifest(compiled: Compiled, params: CoreParams, rtl_info: dict, config: dic
                          "doc": "docs/integer-spec.md", "reference": "mmfree_cli.quant.intref"},
         "register_map": {"version": regmap.VERSION, "magic": regmap.MAGIC,
                          "registers": regmap.register_table(), "irq": regmap.IRQ_DONE,
-                         "protocol": "see mmfree_cli.export.fpga.regmap (module docstring)"},
+                         "protocol": "see mmfree_cli.hardware.regmap (module docstring)"},
         "card_memory_map": layout,
         "registers_to_write": {"WEIGHTS": layout["weights"]["offset"],
                                "PROG": layout["weights"]["offset"] + compiled.program_offset,
@@ -84,10 +84,10 @@ def manifest(compiled: Compiled, params: CoreParams, rtl_info: dict, config: dic
                                "STATE": layout["state"]["offset"]},
         "weights": {"file": "weights.bin", "bytes": len(compiled.image), "layout": LAYOUT,
                     "block_align": BLOCK_ALIGN, "lanes": params.lanes,
-                    "layout_doc": "mmfree_cli.export.fpga.image (module docstring)",
+                    "layout_doc": "mmfree_cli.hardware.image (module docstring)",
                     "blocks": [b.describe() for b in compiled.blocks]},
         "program": {"instructions": len(compiled.program), "slot_bytes": isa.slot_bytes(params.mem_w),
-                    "isa_doc": "mmfree_cli.export.fpga.isa (module docstring)",
+                    "isa_doc": "mmfree_cli.hardware.isa (module docstring)",
                     "matvec_words_per_token": compiled.matvec_words},
         "rtl": {"dir": "rtl", "top": rtl_info["top"], "parameters": rtl_info["parameters"],
                 "language": "Verilog-2005", "files": rtl_info["files"]},
@@ -150,7 +150,7 @@ scripts (vivado/, with its own README).
    MAGIC, VERSION and DESIGN_ID (`{design_id}`) against this manifest before anything else.
 
 The host protocol (register offsets, START/DONE/IRQ handshake, buffers) is in the manifest's
-`register_map` and `card_memory_map`, and documented in `mmfree_cli.export.fpga.regmap`.
+`register_map` and `card_memory_map`, and documented in `mmfree_cli.hardware.regmap`.
 """
 
 
