@@ -22,7 +22,7 @@ import yaml
 
 from ...fileio import load_safetensors, write_text
 from ...resources import templates_dir
-from . import regmap
+from ...hardware import regmap
 
 CORE_FILE = "mmfree_core.core"
 TB = "tb_mmf_top"
