@@ -21,8 +21,8 @@ import numpy as np
 import yaml
 
 from ...fileio import load_safetensors, write_text
-from ...resources import templates_dir
 from ...hardware import regmap
+from ...resources import templates_dir
 
 CORE_FILE = "mmfree_core.core"
 TB = "tb_mmf_top"

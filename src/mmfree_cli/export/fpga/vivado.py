@@ -20,15 +20,15 @@ from string import Template
 
 from ...errors import UserError
 from ...fileio import write_text
-from ...resources import templates_dir
 from ...hardware import regmap
+from ...resources import templates_dir
 from .boards import Board
 
 STATIC = ("build.tcl", "bd.tcl")
 CORE_MODULE = "mmf_bd_core"
 SIDECAR_SUFFIX = ".json"
 """build.tcl writes <bitstream>.json beside the bitstream; `--bitstream` reads it."""
-PORT = re.compile(r"^\s*(input|output)\s+wire\s+(\[[^\]]+\])?\s*(\w+)\s*,?\s*$", re.M)
+PORT = re.compile(r"^\s*(input|output)\s+wire\s+(\[[^\]]+\])?\s*(\w+)\s*,?\s*$", re.MULTILINE)
 OWN_PORTS = ("clk", "aresetn", "irq")
 """mmf_top ports the wrapper handles itself (the rest pass straight through)."""
 
