@@ -125,6 +125,20 @@ def test_core_clock_follows_the_fmax_report(monkeypatch, run_dir, tmp_path):
         export(run_dir, tmp_path / "b", synth="ecp5", board="vcu118", core_mhz=60)
 
 
+@pytest.mark.slow
+def test_core_clock_equals_the_measured_fmax_report(run_dir, tmp_path):
+    """The real open flow (yosys + nextpnr, minutes): the board's core clock is the report's Fmax,
+    rounded down to a whole MHz the MMCM makes exactly."""
+    r = mmfree("export", str(run_dir), "--target", "fpga", "--synth", "ecp5", "--board", "vcu118",
+               "-o", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    man = manifest(tmp_path / "out")
+    fmax = json.loads((tmp_path / "out" / man["reports"]["synth"]).read_text())["fmax_mhz"]
+    assert man["board"]["fmax_report_mhz"] == fmax
+    assert man["board"]["core_clock_mhz"] == coreclock.reachable_at_most(300, fmax) <= fmax
+    assert f"set MMF(core_mhz) {{{man['board']['core_clock_mhz']}}}" in (tmp_path / "out" / "vivado" / "settings.tcl").read_text()
+
+
 def test_mmcm_clock_is_exact_and_never_above_the_limit():
     assert coreclock.reachable_at_most(300, 101.7) == 101
     assert all(coreclock.exact(300, m) for m in (26, 97, 101, 125, 250))

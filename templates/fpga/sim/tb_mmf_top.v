@@ -250,7 +250,7 @@ module tb_mmf_top;
             while (!irq && cycles < MAX_CYCLES) begin @(posedge clk); cycles = cycles + 1; end
             if (!irq) begin $display("FAIL: step %0d: no IRQ after %0d cycles", t, MAX_CYCLES); $fatal(1); end
             reg_read(REG_STATUS, value);
-            if (value & STATUS_ERROR) begin $display("FAIL: step %0d: STATUS.ERROR set (%08h)", t, value); $fatal(1); end
+            if ((value & STATUS_ERROR) != 0) begin $display("FAIL: step %0d: STATUS.ERROR set (%08h)", t, value); $fatal(1); end
             reg_write(REG_STATUS, STATUS_DONE);
             @(posedge clk); @(posedge clk);
             if (irq) begin $display("FAIL: step %0d: IRQ still high after clearing DONE", t); $fatal(1); end
@@ -262,7 +262,7 @@ module tb_mmf_top;
                                  word_at(A_OUT + 4 * i), golden_logits[t * VOCAB + i]);
                     bad = bad + 1;
                 end
-            if (bad) begin $display("FAIL: step %0d: %0d of %0d logits differ", t, bad, VOCAB); $fatal(1); end
+            if (bad != 0) begin $display("FAIL: step %0d: %0d of %0d logits differ", t, bad, VOCAB); $fatal(1); end
             $display("step %0d: %0d logits bit-exact (%0d cycles)", t, VOCAB, cycles);
         end
         for (l = 0; l < LAYERS; l = l + 1)

@@ -26,6 +26,8 @@ from ...resources import templates_dir
 
 CORE_FILE = "mmfree_core.core"
 TB = "tb_mmf_top"
+VERILATOR_SIM = ["--timing", "--timescale", "1ns/1ps", "-Wno-WIDTH", "-Wno-fatal"]
+"""The testbench waits on clock edges in tasks (--timing); the RTL has no `timescale of its own."""
 ECP5_NEXTPNR = ["--85k", "--package", "CABGA756", "--lpf-allow-unconstrained", "--timing-allow-fail"]
 
 
@@ -94,7 +96,7 @@ def core_description(man: dict, sim_files: list[str], board: dict | None, ecp5_m
                 "flow": "sim", "flow_options": {"tool": "icarus", "iverilog_options": ["-g2005"]}},
         "sim_verilator": {**sim, "description": "the same testbench compiled by Verilator",
                           "flow": "sim", "flow_options": {"tool": "verilator", "mode": "binary",
-                                                          "verilator_options": ["--timing", "-Wno-fatal"]}},
+                                                          "verilator_options": VERILATOR_SIM}},
         "lint": {"filesets": ["rtl", "tables"], "toplevel": "mmf_top",
                  "flow": "lint", "flow_options": {"tool": "verilator", "verilator_options": ["-Wall"]}},
         "ecp5": {"description": "open flow for a Lattice ECP5-85F: place and route only, no PCIe (not XDMA-capable)",
