@@ -111,7 +111,7 @@ def test_core_clock_follows_the_fmax_report(monkeypatch, run_dir, tmp_path):
     stated clock above the report is refused. (The report is stubbed: the open flow takes minutes.)"""
     from mmfree_cli.export.fpga import export, synth
 
-    def fake_synth(out_dir, family):
+    def fake_synth(out_dir, family, params=None):
         (out_dir / "reports").mkdir(exist_ok=True)
         (out_dir / "reports" / "synth.json").write_text(json.dumps({"fmax_mhz": 57.81, "device": "ECP5 test"}))
         return "reports/synth.json", None
