@@ -9,11 +9,12 @@ cd "$(dirname "$0")/.."
 phase_start=$SECONDS
 phase() { [ "$phase_start" = "$SECONDS" ] || echo "    ($(( SECONDS - phase_start )) s)"; echo "==> $1"; phase_start=$SECONDS; }
 
-phase "system packages (iverilog, fuse3)"
-# System packages: an RTL simulator (Icarus) and FUSE for the emulated FPGA card.
+phase "system packages (iverilog, fuse3, tcl)"
+# System packages: an RTL simulator (Icarus), FUSE for the emulated FPGA card, and tclsh (the
+# bundle's Vivado scripts are checked as Tcl).
 if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   missing=""
-  for pkg in iverilog fuse3 libfuse3-dev; do dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"; done
+  for pkg in iverilog fuse3 libfuse3-dev tcl; do dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"; done
   if [ -n "$missing" ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
   fi
@@ -28,6 +29,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # A CPU build of torch: 2.13.0 is on disk on our CI machines; elsewhere pip fetches it.
 pip install -q "torch==2.13.0" 2>/dev/null || pip install -q torch
 pip install -q ".[dev]"
+
+phase "lint (ruff)"
+ruff check src tests bench  # the lint rules of pyproject.toml [tool.ruff]
 
 # Triton kernels run in the interpreter on CPU-only machines, so every kernel meets its twin.
 export TRITON_INTERPRET=1

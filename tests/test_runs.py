@@ -4,7 +4,6 @@ auto` resumes only a run of the same recipe and says what it chose, `mmfree runs
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess

@@ -72,8 +72,8 @@ def fetch_model(spec: str, local_only: bool | None = None, downloading: bool = F
         raise UserError(f"{spec}: not a Hub model id — give org/name or org/name@revision")
     repo, revision = parsed
     local_only = offline() if local_only is None else local_only
-    from huggingface_hub import snapshot_download
     from huggingface_hub import errors as hub_errors
+    from huggingface_hub import snapshot_download
     try:
         with quiet_hub_logs():
             path = Path(snapshot_download(repo, revision=revision, allow_patterns=MODEL_FILES,

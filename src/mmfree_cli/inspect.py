@@ -21,13 +21,12 @@ def _human(n: float, unit: str = "B") -> str:
 def describe(path: str) -> Table:
     """A table describing a preset, a model/run directory or a packed file."""
     from .model import HGRNBitConfig, HGRNBitForCausalLM, from_pretrained, presets
-
     from .model.checkpoint import model_source
     p = Path(path) if path in presets() else model_source(path)
     loads = "n/a (preset)"
-    from .quant.packed import is_packed
+    from .formats.packed import is_packed
     if is_packed(p):
-        from .quant.report import describe_packed
+        from .export.packed_report import describe_packed
         return describe_packed(p)
     if path in presets() and not p.exists():
         from .model import preset

@@ -1,7 +1,7 @@
 """Load and save models in the reference checkpoint layout (config.json + model.safetensors).
 
 Reads what the released MMfreeLM checkpoints ship: a single `model.safetensors` or a sharded one
-with `model.safetensors.index.json`, in bf16 or fp32, keys as in docs/model.md. Missing or
+with `model.safetensors.index.json`, in bf16 or fp32, keys as in docs/design.md §2. Missing or
 unexpected keys and shape mismatches are reported together in one error. Wherever a directory is
 taken, a Hugging Face Hub id (`ridger/MMfreeLM-370M`, `org/name@revision`) works too: it is
 fetched into the Hub cache (`model_source`, through `mmfree_cli.hub`).
