@@ -1,8 +1,12 @@
 """What several test files share and is not a fixture (fixtures live in conftest.py)."""
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+from mmfree_cli.resources import embedded_corpus
 
 
 def mmfree(*args, cwd=None, env: dict | None = None, timeout: float = 600,
@@ -23,3 +27,23 @@ def one_error_line(r: subprocess.CompletedProcess, name: str) -> str:
     assert len(lines) == 1 and "Traceback" not in r.stderr
     assert name in lines[0]
     return lines[0]
+
+
+SMALL_MODEL = {"preset": "tiny", "hidden_size": 32, "num_hidden_layers": 2, "intermediate_size": 64}
+
+
+def write_recipe(tmp_path: Path, **sections) -> Path:
+    """A recipe for a very small model on the first 60 kB of the embedded corpus."""
+    corpus = tmp_path / "small.txt"
+    if not corpus.exists():
+        corpus.write_bytes(embedded_corpus().read_bytes()[:60_000])
+    recipe = {"model": dict(SMALL_MODEL),
+              "data": {"source": "small.txt", "seq_len": 32, "validation_blocks": 4},
+              "train": {"max_steps": 6, "micro_batch_size": 4, "sample_prompt": "", "threads": 1},
+              "schedule": {"warmup_steps": 2},
+              "checkpoint": {"every_steps": 3}, "eval": {"every_steps": 3}, "logging": {"every_steps": 1}}
+    for name, values in sections.items():
+        recipe.setdefault(name, {}).update(values)
+    path = tmp_path / "r.yaml"
+    path.write_text(json.dumps(recipe))  # JSON is YAML
+    return path

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import mmfree, write_recipe
+from tests.helpers import mmfree, write_recipe
 
 
 @pytest.fixture(scope="module")

@@ -17,29 +17,8 @@ from mmfree_cli.data.tokenizer import ByteTokenizer
 from mmfree_cli.fileio import load_safetensors, tensors_digest
 from mmfree_cli.model import from_pretrained
 from mmfree_cli.recipe import DataSection, ScheduleSection, recipe_from_dict
-from mmfree_cli.resources import embedded_corpus
 from mmfree_cli.train.schedules import lr_at, weight_decay_at
-from tests.helpers import mmfree
-
-SMALL_MODEL = {"preset": "tiny", "hidden_size": 32, "num_hidden_layers": 2, "intermediate_size": 64}
-
-
-def write_recipe(tmp_path: Path, **sections) -> Path:
-    """A recipe for a very small model on the first 60 kB of the embedded corpus."""
-    corpus = tmp_path / "small.txt"
-    if not corpus.exists():
-        corpus.write_bytes(embedded_corpus().read_bytes()[:60_000])
-    recipe = {"model": dict(SMALL_MODEL),
-              "data": {"source": "small.txt", "seq_len": 32, "validation_blocks": 4},
-              "train": {"max_steps": 6, "micro_batch_size": 4, "sample_prompt": "", "threads": 1},
-              "schedule": {"warmup_steps": 2},
-              "checkpoint": {"every_steps": 3}, "eval": {"every_steps": 3}, "logging": {"every_steps": 1}}
-    for name, values in sections.items():
-        recipe.setdefault(name, {}).update(values)
-    path = tmp_path / "r.yaml"
-    path.write_text(json.dumps(recipe))  # JSON is YAML
-    return path
-
+from tests.helpers import mmfree, write_recipe
 
 
 def test_schedule_warmup_decay_and_cut():
