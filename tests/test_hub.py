@@ -13,11 +13,11 @@ import pexpect
 import pytest
 import torch
 
-from hub_cache import add_revision, repo_files
 from mmfree_cli.chat import printable
 from mmfree_cli.engines import load_engine
 from mmfree_cli.generate import complete
 from mmfree_cli.hub import display_name, looks_like_hub_id, parse_hub_id
+from tests.hub_cache import add_revision, repo_files
 
 MMFREE = str(Path(sys.executable).parent / "mmfree")
 REPO = "ridger/MMfreeLM-test"
