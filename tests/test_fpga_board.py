@@ -271,8 +271,11 @@ def test_bitstream_refusals_are_one_clear_line(bundle, run_dir, tmp_path):
     other = tmp_path / "other.bit"
     write_bit(other, "0badf00d")
     write_sidecar(other, "0badf00d")
+    slower = tmp_path / "slower.bit"
+    write_bit(slower, did)
+    write_sidecar(slower, did, core_clock_mhz=STATED_MHZ - 10)
     for bit, words in ((random_file, "not a Xilinx bitstream"), (truncated, "truncated"),
-                       (other, "this bundle is " + did)):
+                       (other, "this bundle is " + did), (slower, f"pass --core-mhz {STATED_MHZ - 10}")):
         r = export_with_bit(run_dir, bit, tmp_path / "out")
         assert r.returncode == 2 and words in r.stderr and str(bit) in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
