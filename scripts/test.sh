@@ -23,6 +23,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 pip install -q "torch==2.13.0" 2>/dev/null || pip install -q torch
 pip install -q ".[dev]"
 
+ruff check src tests bench  # the lint rules of pyproject.toml [tool.ruff]
+
 # Triton kernels run in the interpreter on CPU-only machines, so every kernel meets its twin.
 export TRITON_INTERPRET=1
 python -m pytest -q "$@"

@@ -12,7 +12,7 @@ from mmfree_cli.hardware.isa import assemble, disassemble
 from mmfree_cli.hardware.machine import Machine
 from mmfree_cli.hardware.regmap import card_memory_map
 from mmfree_cli.quant import intref
-from mmfree_cli.quant.intspec import int_model_from_float
+from mmfree_cli.quant.intmodel import int_model_from_float
 
 
 def card(compiled, params):

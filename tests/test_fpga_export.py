@@ -18,17 +18,16 @@ import numpy as np
 import pytest
 import torch
 
-from mmfree_cli.hardware.machine import Machine
 from mmfree_cli.export.fpga.rtl import verilog_sources
 from mmfree_cli.fileio import load_safetensors
+from mmfree_cli.hardware.machine import Machine
 from mmfree_cli.model import HGRNBitForCausalLM, save_pretrained
 from tests.conftest import small_config
+from tests.helpers import mmfree as run_cli
 
 
-def mmfree(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "mmfree_cli.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=1500)
-
+def mmfree(*args, **kw):
+    return run_cli(*args, **{"timeout": 1500, **kw})
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:

@@ -13,7 +13,7 @@ import random
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge, ReadOnly
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
 from mmfree_cli.hardware.image import pack_ternary_rows, padded, words
 

@@ -34,11 +34,11 @@ class FpgaEngine(Engine):
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None, timeout: float = 10.0, wait: str = "irq",
-             **_options: Any) -> "FpgaEngine":
+             **_options: Any) -> FpgaEngine:
         from ..data.tokenizer import load_tokenizer
-        from ..deploy.bundle import Bundle
         from ..deploy.card import Card
         from ..deploy.xdma import Xdma
+        from ..formats.fpga import Bundle
         from ..model import HGRNBitConfig
         if not device:
             raise UserError("--engine fpga needs --device, the XDMA node prefix (e.g. /dev/xdma0) — or mount "

@@ -39,7 +39,7 @@ class Design:
         return self.lanes | self.saddr_w << 16 | self.xaddr_w << 24
 
     @classmethod
-    def from_manifest(cls, manifest: dict, design_id: int | None = None) -> "Design":
+    def from_manifest(cls, manifest: dict, design_id: int | None = None) -> Design:
         p = manifest["rtl"]["parameters"]
         did = int(manifest["design_id"], 16) if design_id is None else design_id
         return cls(did, int(p["LANES"]), int(p["SADDR_W"]), int(p["XADDR_W"]))
@@ -53,7 +53,7 @@ class Faults:
     flipped: list = field(default_factory=list)
 
     @classmethod
-    def parse(cls, specs: list[str]) -> "Faults":
+    def parse(cls, specs: list[str]) -> Faults:
         faults = cls()
         for spec in specs:
             name, _, arg = spec.partition(":")

@@ -1,6 +1,6 @@
 """`mmfree export --target fpga`: compile a model for the mmfree core and write its bundle.
 
-    model dir → integer model (intmodel) → program + weight image (compiler) → bundle (bundle):
+    model dir → ternary model (formats.ternary) → integer model (quant.intmodel) → program + weight image (compiler) → bundle (bundle):
     manifest.json, weights.bin, embed.safetensors, rtl/ (rtl), golden/, reports/ (estimates,
     synth), bitstream/ (synth --synth, or a vendor file checked by bitfile and recorded with
     --bitstream), mmfree_core.core and sim/ (fusesoc), vivado/ (vivado, for --board).
@@ -8,16 +8,20 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 from ...data.tokenizer import copy_tokenizer_files
 from ...errors import UserError
 from ...fileio import write_json
+from ...formats.fpga import write_bundle_manifest
+from ...formats.ternary import open_ternary
+from ...model import HGRNBitConfig
+from ...quant.intmodel import int_model
 from . import bitfile, bundle, coreclock, estimates, fusesoc, vivado
 from .boards import board as find_board
 from .compiler import compile_model, dims_of, fit_core
-from .intmodel import load_int_model
 from .rtl import design_id, generate
 
 SYNTH_FAMILIES = ("ecp5", "ice40")
@@ -37,7 +41,8 @@ def export(model_dir: Path, out_dir: Path, synth: str | None = None, bitstream: 
     target_board = find_board(board) if board is not None else None
     if target_board is not None and synth is None:
         coreclock.choose(target_board, None, core_mhz)   # refuse now, before minutes of work
-    model, config = load_int_model(Path(model_dir))
+    ternary = open_ternary(Path(model_dir))
+    model, config = int_model(ternary), HGRNBitConfig.from_dict(ternary.config).to_dict()
     params = fit_core(dims_of(model), lanes)
     if bitstream is not None:   # before the compile: a wrong file is refused at once
         checked = bitfile.check(Path(bitstream), design_id(params),
@@ -46,18 +51,24 @@ def export(model_dir: Path, out_dir: Path, synth: str | None = None, bitstream: 
     bundle.write_weights(out_dir, compiled, model)
     rtl_info = generate(out_dir / "rtl", params)
     golden = bundle.write_golden(out_dir, model, steps, int(config.get("bos_token_id") or 0))
-    reports = {"estimates": estimates.write_report(out_dir / "reports", compiled, params)}
+    reports: dict = {}
     artifacts = [bundle.artifact(out_dir, "weights.bin", "weights", "mmfree export (compiler)"),
                  bundle.artifact(out_dir, "embed.safetensors", "embedding", "mmfree export"),
                  bundle.artifact(out_dir, "rtl/mmf_top.v", "rtl", "generated from templates/fpga", False),
                  bundle.artifact(out_dir, "golden/vectors.safetensors", "golden", "quant.intref")]
     if synth is not None:
         from .synth import run_synth
-        reports["synth"], bits = run_synth(out_dir, synth)
+        reports["synth"], bits = run_synth(out_dir, synth, params)
         if bits is not None:
             artifacts.append(bundle.artifact(out_dir, bits, "bitstream",
                                              f"open flow (yowasp) for {synth}: core datapath only, "
                                              "no XDMA", xdma_capable=False))
+    # estimates after synthesis, so they can use the Fmax it measured for this very build
+    fmax = None
+    if "synth" in reports:
+        synth_report = json.loads((out_dir / reports["synth"]).read_text())
+        fmax = synth_report["fmax_mhz"] if synth_report.get("shipped_build") else None
+    reports["estimates"] = estimates.write_report(out_dir / "reports", compiled, params, fmax)
     board_info = None
     if target_board is not None:
         board_info = board_build(out_dir, target_board, core_mhz, bundle.card_layout(compiled), rtl_info)
@@ -80,7 +91,7 @@ def export(model_dir: Path, out_dir: Path, synth: str | None = None, bitstream: 
     write_json(out_dir / "config.json", config)
     copy_tokenizer_files(model_dir, out_dir)  # the bundle chats on its own (--engine fpga)
     bundle.write_readme(out_dir, man, Path(model_dir).name)
-    write_json(out_dir / "manifest.json", man)
+    write_bundle_manifest(out_dir, man)
 
 
 def board_build(out_dir: Path, target_board, core_mhz: float | None, layout: dict, rtl_info: dict) -> dict:

@@ -1,4 +1,4 @@
-"""The FPGA bundle (DESIGN.md §5): manifest.json, weights.bin, embed.safetensors, rtl/, golden/,
+"""The FPGA bundle (docs/design.md §5): manifest.json, weights.bin, embed.safetensors, rtl/, golden/,
 reports/ and an optional bitstream/. Written into the directory `run_export` hands us, which it
 renames into place only when everything is there.
 """
@@ -12,13 +12,11 @@ import numpy as np
 import torch
 
 from ...fileio import save_safetensors, sha256_file, write_bytes
+from ...hardware import isa, regmap
+from ...hardware.image import BLOCK_ALIGN, LAYOUT
 from ...quant import intref
 from ...quant.intspec import SPEC_VERSION, table_digest
-from ...hardware import isa, regmap
 from .compiler import Compiled, CoreParams, state_stride
-from ...hardware.image import BLOCK_ALIGN, LAYOUT
-
-SCHEMA_VERSION = 1
 
 
 def model_hash(model_dir: Path) -> str:
@@ -68,8 +66,6 @@ def manifest(compiled: Compiled, params: CoreParams, rtl_info: dict, config: dic
              golden: dict, artifacts: list[dict], reports: dict) -> dict:
     layout = card_layout(compiled)
     return {
-        "schema_version": SCHEMA_VERSION,
-        "target": "fpga",
         "design_id": rtl_info["design_id"],
         "model": {"config": config, "sha256": mhash, "dims": compiled.dims},
         "integer_spec": {"version": SPEC_VERSION, "tables_sha256": table_digest(),
