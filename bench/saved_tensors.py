@@ -24,7 +24,8 @@ if __package__ in (None, ""):
 
 import torch
 
-from mmfree_cli.kernels import bitlinear as bl_pkg, hgrn as hgrn_pkg
+from mmfree_cli.kernels import bitlinear as bl_pkg
+from mmfree_cli.kernels import hgrn as hgrn_pkg
 from mmfree_cli.model import HGRNBitForCausalLM, preset
 
 

@@ -57,7 +57,8 @@ def _build(model: str, config, policy: str, checkpointing: str) -> torch.nn.Modu
     if model == "transformer++":
         net = like_hgrn(config)
     elif model == "reference":
-        from mmfreelm.models import HGRNBitConfig as RefConfig, HGRNBitForCausalLM as RefModel
+        from mmfreelm.models import HGRNBitConfig as RefConfig
+        from mmfreelm.models import HGRNBitForCausalLM as RefModel
         net = RefModel(RefConfig(vocab_size=config.vocab_size, hidden_size=config.hidden_size,
                                  num_hidden_layers=config.num_hidden_layers,
                                  intermediate_size=config.intermediate_size, use_cache=False))

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from mmfree_cli.kernels import bitlinear as bl_pkg, hgrn as hgrn_pkg  # noqa: E402
+from mmfree_cli.kernels import bitlinear as bl_pkg  # noqa: E402
+from mmfree_cli.kernels import hgrn as hgrn_pkg
 from mmfree_cli.kernels.bitlinear import head_ce  # noqa: E402
 from mmfree_cli.kernels.bitlinear.glu import glu_bitlinear_fused  # noqa: E402
 from mmfree_cli.kernels.bitlinear.naive import bitlinear_naive  # noqa: E402

@@ -1,6 +1,6 @@
 """The building blocks of HGRN-Bit: RMSNorm, BitLinear, the HGRN token mixer and the GLU channel mixer.
 
-Module and parameter names match the reference checkpoint keys (DESIGN.md §2), so a reference
+Module and parameter names match the reference checkpoint keys (docs/design.md §2), so a reference
 state dict loads with no renaming.
 """
 
@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..kernels.bitlinear import bitlinear, glu_bitlinear, rms_norm
 from ..kernels.hgrn import hgrn_gated
+from ..kernels.numerics import BITLINEAR_NORM_EPS
 
 CHECKPOINTING = ("none", "selective", "full")
 """Activation checkpointing: none; selective recomputes each block's token mixer (norm, three
@@ -41,7 +43,7 @@ class BitLinear(nn.Module):
         super().__init__()
         self.in_features, self.out_features, self.ternary = in_features, out_features, ternary
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
-        self.norm = RMSNorm(in_features, eps=1e-6)  # eps as kernels.bitlinear.BITLINEAR_NORM_EPS
+        self.norm = RMSNorm(in_features, eps=BITLINEAR_NORM_EPS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return bitlinear(x, self.norm.weight, self.weight, quantize=self.ternary)
@@ -89,6 +91,9 @@ class HGRNBitMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d = self.down_proj
+        if not isinstance(d, BitLinear):  # frozen for inference (model/frozen.py): unfused
+            gate, up = self.gate_proj(x).chunk(2, dim=-1)
+            return d(F.silu(gate) * up)
         return glu_bitlinear(self.gate_proj(x), d.norm.weight, d.weight, d.ternary)
 
 

@@ -47,11 +47,7 @@ class HGRNBitModel(nn.Module):
     def layer_lower_bounds(self) -> list[torch.Tensor | None]:
         """lb = cumsum(softmax(lower_bounds, 0)) - softmax(...)[0]: layer ℓ's floor on its forget gate
         (ℓ/L at init). Layer 0 has none."""
-        if self.lower_bounds is None:
-            return [None] * len(self.layers)
-        p = self.lower_bounds.softmax(dim=0)
-        lb = p.cumsum(dim=0) - p[0]
-        return [None] + [lb[l] for l in range(1, len(self.layers))]
+        return layer_lower_bounds(self.lower_bounds, len(self.layers))
 
     def forward(self, input_ids: torch.Tensor, state: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,15 +105,15 @@ class HGRNBitForCausalLM(nn.Module):
         With labels on the GPU the head and the loss are one chunked kernel and `logits` is None;
         reduction: "mean" over counted positions or "sum"."""
         hidden, state = self.model(input_ids, state)
-        if labels is not None:
+        h = self.lm_head
+        if labels is not None and isinstance(h, BitLinear):  # a frozen (inference) head: plain path
             targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # position t predicts labels[t + 1]
-            h = self.lm_head
             loss = head_cross_entropy(hidden, h.norm.weight, h.weight, targets, h.ternary, IGNORE_INDEX)
             if loss is not None:
                 if reduction == "mean":
                     loss = loss / (targets != IGNORE_INDEX).sum().clamp(min=1)
                 return CausalLMOutput(logits=None, state=state, loss=loss)
-        logits = self.lm_head(hidden)
+        logits = h(hidden)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
@@ -141,3 +137,13 @@ class HGRNBitForCausalLM(nn.Module):
         ternary = sum(m.weight.numel() for m in self.modules() if isinstance(m, BitLinear))
         total = sum(p.numel() for p in self.parameters())
         return {"ternary": ternary, "float": total - ternary, "total": total}
+
+
+def layer_lower_bounds(lower_bounds: torch.Tensor | None, layers: int) -> list[torch.Tensor | None]:
+    """Each layer's forget-gate floor from the `lower_bounds` parameter [L, d] (see
+    `HGRNBitModel.layer_lower_bounds`); also what the integer model is built from."""
+    if lower_bounds is None:
+        return [None] * layers
+    p = lower_bounds.softmax(dim=0)
+    lb = p.cumsum(dim=0) - p[0]
+    return [None] + [lb[l] for l in range(1, layers)]

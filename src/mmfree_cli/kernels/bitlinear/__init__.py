@@ -14,9 +14,19 @@ import os
 import torch
 import torch.nn.functional as F
 
-from .naive import (ACT_SCALE_FLOOR, BITLINEAR_NORM_EPS, WEIGHT_SCALE_FLOOR, activation_scale,
-                    bitlinear_naive, quantize_activations, quantize_weights, rms_norm as rms_norm_naive,
-                    round_half_away, ternarize, weight_scale)
+from .naive import (
+    ACT_SCALE_FLOOR,
+    BITLINEAR_NORM_EPS,
+    WEIGHT_SCALE_FLOOR,
+    activation_scale,
+    bitlinear_naive,
+    quantize_activations,
+    quantize_weights,
+    round_half_away,
+    ternarize,
+    weight_scale,
+)
+from .naive import rms_norm as rms_norm_naive
 
 __all__ = ["bitlinear", "glu_bitlinear", "head_cross_entropy", "bitlinear_naive", "rms_norm", "rms_norm_naive", "round_half_away", "activation_scale",
            "quantize_activations", "quantize_weights", "weight_scale", "ternarize",

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .fused import (MODE_INT8, _compute_dtype, _weight_scale, int8_ternary_gemm, norm_backward, norm_quant,
-                    ternary_codes)
+from .fused import MODE_INT8, _compute_dtype, _weight_scale, int8_ternary_gemm, norm_backward, norm_quant, ternary_codes
 
 CHUNK_BYTES = 1 << 28
 """float32 logits per chunk (256 MiB: 2,048 rows at a 32,000-token vocabulary)."""
