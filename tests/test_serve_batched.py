@@ -12,8 +12,8 @@ import asyncio
 
 import pytest
 import torch
-from conftest import perturb, small_config
 
+from conftest import perturb, small_config
 from mmfree_cli.data.tokenizer import ByteTokenizer
 from mmfree_cli.engines.cuda import CudaEngine
 from mmfree_cli.generate import SamplingParams, complete

@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -51,7 +51,7 @@ class _Sampling(BaseModel):
     """The request fields both endpoints share (OpenAI names, plus top_k, min_p, repetition_penalty)."""
     model_config = ConfigDict(extra="ignore")
     model: str
-    max_tokens: Optional[int] = None
+    max_tokens: int | None = None
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
@@ -59,28 +59,28 @@ class _Sampling(BaseModel):
     repetition_penalty: float = 1.0
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
-    stop: Optional[Union[str, list[str]]] = None
-    seed: Optional[int] = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
     n: int = 1
     stream: bool = False
-    stream_options: Optional[dict[str, Any]] = None
-    logprobs: Optional[Union[bool, int]] = None
+    stream_options: dict[str, Any] | None = None
+    logprobs: bool | int | None = None
 
 
 class CompletionRequest(_Sampling):
-    prompt: Union[str, list[str], list[int]]
+    prompt: str | list[str] | list[int]
     echo: bool = False
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "developer", "user", "assistant"]
-    content: Union[str, list[dict[str, Any]], None] = None
+    content: str | list[dict[str, Any]] | None = None
 
 
 class ChatRequest(_Sampling):
     messages: list[ChatMessage]
-    max_completion_tokens: Optional[int] = None
+    max_completion_tokens: int | None = None
 
 
 @dataclass
@@ -184,7 +184,7 @@ def sampling_params(req: _Sampling, limits: Limits, stops: tuple[str, ...] = ())
                        "max_tokens", "context_length_exceeded")
     for name in ("n", "presence_penalty", "frequency_penalty", "logprobs"):
         value = getattr(req, name)
-        if value not in ({1} if name == "n" else {0, None, False}):
+        if value not in ({1} if name == "n" else {0, None}):
             raise APIError(400, f"{name}={value!r} is not supported by this server", name, "unsupported_parameter")
     stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
     if len(stop) > 4:

@@ -24,7 +24,6 @@ import torch
 
 from .generate import PrefixCache, Sequence, start
 
-
 PREFILL_TOKENS = 256
 """Most prompt tokens read by one prefill of a group: the prefill GEMM has fixed tiles up to 256 rows
 (kernels/ternary_gemm/packed.py) and would otherwise tune itself for each new row count."""

@@ -100,11 +100,12 @@ class CudaEngine(Engine):
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None, cuda_graph: bool = True,
-             **_options: Any) -> "CudaEngine":
+             **_options: Any) -> CudaEngine:
         """Load a cuda export, run directory or packed model directory onto the GPU."""
         from ..data.tokenizer import load_tokenizer
-        from ..export.cuda import export_tensors, is_cuda_export, read_export
         from ..fileio import read_json
+        from ..formats.cuda import is_cuda_export, read_cuda_export, tensors_of
+        from ..formats.ternary import open_ternary
         path = Path(path)
         device = device or "cuda"
         if torch.device(device).type == "cuda" and not torch.cuda.is_available():
@@ -112,9 +113,9 @@ class CudaEngine(Engine):
         if not (path / "config.json").is_file():
             raise UserError(f"{path}: no config.json — give a cuda export, run or model directory")
         if is_cuda_export(path):
-            config_dict, tensors = read_export(path)
+            config_dict, tensors = read_cuda_export(path)
         else:
-            config_dict, tensors = read_json(path / "config.json"), export_tensors(path)
+            config_dict, tensors = read_json(path / "config.json"), tensors_of(open_ternary(path))
         config = HGRNBitConfig.from_dict({k: v for k, v in config_dict.items() if k != "quantization_config"})
         tokenizer = load_tokenizer(path, bos_id=config.bos_token_id, eos_id=config.eos_token_id)
         return cls(config, tensors, tokenizer, device, cuda_graph)

@@ -14,15 +14,11 @@ and stores, or adds into the output (the residual stream, updated in place).
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+from ..interpret import interpreting as _interpreting
 
 
 def _zero_output(nargs) -> None:
