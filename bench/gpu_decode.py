@@ -280,6 +280,7 @@ def main() -> None:
     ap.add_argument("--variants", action="store_true", help="also record batch-1 decode for each GEMV variant")
     ap.add_argument("--batched-variants", action="store_true", help="also record batched decode for each variant")
     ap.add_argument("--only-batch1", action="store_true", help="skip batched decode, the baseline and prefill")
+    ap.add_argument("--only-batched-variants", action="store_true", help="record the batched variants alone")
     args = ap.parse_args()
     import triton
 
@@ -294,6 +295,8 @@ def main() -> None:
              f"bit plane at a time, gains/state/β loaded before the PDL wait, tiles {decode.TILES}")
     bnotes = (f"{notes.split('; batch-1')[0]}; batched kernels (planar codes, tensor-core product one bit plane at "
               f"a time, no split-K), PDL {batched.PDL} up to {batched.PDL_MAX_ROWS} rows, tiles {batched.TILES}")
+    if args.only_batched_variants:
+        return _batched_variants(engine, args, bench, bnotes)
     resident = engine.resident_bytes() / 1e9
     print(f"resident weights {resident:.3f} GB", flush=True)
     record(bench, "resident weights", resident, "GB", "<= 0.5", resident <= 0.5, notes)

@@ -19,8 +19,8 @@ from mmfree_cli.engines.cuda import CudaEngine
 from mmfree_cli.generate import SamplingParams, complete
 from mmfree_cli.model import HGRNBitForCausalLM
 from mmfree_cli.model.checkpoint import save_pretrained
-from mmfree_cli.serve import APIError, Job, make_scheduler
-from mmfree_cli.serve_batch import BatchedScheduler
+from mmfree_cli.serve import APIError, Job, make_scheduler, submit
+from mmfree_cli.serve_batch import BatchedScheduler, ServerBusy
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 PROMPTS = ["Hello", "ROMEO:", "The quick", "x", "Once upon", "42", "To be,", "é"]
@@ -100,6 +100,8 @@ def test_a_full_queue_refuses_at_once(run_dir):
     engine = CudaEngine.load(run_dir, device="cpu")
     sched = BatchedScheduler(engine, max_batch=1, max_queue=0)
     job = Job([1, 2], SamplingParams(max_new_tokens=2), asyncio.new_event_loop())
-    with pytest.raises(APIError) as e:
+    with pytest.raises(ServerBusy):
         sched.submit(job)
+    with pytest.raises(APIError) as e:  # what the HTTP handlers answer
+        submit(sched, job)
     assert e.value.status == 503

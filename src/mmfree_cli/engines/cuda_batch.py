@@ -44,7 +44,8 @@ class BatchedDecoder:
         self.seeds = torch.zeros(max_batch, dtype=torch.long, device=dev)
         self.counters = torch.zeros(max_batch, dtype=torch.long, device=dev)
         self.seen: torch.Tensor | None = None  # [max_batch, V] bool, made when a slot needs a penalty
-        self.filtered = [False] * max_batch  # host copies: which extras a step needs
+        self.sampled = [False] * max_batch  # host copies: which extras a step needs
+        self.filtered = [False] * max_batch
         self.penalised = [False] * max_batch
         self.buckets = buckets(max_batch)
         self.use_graph = engine.device.type == "cuda" and getattr(engine, "use_graph", True)
@@ -64,6 +65,7 @@ class BatchedDecoder:
         self.top_k[slot], self.top_p[slot], self.min_p[slot] = params.top_k, params.top_p, params.min_p
         self.penalty[slot] = params.repetition_penalty
         self.seeds[slot], self.counters[slot] = params.seed % (1 << 62), 0
+        self.sampled[slot] = params.temperature > 0
         self.filtered[slot] = params.temperature > 0 and (params.top_k > 0 or params.top_p < 1 or params.min_p > 0)
         self.penalised[slot] = params.repetition_penalty != 1.0
         if self.penalised[slot]:
@@ -79,7 +81,8 @@ class BatchedDecoder:
         for t in (self.tokens, self.temperature, self.top_k, self.top_p, self.min_p, self.penalty, self.seeds,
                   self.counters):
             t[dst] = t[src]
-        self.filtered[dst], self.penalised[dst] = self.filtered[src], self.penalised[src]
+        self.sampled[dst], self.filtered[dst] = self.sampled[src], self.filtered[src]
+        self.penalised[dst] = self.penalised[src]
         if self.seen is not None:
             self.seen[dst] = self.seen[src]
 
@@ -123,7 +126,8 @@ class BatchedDecoder:
         if any(self.penalised[:n]):
             logits = apply_penalty(logits, self.seen[:n], self.penalty[:n])
         filters = (self.top_k[:n], self.top_p[:n], self.min_p[:n]) if any(self.filtered[:n]) else (None,) * 3
-        chosen = choose_tokens(logits, self.temperature[:n], self.seeds[:n], self.counters[:n], *filters)
+        chosen = choose_tokens(logits, self.temperature[:n], self.seeds[:n], self.counters[:n], *filters,
+                               greedy_only=not any(self.sampled[:n]))
         self.tokens[:n] = chosen
         if any(self.penalised[:n]):
             self.seen[torch.arange(n, device=self.device), chosen] = True

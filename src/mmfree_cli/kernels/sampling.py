@@ -75,10 +75,14 @@ def apply_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: torch.Tenso
 
 def choose_tokens(logits: torch.Tensor, temperature: torch.Tensor, seeds: torch.Tensor, counters: torch.Tensor,
                   top_k: torch.Tensor | None = None, top_p: torch.Tensor | None = None,
-                  min_p: torch.Tensor | None = None) -> torch.Tensor:
+                  min_p: torch.Tensor | None = None, greedy_only: bool = False) -> torch.Tensor:
     """logits [B, V] float32; per-row temperature [B] (0 = greedy), seeds, counters [B] int64 (each row's
-    counter is advanced by one) and optional filters → token ids [B] int64 on the logits' device."""
-    scores = logits / torch.where(temperature > 0, temperature, 1.0)[:, None]
+    counter is advanced by one) and optional filters → token ids [B] int64 on the logits' device.
+    greedy_only: the caller knows every temperature is 0 (the scores are then never read)."""
+    if greedy_only:
+        scores = logits
+    else:
+        scores = logits / torch.where(temperature > 0, temperature, 1.0)[:, None]
     if top_k is not None:
         scores = filter_scores(scores, top_k, top_p, min_p)
     if not logits.is_cuda:
