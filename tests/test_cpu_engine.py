@@ -9,7 +9,7 @@ import torch
 from mmfree_cli.data.tokenizer import ByteTokenizer
 from mmfree_cli.engines import load_engine
 from mmfree_cli.engines.cpu_int import CompiledModel, CpuIntEngine
-from mmfree_cli.engines.cpu_ternary import KERNELS, MATMULS, has_vnni, layout, padded
+from mmfree_cli.engines.cpu_ternary import KERNELS, available, layout, matmul, padded, padded_rows
 from mmfree_cli.export import run_export
 from mmfree_cli.formats.intmodel import read_int_model
 from mmfree_cli.model import save_pretrained
@@ -30,7 +30,7 @@ def run_dir(tmp_path, small_model):
     return path
 
 
-KERNELS_HERE = [k for k in KERNELS if k != "vnni" or has_vnni()]
+KERNELS_HERE = available()
 
 
 @pytest.mark.parametrize("kernel", KERNELS_HERE)
@@ -43,9 +43,10 @@ def test_ternary_kernels_are_exact(kernel, n, k, rows):
     exact = q[:, :k].astype(np.int64) @ codes.T.astype(np.int64)
     out = np.full((rows, n), -999, dtype=np.int64)  # every element must be written
     ones, zeros = np.ones((1, rows), dtype=np.int64), np.zeros((1, rows), dtype=np.int64)
-    MATMULS[kernel](layout(codes, kernel), q[None], ones, zeros, out, 0, n)
+    index = KERNELS.index(kernel)
+    matmul(index, layout(codes, kernel), q[None], ones, zeros, out, 0, padded_rows(n))
     assert np.array_equal(out, exact)
-    assert layout(codes, kernel).nbytes == n * padded(k) // 4  # 2 bits a weight
+    assert layout(codes, kernel).nbytes == padded_rows(n) * padded(k) // 4  # 2 bits a weight
     # three groups (stacked projections of one input width), each with its own activations and
     # requantisation multipliers, as the engine uses them
     q3 = np.stack([q, -q, np.roll(q, 1, axis=0)])
@@ -53,8 +54,8 @@ def test_ternary_kernels_are_exact(kernel, n, k, rows):
     me = rng.integers(1, 40, (3, rows))
     stacked = np.concatenate([layout(codes, kernel)] * 3)
     out3 = np.full((rows, 3 * n), -999, dtype=np.int64)
-    for lo, hi in ((0, n + 1), (n + 1, 3 * n)):  # two threads' shares
-        MATMULS[kernel](stacked, q3, mm, me, out3, lo, hi)
+    for lo, hi in ((0, n + 1), (n + 1, len(stacked))):  # two threads' shares, one in mid-tile
+        matmul(index, stacked, q3, mm, me, out3, lo, hi)
     want = np.concatenate([intref.requantize(g[:, :k].astype(np.int64) @ codes.T.astype(np.int64),
                                              mm[i][:, None], me[i][:, None]) for i, g in enumerate(q3)], axis=1)
     assert np.array_equal(out3, want)

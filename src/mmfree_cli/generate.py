@@ -216,7 +216,11 @@ class Sequence:
 
     def sample(self) -> str:
         """Choose the next token; return the text it makes safe to emit (maybe '')."""
-        token = choose_token(self.logits, self.params, self._seen, self.generator)
+        return self.accept(choose_token(self.logits, self.params, self._seen, self.generator))
+
+    def accept(self, token: int) -> str:
+        """Take `token` (chosen here or elsewhere, e.g. on the GPU) as the next one; return the text
+        it makes safe to emit (maybe '')."""
         eos = self.engine.tokenizer.eos_id
         if token == eos and not self.params.ignore_eos:
             self.finish_reason = "stop"

@@ -158,6 +158,33 @@ class Scheduler:
             running = [j for j in running if not j.sequence.finished]
 
 
+# ---- batched decoding on the device (serve_batch.py): the hook the app calls ----------------------
+def make_scheduler(engine: Engine, max_batch: int):
+    """The continuous-batching scheduler of serve_batch.py where the engine has a device-side batched
+    decoder (the cuda engine), else `Scheduler`."""
+    if hasattr(engine, "batched_decoder"):
+        from .serve_batch import BatchedScheduler
+        return BatchedScheduler(engine, max_batch)
+    return Scheduler(engine, max_batch)
+
+
+def submit(sched, job) -> None:
+    """Queue a job; a full queue of the batched scheduler is a 503 the client may retry."""
+    from .serve_batch import ServerBusy
+    try:
+        sched.submit(job)
+    except ServerBusy as e:
+        raise APIError(503, str(e), code="server_busy", kind="server_error") from None
+
+
+def scheduler_load(sched) -> dict[str, int]:
+    """/health's view of the queue: requests running and waiting for a slot."""
+    if sched is None:
+        return {"running": 0, "queue_depth": 0}
+    return {"running": getattr(sched, "running", 0), "queue_depth": sched.inbox.qsize()}
+# ---------------------------------------------------------------------------------------------------
+
+
 def sampling_params(req: _Sampling, limits: Limits, stops: tuple[str, ...] = ()) -> SamplingParams:
     """Check a request's sampling fields and turn them into SamplingParams (APIError 400 if bad)."""
     max_tokens = getattr(req, "max_completion_tokens", None) or req.max_tokens or limits.default_max_tokens
@@ -224,7 +251,7 @@ def create_app(engine: Engine, model_id: str, template: ChatTemplate, limits: Li
 
     def scheduler() -> Scheduler:
         if app.state.scheduler is None:
-            app.state.scheduler = Scheduler(engine, max_batch)
+            app.state.scheduler = make_scheduler(engine, max_batch)
         return app.state.scheduler
 
     def check_model(name: str) -> None:
@@ -248,7 +275,8 @@ def create_app(engine: Engine, model_id: str, template: ChatTemplate, limits: Li
     async def health():
         sched = app.state.scheduler
         return {"status": "ok", "model": model_id, **engine.describe(), "max_batch": max_batch,
-                "batch_peak": sched.batch_peak if sched else 0, "prefix_cache_hits": sched.cache.hits if sched else 0}
+                "batch_peak": sched.batch_peak if sched else 0, "prefix_cache_hits": sched.cache.hits if sched else 0,
+                **scheduler_load(sched)}
 
     @app.get("/v1/models")
     async def models():
@@ -265,7 +293,7 @@ def create_app(engine: Engine, model_id: str, template: ChatTemplate, limits: Li
                 raise APIError(400, "send one prompt per request", "prompt")
             prompt = prompt[0]
         job = Job(encode(prompt), sampling_params(req, limits), asyncio.get_running_loop())
-        scheduler().submit(job)
+        submit(scheduler(), job)
         return await respond(job, req, "text_completion", model_id)
 
     @app.post("/v1/chat/completions")
@@ -283,7 +311,7 @@ def create_app(engine: Engine, model_id: str, template: ChatTemplate, limits: Li
         prefix = encode(system) if system and text.startswith(system) else []
         ids = encode(text[len(system):], add_bos=False) if prefix else encode(text)
         job = Job(ids, sampling_params(req, limits, template.stop), asyncio.get_running_loop(), prefix)
-        scheduler().submit(job)
+        submit(scheduler(), job)
         return await respond(job, req, "chat.completion", model_id)
 
     return app
@@ -332,18 +360,27 @@ async def sse(job: Job, rid: str, kind: str, include_usage: bool, model_id: str)
     try:
         if chat:
             yield event("", None, first=True)
-        while True:
-            kind_, value = await job.events.get()
-            if kind_ == "text":
-                yield event(value, None)
-            elif kind_ == "error":
-                yield f"data: {json.dumps(error_body(str(value), 'server_error'))}\n\n"
+        done = False
+        while not done:
+            # every event already queued goes out in one write: a server busy with many streams sends
+            # a few tokens a write instead of falling behind its decoder (each token keeps its event)
+            events = [await job.events.get()]
+            while not job.events.empty():
+                events.append(job.events.get_nowait())
+            out = []
+            for kind_, value in events:
+                if kind_ == "text":
+                    out.append(event(value, None))
+                    continue
+                if kind_ == "error":
+                    out.append(f"data: {json.dumps(error_body(str(value), 'server_error'))}\n\n")
+                else:
+                    out.append(event(None, value.finish_reason))
+                    if include_usage:
+                        out.append(f"data: {json.dumps({**head, 'choices': [], 'usage': usage_of(value)})}\n\n")
+                done = True
                 break
-            else:
-                yield event(None, value.finish_reason)
-                if include_usage:
-                    yield f"data: {json.dumps({**head, 'choices': [], 'usage': usage_of(value)})}\n\n"
-                break
+            yield "".join(out)
         yield "data: [DONE]\n\n"
     finally:
         job.cancelled = True  # the client went away or we are done: the scheduler drops it

@@ -41,7 +41,8 @@ async def decode_steps(dut):
 
     cocotb.start_soon(Clock(dut.clk, 4, unit="ns").start())
     dut.aresetn.value = 0
-    AxiMemory(dut, mem, man["rtl"]["parameters"]["MEM_W"] // 8, stall=stall, seed=3)
+    AxiMemory(dut, mem, man["rtl"]["parameters"]["MEM_W"] // 8, stall=stall, seed=3,
+              latency=int(os.environ.get("MMF_LATENCY", "0")))
     host = AxiLiteMaster(dut)
     await ClockCycles(dut.clk, 5)
     dut.aresetn.value = 1

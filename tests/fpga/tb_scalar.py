@@ -27,6 +27,8 @@ async def pass_end(dut, op, top, ss):
     await RisingEdge(dut.clk)
     dut.pass_end.value = 0
     await RisingEdge(dut.clk)
+    while str(dut.busy.value) == "1":   # k is ready when busy falls
+        await RisingEdge(dut.clk)
 
 
 @cocotb.test()
