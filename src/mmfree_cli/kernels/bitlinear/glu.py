@@ -15,7 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .fused import _compute_dtype, _interpreting, _weight_scale, int8_ternary_gemm, quantize_row, ternary_codes
+from ..interpret import interpreting as _interpreting
+from .fused import _compute_dtype, _weight_scale, int8_ternary_gemm, quantize_row, ternary_codes
 from .naive import BITLINEAR_NORM_EPS
 
 

@@ -18,17 +18,12 @@ and one more forward scan in backward.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from ..interpret import interpreting as _interpreting
 from .chunk import CHUNK, chunk_scan, scan_backward
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 @triton.jit
