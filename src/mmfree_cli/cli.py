@@ -391,6 +391,13 @@ def main() -> None:
         sys.exit(130)
     except SystemExit:
         raise
+    except OSError as e:  # a full disk, a read-only or forbidden path, ...: one line, not a traceback
+        from .oserrors import describe
+        line = describe(e)
+        if line is None:
+            raise
+        Console(stderr=True).print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+        sys.exit(2)
     except Exception as e:
         # usage errors: click's, or those of the copy of click that typer ≥ 0.26 carries inside
         # (typer._click), which click's classes do not match

@@ -178,6 +178,11 @@ def evaluate(model: str | None, engine_name: str = "auto", data: str | None = No
     if not data and not tasks:
         raise UserError("nothing to evaluate — pass --data FILE|DATASET|embedded (perplexity, bits per byte, "
                         "top-1), --tasks LIST (lm-evaluation-harness) or --compare (integer vs float model)")
+    numbers = {"--batch-size": (batch, 1), "--context": (context, 0), "--max-tokens": (max_tokens, 0),
+               "--limit": (limit or 0, 0), "--num-fewshot": (num_fewshot or 0, 0)}
+    for flag, (value, least) in numbers.items():
+        if value < least:
+            raise UserError(f"{flag} is {value}; it must be at least {least}")
     options = engine_options or {}
     engine, path = open_engine(model, engine_name, options.get("dtype"), options.get("threads"),
                                options.get("device"))

@@ -26,19 +26,42 @@ from .errors import UserError
 CHECKSUM_KEY = "mmfree.sha256"
 
 
+def umask() -> int:
+    """The process's umask, read without changing it (os.umask can only set it; threads race)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it over `path` only if the block succeeds."""
+    """Yield a temporary path next to `path`; rename it over `path` only if the block succeeds.
+
+    The temporary file is removed whatever fails (a full disk included), and an OSError names
+    `path`, not the temporary name. The file gets the mode a plain `open` would give (0666 less
+    the umask): mkstemp's 0600 would hide shared artifacts, a fixed 0644 would ignore `umask 077`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; artifacts are meant to be shared like any other file
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~umask())
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is None or e.filename == tmp:
+            e.filename = str(path)
+        raise
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
@@ -50,7 +73,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     tmp = path.parent / f".{path.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        e.filename = str(path)
+        raise
     try:
         yield tmp
         if path.exists():

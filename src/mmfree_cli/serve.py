@@ -367,6 +367,8 @@ def serve_command(model: str | None, engine_name: str = "auto", host: str = "127
     from .generate import open_engine
     if max_batch < 1 or max_tokens < 1:
         raise UserError("--max-batch and --max-tokens must be at least 1")
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port {port} is not a TCP port — give one from 1 to 65535 (e.g. --port 8000)")
     with socket.socket() as probe:  # fail with one line, before loading the model, if taken
         try:
             probe.bind((host, port))
