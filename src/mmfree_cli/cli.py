@@ -222,6 +222,12 @@ def serve(
     dtype: Optional[str] = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads (default: torch's choice; the cpu engine uses one per core)."),
     device: Optional[str] = typer.Option(None, "--device", help="fpga engine: the XDMA node prefix, e.g. /dev/xdma0 (or DIR/xdma0 of `mmfree fpga-emulator`)."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="MMFREE_API_KEY", show_envvar=True, help="Require `Authorization: Bearer KEY` on /v1/ (401 otherwise)."),
+    allowed_host: Optional[list[str]] = typer.Option(None, "--allowed-host", help="A Host name to serve besides localhost and IP addresses (repeatable; * = any): guards against DNS rebinding."),
+    max_prompt_tokens: int = typer.Option(32768, help="Most prompt tokens one request may send."),
+    max_body_bytes: int = typer.Option(4 << 20, help="Largest request body in bytes (413 above it)."),
+    max_stop_chars: int = typer.Option(256, help="Longest stop string a request may send."),
+    prefill_chunk: int = typer.Option(64, help="Prompt tokens read per step while others decode (bounds how long one prompt delays the rest)."),
 ):
     """Serve a model over an OpenAI-compatible HTTP API: /v1/models, /v1/completions,
     /v1/chat/completions (with streaming), /health.
@@ -229,11 +235,15 @@ def serve(
     Examples:
       mmfree serve
       mmfree serve runs/latest --port 8080 --max-batch 16
+      MMFREE_API_KEY=secret mmfree serve --host 0.0.0.0 --allowed-host llm.example.org
       curl localhost:8000/v1/completions -H 'Content-Type: application/json' -d '{"model": "MODEL_ID", "prompt": "ROMEO:", "max_tokens": 50}'
       (MODEL_ID: the model directory's name, as printed at start and listed by /v1/models)
     """
-    from .serve import serve_command
-    serve_command(model, engine, host, port, template, model_name, max_batch, max_tokens, dtype, threads, device)
+    from .serve import Limits, serve_command
+    limits = Limits(max_tokens=max_tokens, max_prompt_tokens=max_prompt_tokens, max_body_bytes=max_body_bytes,
+                    max_stop_chars=max_stop_chars, prefill_chunk=prefill_chunk)
+    serve_command(model, engine, host, port, template, model_name, max_batch, max_tokens, dtype, threads, device,
+                  api_key or "", allowed_host, limits)
 
 
 @app.command(name="eval")
