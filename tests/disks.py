@@ -41,12 +41,15 @@ def read_only_dir(parent: Path):
 
 @contextmanager
 def full_disk(parent: Path, kib: int):
-    """(directory, preexec_fn): writes under the directory fail once about `kib` KiB are written.
+    """(directory, preexec_fn): writes under the directory fail once about `kib` KiB are written
+    (kib=0: a disk already full).
 
     Pass preexec_fn to subprocess (None when a real tmpfs of that size is mounted)."""
     path = parent / "small-disk"
     path.mkdir()
-    if _mount(path, f"size={kib}k"):
+    if _mount(path, f"size={max(kib, 4)}k"):
+        if kib == 0:
+            _fill(path / ".filler")
         try:
             yield path, None
         finally:
@@ -56,6 +59,16 @@ def full_disk(parent: Path, kib: int):
     def limit():
         resource.setrlimit(resource.RLIMIT_FSIZE, (kib * 1024, kib * 1024))
     yield path, limit
+
+
+def _fill(path: Path) -> None:
+    try:
+        with open(path, "wb") as f:
+            while True:
+                f.write(b"\0" * 512)
+                f.flush()
+    except OSError:
+        pass
 
 
 def leftovers(path: Path) -> list[str]:
