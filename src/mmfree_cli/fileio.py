@@ -113,6 +113,22 @@ def read_json(path: str | os.PathLike) -> dict:
         raise UserError(f"{path}: not valid JSON ({e}) — restore or re-create the file") from None
 
 
+def inside(base: str | os.PathLike, rel: object, what: str) -> Path:
+    """`base / rel` for a path read from a manifest, refused unless it stays inside `base`
+    (no absolute path, no `..` or symlink leading out): a crafted manifest must not make us read,
+    upload or overwrite /etc/hostname."""
+    base = Path(base)
+    if not isinstance(rel, str) or not rel or "\0" in rel or Path(rel).is_absolute():
+        raise UserError(f"{base}: {what} must be a relative path inside the directory, got {str(rel)[:80]!r} "
+                        "— the manifest is damaged; re-export it")
+    path = base / rel
+    root = base.resolve()
+    if not path.resolve().is_relative_to(root):
+        raise UserError(f"{base}: {what} {rel[:80]!r} points outside the directory — the manifest is damaged "
+                        "or crafted; re-export it")
+    return path
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..fileio import load_safetensors, read_json
+from ..fileio import inside, load_safetensors, read_json
 
 
 @dataclass
@@ -23,11 +23,8 @@ class Bundle:
         path = Path(path)
         if not (path / "manifest.json").is_file():
             raise UserError(f"{path}: no manifest.json — give an fpga bundle (`mmfree export --target fpga`)")
-        manifest = read_json(path / "manifest.json")
-        if manifest.get("target") != "fpga":
-            raise UserError(f"{path}: a {manifest.get('target')!r} export, not an fpga bundle — "
-                            "run `mmfree export --target fpga`")
-        return cls(path, manifest)
+        from .manifest import check_manifest
+        return cls(path, check_manifest(path, read_json(path / "manifest.json")))
 
     def artifact_sha(self, rel: str) -> str | None:
         for a in self.manifest.get("artifacts", []):
@@ -37,7 +34,7 @@ class Bundle:
 
     def weights(self) -> bytes:
         """weights.bin, checked against the manifest (size and sha256)."""
-        file = self.path / self.manifest["weights"]["file"]
+        file = inside(self.path, self.manifest["weights"]["file"], "weights.file")
         if not file.is_file():
             raise UserError(f"{file}: missing — the bundle is incomplete; re-export it")
         image = file.read_bytes()
@@ -52,7 +49,7 @@ class Bundle:
         return tensors["embed"].numpy().astype(np.int32)
 
     def golden(self) -> dict[str, np.ndarray]:
-        tensors, _ = load_safetensors(self.path / self.manifest["golden"]["path"])
+        tensors, _ = load_safetensors(inside(self.path, self.manifest["golden"]["path"], "golden.path"))
         return {k: v.numpy() for k, v in tensors.items()}
 
     @property
