@@ -23,7 +23,7 @@ from test_chat import MMFREE, engine, model_dir  # noqa: F401  (fixtures)
 GREEDY = SamplingParams(max_new_tokens=8)
 
 
-def chat(model_dir, stdin: bytes, cwd: Path, preexec=None, umask: int | None = None) -> subprocess.CompletedProcess:
+def chat(model_dir, stdin: bytes, cwd: Path, preexec=None, umask: int | None = None) -> subprocess.CompletedProcess:  # noqa: F811
     def setup():
         if umask is not None:
             os.umask(umask)

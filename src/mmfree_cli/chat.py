@@ -91,6 +91,7 @@ def find_template(model_dir: Path, choice: str = "auto") -> ChatTemplate | None:
     if config.is_file():
         from .fileio import read_json
         spec = read_json(config)
+        spec = spec if isinstance(spec, dict) else {}
         if isinstance(spec.get("chat_template"), str):
             return ChatTemplate("tokenizer_config", spec["chat_template"], (_special(spec.get("eos_token")),),
                                 _special(spec.get("bos_token")), _special(spec.get("eos_token")))

@@ -103,14 +103,24 @@ def write_json(path: str | os.PathLike, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+MAX_JSON_BYTES = 64 << 20
+"""Our JSON files (configs, manifests, tokenizer settings) are far smaller; a bigger one is not ours."""
+
+
 def read_json(path: str | os.PathLike) -> dict:
+    """A JSON object from a file (configs and manifests are all objects); UserError otherwise."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: file not found")
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise UserError(f"{path}: {path.stat().st_size} bytes, too large for a config or manifest — restore the file")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not valid JSON ({e}) — restore or re-create the file") from None
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise UserError(f"{path}: not valid JSON ({str(e)[:100]}) — restore or re-create the file") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path}: a JSON {type(value).__name__}, not an object — restore or re-create the file")
+    return value
 
 
 def inside(base: str | os.PathLike, rel: object, what: str) -> Path:
@@ -127,6 +137,19 @@ def inside(base: str | os.PathLike, rel: object, what: str) -> Path:
         raise UserError(f"{base}: {what} {rel[:80]!r} points outside the directory — the manifest is damaged "
                         "or crafted; re-export it")
     return path
+
+
+def check_listed_files(directory: str | os.PathLike, files: object, fix: str) -> None:
+    """A manifest's {"name": sha256} list: every name inside `directory`, present, and matching."""
+    directory = Path(directory)
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise UserError(f"{directory}/manifest.json: `files` must map names to sha256 strings — {fix}")
+    for name, digest in files.items():
+        path = inside(directory, name, "a file of the manifest")
+        if not path.is_file():
+            raise UserError(f"{path}: missing — {fix}")
+        if sha256_file(path) != digest:
+            raise UserError(f"{path}: checksum mismatch, the file is corrupt or was changed — {fix}")
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..fileio import read_json, sha256_file
+from ..fileio import check_listed_files, inside, read_json
 from ..model.config import HGRNBitConfig
 from .base import Engine
 
@@ -45,11 +45,7 @@ class OnnxEngine(Engine):
                             "and use the directory it prints")
         manifest = read_json(manifest_path)
         if verify:
-            for name, digest in manifest.get("files", {}).items():
-                if not (path / name).is_file():
-                    raise UserError(f"{path / name}: missing from the onnx export — export again")
-                if sha256_file(path / name) != digest:
-                    raise UserError(f"{path / name}: checksum mismatch, the file is corrupt — export again")
+            check_listed_files(path, manifest.get("files", {}), "export again (`mmfree export --target onnx`)")
         return cls(path, manifest, threads)
 
     def _session(self, kind: str):
@@ -66,7 +62,11 @@ class OnnxEngine(Engine):
                 # ORT would fuse DequantizeLinear+MatMul into blockwise-int8 MatMulNBits, which is
                 # not exact; without the fusion it folds the weights to float32 at load.
                 options.add_session_config_entry("session.disable_quant_qdq", "1")
-            graph = self.path / self.onnx_config["graphs"][kind]["file"]
+            try:
+                name = self.onnx_config["graphs"][kind]["file"]
+            except (KeyError, TypeError):
+                raise UserError(f"{self.path}/onnx_config.json: no graphs.{kind}.file — export again") from None
+            graph = inside(self.path, name, f"graphs.{kind}.file")
             self._sessions[kind] = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
         return self._sessions[kind]
 

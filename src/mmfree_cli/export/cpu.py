@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..fileio import load_safetensors, read_json, save_safetensors, sha256_file, write_json
+from ..fileio import check_listed_files, load_safetensors, read_json, save_safetensors, sha256_file, write_json
 from ..data.tokenizer import copy_tokenizer_files
 from ..quant import intspec
 from ..quant.packing import pack_i2, unpack_i2
@@ -102,11 +102,7 @@ def read_int_model(path: str | Path) -> dict[str, np.ndarray]:
     if not is_cpu_export(path):
         return int_model_of(path)
     manifest = read_json(path / MANIFEST)
-    for name, digest in manifest.get("files", {}).items():
-        if not (path / name).is_file():
-            raise UserError(f"{path / name}: missing from the cpu export — re-export the model")
-        if sha256_file(path / name) != digest:
-            raise UserError(f"{path / name}: checksum mismatch, the file is corrupt — re-export the model")
+    check_listed_files(path, manifest.get("files", {}), "re-export the model (`mmfree export --target cpu`)")
     if manifest.get("integer_spec_version") != intspec.SPEC_VERSION:
         raise UserError(f"{path}: integer spec version {manifest.get('integer_spec_version')}, this mmfree "
                         f"reads version {intspec.SPEC_VERSION} — re-export the model")

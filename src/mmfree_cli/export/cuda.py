@@ -21,7 +21,7 @@ import torch
 
 from ..data.tokenizer import copy_tokenizer_files
 from ..errors import UserError
-from ..fileio import read_json, save_safetensors, sha256_file, write_json
+from ..fileio import check_listed_files, read_json, save_safetensors, sha256_file, write_json
 
 FORMAT = "mmfree-cuda"
 FORMAT_VERSION = 1
@@ -67,9 +67,7 @@ def read_export(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{path}: not a cuda export of format {FORMAT} v{FORMAT_VERSION} — "
                         "re-run `mmfree export --target cuda`")
-    for name, digest in manifest.get("files", {}).items():
-        if not (path / name).is_file() or sha256_file(path / name) != digest:
-            raise UserError(f"{path / name}: missing or checksum mismatch — re-run `mmfree export --target cuda`")
+    check_listed_files(path, manifest.get("files", {}), "re-run `mmfree export --target cuda`")
     return read_json(path / "config.json"), load_safetensors(path / WEIGHTS)[0]
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from ..fileio import load_safetensors, read_json, save_safetensors, sha256_file, write_json
+from ..fileio import check_listed_files, inside, load_safetensors, read_json, save_safetensors, sha256_file, write_json
 from .packing import LAYOUTS, pack, packed_shape, unpack
 from .rowint8 import check_rows, dequantize_rows, quantize_rows
 
@@ -176,13 +176,7 @@ def read_manifest(directory: Path) -> dict:
     if version != FORMAT_VERSION:
         raise UserError(f"{directory / MANIFEST}: format_version {version!r} is not supported "
                         f"(this mmfree reads {FORMAT_VERSION}) — re-run `mmfree quantize`")
-    for name, want in (manifest.get("files") or {}).items():
-        path = directory / name
-        if not path.is_file():
-            raise UserError(f"{path}: missing from the packed model — re-run `mmfree quantize`")
-        if sha256_file(path) != want:
-            raise UserError(f"{path}: sha256 does not match manifest.json, the file is corrupt or "
-                            "was changed — re-run `mmfree quantize`")
+    check_listed_files(directory, manifest.get("files") or {}, "re-run `mmfree quantize`")
     return manifest
 
 
@@ -242,7 +236,7 @@ def read_packed(path: str | Path) -> TernaryModel:
     if not path.is_dir():
         raise UserError(f"{path}: packed model not found")
     manifest = read_manifest(path)
-    model = read_packed_weights(path / manifest.get("weights", WEIGHTS))
+    model = read_packed_weights(inside(path, manifest.get("weights", WEIGHTS), "weights"))
     if model.layout != manifest.get("layout"):
         raise UserError(f"{path}: manifest layout {manifest.get('layout')!r} does not match "
                         f"{WEIGHTS} layout {model.layout!r}")
