@@ -114,8 +114,9 @@ class ChatSession:
     """One conversation: messages, the recurrent state that holds them, and what is still to feed."""
 
     def __init__(self, engine: Engine, template: ChatTemplate | None, params: SamplingParams,
-                 system: str | None = None):
+                 system: str | None = None, max_prompt_tokens: int | None = None):
         self.engine, self.template, self.params, self.system = engine, template, params, system
+        self.max_prompt_tokens = max_prompt_tokens
         self.reset()
 
     def reset(self) -> None:
@@ -126,7 +127,17 @@ class ChatSession:
         self.carry_text = ""
 
     def send(self, user_text: str) -> Generation:
-        """Start the answer to `user_text`; iterate the result to stream it, then call `finish`."""
+        """Start the answer to `user_text`; iterate the result to stream it, then call `finish`.
+        On a UserError (an empty or too long message) the conversation is as it was."""
+        before = (len(self.messages), self.state, self.consumed, self.carry_tokens, self.carry_text)
+        try:
+            return self._send(user_text)
+        except UserError:
+            n, self.state, self.consumed, self.carry_tokens, self.carry_text = before
+            del self.messages[n:]
+            raise
+
+    def _send(self, user_text: str) -> Generation:
         if self.template is None:
             delta = user_text
             self.messages.append({"role": "user", "content": user_text})
@@ -147,7 +158,8 @@ class ChatSession:
         stops = tuple(dict.fromkeys(self.params.stop + (self.template.stop if self.template else ())))
         self._pending_delta = delta
         return Generation(self.engine, ids, self.params.replace(stop=stops),
-                          state=self.engine.new_state(1) if fresh else self.state)
+                          state=self.engine.new_state(1) if fresh else self.state,
+                          max_prompt_tokens=self.max_prompt_tokens)
 
     def finish(self, gen: Generation) -> None:
         """Record the answer: the state now holds it (minus the carry fed with the next turn)."""
@@ -201,14 +213,14 @@ HELP = """commands: /reset (forget the conversation)  /save [FILE]  /load FILE
 
 
 def run_chat(engine: Engine, template: ChatTemplate | None, params: SamplingParams, system: str | None = None,
-             banner: str = "", stdin=None, out=None) -> None:
+             banner: str = "", stdin=None, out=None, max_prompt_tokens: int | None = None) -> None:
     """The interactive loop: read a line, stream the answer, show tokens/s; slash commands."""
     stdin, out = stdin or sys.stdin, out or sys.stdout
     if stdin.isatty():
         import readline  # noqa: F401  (line editing and history for input())
     if hasattr(stdin, "reconfigure"):
         stdin.reconfigure(errors="replace")  # bytes that are not UTF-8 become �, not a crash
-    session = ChatSession(engine, template, params, system)
+    session = ChatSession(engine, template, params, system, max_prompt_tokens)
     mode = f"template {template.name}" if template else "plain continuation (no chat template)"
     out.write(f"{banner}{mode} — /help for commands, /exit to leave\n")
     while True:
@@ -281,10 +293,10 @@ def _command(session: ChatSession, line: str, out) -> bool:
 
 def chat_command(model: str | None, engine_name: str, template: str, params: SamplingParams,
                  system: str | None = None, dtype: str | None = None, threads: int | None = None,
-                 device: str | None = None) -> None:
+                 device: str | None = None, max_prompt_tokens: int | None = None) -> None:
     """`mmfree chat`: load the model (default: the newest run) and talk."""
     from .generate import open_engine
     engine, path = open_engine(model, engine_name, dtype, threads, device)
     chosen = find_template(path, template)
     banner = f"mmfree chat — {path.name} on {engine.name}; "
-    run_chat(engine, chosen, params, system, banner)
+    run_chat(engine, chosen, params, system, banner, max_prompt_tokens=max_prompt_tokens)

@@ -159,6 +159,7 @@ def generate(
     dtype: Optional[str] = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads (default: torch's choice; the cpu engine uses one per core)."),
     device: Optional[str] = typer.Option(None, "--device", help="fpga engine: the XDMA node prefix, e.g. /dev/xdma0 (or DIR/xdma0 of `mmfree fpga-emulator`)."),
+    max_prompt_tokens: int = typer.Option(32768, help="Refuse longer prompts (the prompt is read in chunks; this bounds the work a pasted file can start)."),
 ):
     """Continue a prompt once, streaming the text as it is generated.
 
@@ -166,12 +167,14 @@ def generate(
       mmfree generate "ROMEO:"
       mmfree generate runs/latest "Once upon a time" -n 100 -t 0.8 --top-p 0.95
       echo "To be, or not to be" | mmfree generate --json
+      mmfree generate --max-prompt-tokens 100000 < long_document.txt
     """
     from .generate import SamplingParams, generate_command
     params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                             min_p=min_p, repetition_penalty=repetition_penalty, seed=seed,
                             stop=tuple(stop or ()), ignore_eos=ignore_eos)
-    result = generate_command(args or [], engine, params, as_json, dtype, threads, add_bos=False if no_bos else None, device=device)
+    result = generate_command(args or [], engine, params, as_json, dtype, threads, add_bos=False if no_bos else None,
+                              device=device, max_prompt_tokens=max_prompt_tokens)
     if not as_json:
         Console(stderr=True).print(f"[dim][{result['completion_tokens']} tokens, {result['tokens_per_s']:.1f} tokens/s, "
                                    f"{result['engine']}][/]", highlight=False)
@@ -193,6 +196,7 @@ def chat(
     dtype: Optional[str] = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads (default: torch's choice; the cpu engine uses one per core)."),
     device: Optional[str] = typer.Option(None, "--device", help="fpga engine: the XDMA node prefix, e.g. /dev/xdma0 (or DIR/xdma0 of `mmfree fpga-emulator`)."),
+    max_prompt_tokens: int = typer.Option(32768, help="Refuse a message longer than this many tokens (the session goes on)."),
 ):
     """Talk to a model in the terminal; answers stream as they are generated and the conversation
     is carried in the recurrent state. Commands: /reset /save /load /params /help /exit.
@@ -201,12 +205,13 @@ def chat(
       mmfree chat
       mmfree chat runs/latest --template none -t 0.8
       mmfree chat checkpoints/MMfreeLM-370M --template dialogue --system "You are terse."
+      mmfree chat --max-prompt-tokens 100000
     """
     from .chat import chat_command
     from .generate import SamplingParams
     params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                             min_p=min_p, repetition_penalty=repetition_penalty, seed=seed)
-    chat_command(model, engine, template, params, system, dtype, threads, device)
+    chat_command(model, engine, template, params, system, dtype, threads, device, max_prompt_tokens)
 
 
 @app.command()

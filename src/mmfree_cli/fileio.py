@@ -149,7 +149,8 @@ def check_listed_files(directory: str | os.PathLike, files: object, fix: str) ->
         if not path.is_file():
             raise UserError(f"{path}: missing — {fix}")
         if sha256_file(path) != digest:
-            raise UserError(f"{path}: checksum mismatch, the file is corrupt or was changed — {fix}")
+            raise UserError(f"{path}: checksum mismatch (its sha256 differs from the manifest), the file is corrupt "
+                            f"or was changed — {fix}")
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
