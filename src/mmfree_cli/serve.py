@@ -110,8 +110,9 @@ class Limits:
     max_body_bytes: int = 4 << 20
     """Largest request body (a 32k-token prompt as a JSON list of ids is ~250 KB)."""
     prefill_chunk: int = 64
-    """Prompt tokens read per scheduler step while other requests decode: how long one long prompt
-    may delay everyone else's next token (alone, a prompt is read 512 at a time)."""
+    """Most prompt tokens read per scheduler step while other requests decode (fewer when a decode
+    step is quicker than reading them): bounds how long one long prompt delays everyone else's next
+    token. Alone, a prompt is read 512 at a time."""
 
 
 @dataclass
@@ -141,6 +142,8 @@ class Scheduler:
         self.cache = PrefixCache(engine, size=16)
         self.batch_peak = 0  # the most requests ever decoded together (shown by /health)
         self.active = 0  # requests reading their prompt or decoding now (shown by /health)
+        self.step_s = 0.0  # recent decode step time, and prompt-reading time per token (moving averages)
+        self.token_s = 0.0
         threading.Thread(target=self._run, name="mmfree-scheduler", daemon=True).start()
 
     def submit(self, job: Job) -> None:
@@ -163,9 +166,17 @@ class Scheduler:
             return False
 
     def _read_prompt(self, job: Job, busy: bool) -> bool:
-        """One chunk of the job's prompt (a small one while others decode); True once it is read."""
+        """One chunk of the job's prompt; True once it is read. While others decode, the chunk is
+        at most `prefill_chunk` tokens and, once timings are known, about one decode step's work,
+        so a long prompt delays everyone else's next token by about one step."""
         try:
-            job.feed.advance(self.prefill_chunk if busy else 512)
+            tokens = 512
+            if busy:
+                fits = int(self.step_s / self.token_s) if self.token_s > 0 else self.prefill_chunk
+                tokens = max(1, min(self.prefill_chunk, fits))
+            t0, before = time.perf_counter(), job.feed.fed
+            job.feed.advance(tokens)
+            self.token_s = _average(self.token_s, (time.perf_counter() - t0) / max(1, job.feed.fed - before))
             if not job.feed.done:
                 return False
             job.sequence = Sequence(self.engine, job.params, job.feed.state, job.feed.logits,
@@ -197,7 +208,9 @@ class Scheduler:
                 continue
             self.batch_peak = max(self.batch_peak, len(running))
             try:
+                t0 = time.perf_counter()
                 chunks = decode_step(self.engine, [j.sequence for j in running])
+                self.step_s = _average(self.step_s, time.perf_counter() - t0)
             except Exception as e:
                 for j in running:
                     j.put("error", e)
@@ -210,6 +223,10 @@ class Scheduler:
                     job.put("done", job.sequence)
             running = [j for j in running if not j.sequence.finished]
             self.active = len(running) + len(reading)
+
+
+def _average(old: float, new: float) -> float:
+    return new if old == 0 else 0.8 * old + 0.2 * new
 
 
 def sampling_params(req: _Sampling, limits: Limits, stops: tuple[str, ...] = ()) -> SamplingParams:
