@@ -1,16 +1,18 @@
-"""Batch-1 decode and prefill of the CPU integer engine on a 370M-shape model (random weights).
+"""Batch-1 decode of the CPU integer engine on a 370M-shape model, against the memory bound and
+against llama.cpp's ternary types, in interleaved rounds.
 
-Measured in one run, on the same machine state:
-- a streaming read bandwidth: a parallel numba sum over a buffer as large as the ternary weights
-  one token reads (so the same cache level serves both), and over 1 GiB for reference;
-- the integer engine's decode time per token, hence the fraction of the bandwidth bound it
-  reaches: (weight bytes per token / time per token) / streaming bandwidth;
-- the PyTorch float engine's decode time per token on the same model (weights quantized once,
-  float32; the faster of torch's default threads and one thread), and the speed-up;
-- prefill tokens/s of the integer engine (and of the torch engine) for one prompt of T tokens.
+Each round, on the same machine state (the load average is recorded before and after):
+- the streaming-read bound at 1 and 2 threads (`bench.bandwidth`: best of numpy, torch and the
+  engine's own thread team over a buffer 8x the last-level cache);
+- the engine's decode tokens/s at 1 and 2 threads, hence the fraction of the bound it reaches:
+  (ternary weight bytes per token x tokens/s) / bound; a fraction above 1 stops the run;
+- llama.cpp's TQ2_0 and TQ1_0 at 1 and 2 threads (`bench.peer_llamacpp`: a Llama-shaped GGUF
+  with the same 341,049,344 ternary weights), when llama-bench is installed;
+then prefill tokens/s of the engine once. Rows are recorded per metric over the rounds (median,
+min..max); a target counts as met only when every round meets it.
 
-    python -m bench.cpu_decode                 # 370m shape, 24 layers
-    python -m bench.cpu_decode --layers 4      # quicker, same widths
+    python -m bench.cpu_decode                 # 370m shape, 3 rounds (~5 min on 2 cores)
+    python -m bench.cpu_decode --layers 4 --rounds 1 --no-peer   # quick look
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -27,114 +28,17 @@ if __package__ in (None, ""):
 
 import numpy as np
 import torch
-from numba import njit, prange
 
+from bench import bandwidth, peer_llamacpp
 from bench.record import record
 from mmfree_cli.benchmark import timed
 from mmfree_cli.engines.cpu_int import CompiledModel
-from mmfree_cli.engines.torch_engine import freeze_ternary_weights
 from mmfree_cli.model import HGRNBitForCausalLM, preset
-from mmfree_cli.quant import intspec
+from mmfree_cli.quant.intmodel import int_model_from_float
 
-# The streaming read runs on numba's OpenMP threads; by default they spin for a while after each
-# read, on the cores the engine's decode (which alternates with it) then needs. Sleeping instead
-# costs the read one wake-up (~30 µs of ~6 ms). torch has its own OpenMP runtime, already loaded
-# and configured by now, so its baseline is not affected.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-BENCH = "cpu_decode (integer engine, 370M shape, random weights, batch 1)"
-
-
-@njit(parallel=True, cache=True)
-def _stream_sum(words):
-    chunks = 256
-    per = words.shape[0] // chunks
-    partial = np.zeros(chunks, dtype=np.uint64)
-    for c in prange(chunks):
-        s = np.uint64(0)
-        for i in range(c * per, (c + 1) * per):
-            s += words[i]
-        partial[c] = s
-    return partial.sum()
-
-
-def stream_bandwidth(nbytes: int, repeats: int) -> list[float]:
-    """GB/s of a parallel streaming read over `nbytes`, one figure per repeat."""
-    words = np.ones(nbytes // 8, dtype=np.uint64)
-    _stream_sum(words)
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        _stream_sum(words)
-        out.append(words.nbytes / (time.perf_counter() - t) / 1e9)
-    return out
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--layers", type=int, default=24)
-    ap.add_argument("--steps", type=int, default=16, help="decode steps timed per repeat")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--prefill", type=int, default=64, help="prompt length for the prefill figure")
-    ap.add_argument("--torch-steps", type=int, default=3)
-    args = ap.parse_args()
-    torch.manual_seed(0)
-    config = preset("370m", num_hidden_layers=args.layers)
-    model = HGRNBitForCausalLM(config).eval()
-    compiled = CompiledModel(intspec.int_model_from_float(model))
-    freeze_ternary_weights(model)
-    weight_bytes = compiled.weight_bytes()
-    load = os.getloadavg()[0]
-    notes = (f"{args.layers} layers x d=1024, I=2816, V=32000, {compiled.kernel} kernel, "
-             f"{compiled.threads}-thread team; 2-core VM, load average "
-             f"{load:.1f} at start (no other jobs of ours running)")
-
-    state = np.zeros((config.num_hidden_layers, 1, config.hidden_size), dtype=np.int32)
-    compiled.forward(np.array([[1]]), state)  # compile / warm up
-    words = np.ones(weight_bytes // 8, dtype=np.uint64)
-    _stream_sum(words)
-    # decode and the streaming read alternate, so both see the same load on a shared machine
-    step_times, bw_same = [], []
-    for _ in range(args.repeats):
-        step_times.append(timed(lambda: _decode(compiled, state, args.steps), 1)[0] / args.steps)
-        bw_same.append(words.nbytes / timed(lambda: _stream_sum(words), 1)[0] / 1e9)
-    bw_dram = stream_bandwidth(1 << 30, 3)
-    prompt = np.random.default_rng(0).integers(0, config.vocab_size, (1, args.prefill))
-    prefill_times = timed(lambda: compiled.forward(prompt, state), max(2, args.repeats // 2))
-
-    # torch is timed with its default threads and with one thread (its OpenMP workers stall on a
-    # loaded machine); the faster setting is the baseline, so the speed-up is not flattered
-    torch_step, torch_prefill, torch_threads = None, None, torch.get_num_threads()
-    for threads in dict.fromkeys((torch.get_num_threads(), 1)):
-        torch.set_num_threads(threads)
-        with torch.no_grad():
-            ids, tstate = torch.tensor([1]), model.empty_state(1)
-            model.step(ids, tstate)
-            step = timed(lambda: model.step(ids, tstate), args.torch_steps)
-            pre = timed(lambda: model(torch.from_numpy(prompt)), 2)
-        if torch_step is None or statistics.median(step) < statistics.median(torch_step):
-            torch_step, torch_prefill, torch_threads = step, pre, threads
-    notes_torch = notes + f"; torch at {torch_threads} thread(s), the faster of default and 1"
-
-    tps = [1 / t for t in step_times]
-    fraction = [(weight_bytes / t) / 1e9 / bw for t, bw in zip(step_times, bw_same)]
-    speedup = statistics.median(tps) * statistics.median(torch_step)
-    record(BENCH, "weight bytes read per token", float(weight_bytes), "bytes", notes=notes)
-    record(BENCH, "streaming read bandwidth (buffer = weight bytes)", bw_same, "GB/s", notes=notes)
-    record(BENCH, "streaming read bandwidth (1 GiB buffer)", bw_dram, "GB/s", notes=notes)
-    record(BENCH, "decode tokens/s, integer engine", tps, "tokens/s", notes=notes)
-    record(BENCH, "fraction of the bandwidth bound", fraction, "ratio", target=">= 0.60",
-           met=statistics.median(fraction) >= 0.6, notes=notes + "; bound = bytes per token / streaming bandwidth")
-    record(BENCH, "decode tokens/s, torch float engine", [1 / t for t in torch_step], "tokens/s", notes=notes_torch)
-    record(BENCH, "decode speed-up over the torch float engine", speedup, "x", target=">= 5",
-           met=speedup >= 5, notes=notes_torch)
-    record(BENCH, f"prefill tokens/s, integer engine (T={args.prefill})",
-           [args.prefill / t for t in prefill_times], "tokens/s", notes=notes)
-    record(BENCH, f"prefill tokens/s, torch float engine (T={args.prefill})",
-           [args.prefill / t for t in torch_prefill], "tokens/s", notes=notes_torch)
-    print(f"decode {statistics.median(tps):.1f} tok/s ({statistics.median(fraction):.2f} of the bound at "
-          f"{statistics.median(bw_same):.1f} GB/s), torch {1 / statistics.median(torch_step):.2f} tok/s "
-          f"(x{speedup:.1f}), prefill {args.prefill / statistics.median(prefill_times):.1f} tok/s")
+BENCH = "cpu_decode (integer engine against the memory bound and llama.cpp, 370M shape, batch 1)"
+THREADS = (1, 2)
+FRACTION_TARGET, PEER_TARGET = 0.50, 1.5
 
 
 def _decode(compiled: CompiledModel, state: np.ndarray, steps: int) -> None:
@@ -142,6 +46,110 @@ def _decode(compiled: CompiledModel, state: np.ndarray, steps: int) -> None:
     for _ in range(steps):
         logits, state = compiled.forward(tok, state)
         tok = logits[:, -1].argmax(-1)[:, None]
+
+
+def engine_tokens_per_s(compiled: CompiledModel, state: np.ndarray, steps: int, repeats: int) -> float:
+    """Median tokens/s of `repeats` timed runs of `steps` decode steps."""
+    return statistics.median(steps / t for t in timed(lambda: _decode(compiled, state, steps), repeats))
+
+
+def one_round(engines: dict, state: np.ndarray, args, peer: tuple | None) -> dict[str, float]:
+    """Every figure of one round (see the module docstring), keyed by metric name."""
+    load_before = os.getloadavg()[0]
+    out: dict[str, float] = {}
+    for threads, compiled in engines.items():
+        bound, reader = bandwidth.best(bandwidth.measure(threads, args.bw_repeats, compiled.team))
+        tps = engine_tokens_per_s(compiled, state, args.steps, args.repeats)
+        fraction = compiled.weight_bytes() * tps / 1e9 / bound
+        print(f"  {threads} thread(s): bound {bound:.1f} GB/s ({reader}), engine {tps:.1f} tok/s = "
+              f"{fraction:.2f} of it", flush=True)
+        bandwidth.check_fraction(fraction, f"engine at {threads} thread(s)")
+        out[f"bound {threads}"], out[f"engine {threads}"], out[f"fraction {threads}"] = bound, tps, fraction
+    if peer:
+        llama_bench, files = peer
+        for qtype, path in files.items():
+            for threads in engines:
+                tps = statistics.median(peer_llamacpp.decode_tokens_per_s(llama_bench, path, threads, args.steps))
+                print(f"  llama.cpp {qtype} {threads} thread(s): {tps:.1f} tok/s", flush=True)
+                out[f"{qtype} {threads}"] = tps
+    out["load before"], out["load after"] = load_before, os.getloadavg()[0]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 epilog="example: python -m bench.cpu_decode --rounds 3")
+    ap.add_argument("--layers", type=int, default=24)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=32, help="decode steps per timed run (and llama-bench -n)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per round (median)")
+    ap.add_argument("--bw-repeats", type=int, default=3, help="reads per bandwidth reader per round")
+    ap.add_argument("--prefill", type=int, default=64, help="prompt length for the prefill figure")
+    ap.add_argument("--no-peer", action="store_true", help="leave llama.cpp out")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    config = preset("370m", num_hidden_layers=args.layers)
+    int_model = int_model_from_float(HGRNBitForCausalLM(config).eval())
+    engines = {t: CompiledModel(int_model, threads=t) for t in THREADS}
+    kernel = engines[THREADS[-1]].kernel
+    state = np.zeros((config.num_hidden_layers, 1, config.hidden_size), dtype=np.int32)
+    for compiled in engines.values():
+        _decode(compiled, state, 2)  # compile, warm up, start the team
+
+    peer, peer_note = None, ""
+    llama_bench = None if args.no_peer else peer_llamacpp.find_llama_bench()
+    if llama_bench:
+        d, inner, vocab = config.hidden_size, config.intermediate_size, config.vocab_size
+        files = {q: peer_llamacpp.gguf_file(q, d, inner, args.layers, vocab) for q in peer_llamacpp.TYPES}
+        peer = (llama_bench, files)
+        peer_note = (f"; llama.cpp ({peer_llamacpp.build_info(llama_bench)}) llama-bench tg{args.steps}, "
+                     f"Llama-shaped GGUF with {peer_llamacpp.ternary_weight_count(d, inner, args.layers, vocab):,} "
+                     "ternary weights, F16 embedding")
+    elif not args.no_peer:
+        print(peer_llamacpp.MISSING)
+
+    rounds = []
+    for i in range(args.rounds):
+        print(f"round {i + 1}/{args.rounds}", flush=True)
+        rounds.append(one_round(engines, state, args, peer))
+    prompt = np.random.default_rng(0).integers(0, config.vocab_size, (1, args.prefill))
+    prefill = timed(lambda: engines[THREADS[-1]].forward(prompt, state), 3)
+    _record(rounds, engines, kernel, args, peer_note, [args.prefill / t for t in prefill])
+
+
+def _record(rounds: list[dict], engines: dict, kernel: str, args, peer_note: str, prefill: list[float]) -> None:
+    loads = ", ".join(f"{r['load before']:.1f}->{r['load after']:.1f}" for r in rounds)
+    weight_bytes = engines[THREADS[-1]].weight_bytes()
+    notes = (f"{args.layers} layers x d=1024, I=2816, V=32000, {kernel} kernel, {len(rounds)} interleaved "
+             f"rounds; load average (1 min) before->after each round: {loads}; bound = best streaming "
+             f"read of {bandwidth.buffer_bytes() >> 20} MiB (numpy, torch, engine team) at that thread count")
+
+    def col(key):
+        return [r[key] for r in rounds]
+
+    record(BENCH, "weight bytes read per token", float(weight_bytes), "bytes", notes=notes)
+    for t in THREADS:
+        record(BENCH, f"streaming read bound, {t} thread(s)", col(f"bound {t}"), "GB/s", notes=notes)
+        record(BENCH, f"decode tokens/s, engine, {t} thread(s)", col(f"engine {t}"), "tokens/s", notes=notes)
+        fraction = col(f"fraction {t}")
+        record(BENCH, f"fraction of the bandwidth bound, {t} thread(s)", fraction, "ratio",
+               target=f">= {FRACTION_TARGET}" if t == 2 else "",
+               met=min(fraction) >= FRACTION_TARGET if t == 2 else None, notes=notes)
+    if peer_note:
+        for qtype in peer_llamacpp.TYPES:
+            for t in THREADS:
+                record(BENCH, f"decode tokens/s, llama.cpp {qtype}, {t} thread(s)", col(f"{qtype} {t}"),
+                       "tokens/s", notes=notes + peer_note)
+                ratio = [r[f"engine {t}"] / r[f"{qtype} {t}"] for r in rounds]
+                is_target = qtype == "TQ2_0"
+                record(BENCH, f"speed-up over llama.cpp {qtype}, {t} thread(s)", ratio, "x",
+                       target=f">= {PEER_TARGET}" if is_target else "",
+                       met=min(ratio) >= PEER_TARGET if is_target else None, notes=notes + peer_note)
+    record(BENCH, f"prefill tokens/s, engine, {THREADS[-1]} threads (T={args.prefill})", prefill, "tokens/s",
+           notes=notes)
+    summary = ", ".join(f"{t} thread(s) {statistics.median(col(f'engine {t}')):.1f} tok/s "
+                        f"({statistics.median(col(f'fraction {t}')):.2f} of the bound)" for t in THREADS)
+    print(f"engine: {summary}; loads {loads}")
 
 
 if __name__ == "__main__":

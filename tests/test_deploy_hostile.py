@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from mmfree_cli.deploy.bundle import Bundle
 from mmfree_cli.errors import UserError
+from mmfree_cli.formats.fpga import Bundle
 from test_deploy import FUSE_MISSING, emulated_card, make_bundle, make_run, run_cli
 
 

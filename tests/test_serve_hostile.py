@@ -129,17 +129,17 @@ def test_a_huge_body_is_refused_before_it_is_read(server):
 
 LONE = '"\\ud800"'
 BAD_BODIES = {
-    "seed 2**63": ('{"model": "hostile", "prompt": "x", "seed": %d}' % 2 ** 63, "seed"),
-    "seed below int64": ('{"model": "hostile", "prompt": "x", "seed": %d}' % -(2 ** 63 + 1), "seed"),
-    "lone surrogate prompt": ('{"model": "hostile", "prompt": %s}' % LONE, "Unicode"),
-    "lone surrogate stop": ('{"model": "hostile", "prompt": "x", "stop": %s}' % LONE, "Unicode"),
+    "seed 2**63": ('{"model": "hostile", "prompt": "x", "seed": ' + str(2 ** 63) + '}', "seed"),
+    "seed below int64": ('{"model": "hostile", "prompt": "x", "seed": ' + str(-(2 ** 63 + 1)) + '}', "seed"),
+    "lone surrogate prompt": ('{"model": "hostile", "prompt": ' + LONE + '}', "Unicode"),
+    "lone surrogate stop": ('{"model": "hostile", "prompt": "x", "stop": ' + LONE + '}', "Unicode"),
     "NaN temperature": ('{"model": "hostile", "prompt": "x", "temperature": NaN}', "temperature"),
     "max_tokens 0": ('{"model": "hostile", "prompt": "x", "max_tokens": 0}', "max_tokens"),
     "max_tokens -1": ('{"model": "hostile", "prompt": "x", "max_tokens": -1}', "max_tokens"),
     "five stops": ('{"model": "hostile", "prompt": "x", "stop": ["a", "b", "c", "d", "e"]}', "stop"),
-    "long stop": ('{"model": "hostile", "prompt": "x", "stop": ["%s"]}' % ("s" * 5000), "stop"),
-    "long prompt": ('{"model": "hostile", "prompt": "%s"}' % ("p" * 5000), "2000"),
-    "long id prompt": ('{"model": "hostile", "prompt": [%s]}' % ", ".join(["65"] * 2001), "2000"),
+    "long stop": ('{"model": "hostile", "prompt": "x", "stop": ["' + "s" * 5000 + '"]}', "stop"),
+    "long prompt": ('{"model": "hostile", "prompt": "' + "p" * 5000 + '"}', "2000"),
+    "long id prompt": ('{"model": "hostile", "prompt": [' + ", ".join(["65"] * 2001) + ']}', "2000"),
     "nested prompt": ('{"model": "hostile", "prompt": [[1, 2]]}', "prompt"),
 }
 BAD_CHATS = {
@@ -147,9 +147,9 @@ BAD_CHATS = {
                           "messages"),
     "image part": ('{"model": "hostile", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": '
                    '{"url": "http://x"}}]}]}', "image_url"),
-    "lone surrogate message": ('{"model": "hostile", "messages": [{"role": "user", "content": %s}]}' % LONE, "Unicode"),
+    "lone surrogate message": ('{"model": "hostile", "messages": [{"role": "user", "content": ' + LONE + '}]}', "Unicode"),
     "content object": ('{"model": "hostile", "messages": [{"role": "user", "content": {"a": 1}}]}', "messages"),
-    "long chat": ('{"model": "hostile", "messages": [{"role": "user", "content": "%s"}]}' % ("q" * 3000), "2000"),
+    "long chat": ('{"model": "hostile", "messages": [{"role": "user", "content": "' + "q" * 3000 + '"}]}', "2000"),
 }
 
 

@@ -29,7 +29,6 @@ from .errors import UserError
 from .generate import Generation, SamplingParams, default_add_bos
 
 
-
 @dataclass
 class ChatTemplate:
     name: str

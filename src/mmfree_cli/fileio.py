@@ -13,9 +13,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -137,20 +137,6 @@ def inside(base: str | os.PathLike, rel: object, what: str) -> Path:
         raise UserError(f"{base}: {what} {rel[:80]!r} points outside the directory — the manifest is damaged "
                         "or crafted; re-export it")
     return path
-
-
-def check_listed_files(directory: str | os.PathLike, files: object, fix: str) -> None:
-    """A manifest's {"name": sha256} list: every name inside `directory`, present, and matching."""
-    directory = Path(directory)
-    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
-        raise UserError(f"{directory}/manifest.json: `files` must map names to sha256 strings — {fix}")
-    for name, digest in files.items():
-        path = inside(directory, name, "a file of the manifest")
-        if not path.is_file():
-            raise UserError(f"{path}: missing — {fix}")
-        if sha256_file(path) != digest:
-            raise UserError(f"{path}: checksum mismatch (its sha256 differs from the manifest), the file is corrupt "
-                            f"or was changed — {fix}")
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -11,7 +11,7 @@ prompt with the decode steps of other requests instead of stalling them for the 
 
 from __future__ import annotations
 
-from typing import Sequence as Seq
+from collections.abc import Sequence as Seq
 
 import torch
 

@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -58,7 +58,7 @@ class _Sampling(BaseModel):
     """The request fields both endpoints share (OpenAI names, plus top_k, min_p, repetition_penalty)."""
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
     model: str
-    max_tokens: Optional[int] = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1)
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
@@ -66,16 +66,16 @@ class _Sampling(BaseModel):
     repetition_penalty: float = 1.0
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
-    stop: Optional[Union[str, list[str]]] = None
-    seed: Optional[int] = Field(None, ge=-INT64, lt=INT64)
+    stop: str | list[str] | None = None
+    seed: int | None = Field(None, ge=-INT64, lt=INT64)
     n: int = 1
     stream: bool = False
-    stream_options: Optional[dict[str, Any]] = None
-    logprobs: Optional[Union[bool, int]] = None
+    stream_options: dict[str, Any] | None = None
+    logprobs: bool | int | None = None
 
 
 class CompletionRequest(_Sampling):
-    prompt: Union[str, list[str], list[int]]
+    prompt: str | list[str] | list[int]
     echo: bool = False
 
 
@@ -83,18 +83,18 @@ class ContentPart(BaseModel):
     """One part of a message's content list; only text parts are understood."""
     model_config = ConfigDict(extra="ignore")
     type: str
-    text: Optional[str] = None
+    text: str | None = None
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "developer", "user", "assistant"]
-    content: Union[str, list[ContentPart], None] = None
+    content: str | list[ContentPart] | None = None
 
 
 class ChatRequest(_Sampling):
     messages: list[ChatMessage]
-    max_completion_tokens: Optional[int] = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
 
 
 @dataclass
@@ -141,7 +141,7 @@ class Scheduler:
         self.inbox: queue.Queue[Job] = queue.Queue()
         self.cache = PrefixCache(engine, size=16)
         self.batch_peak = 0  # the most requests ever decoded together (shown by /health)
-        self.active = 0  # requests reading their prompt or decoding now (shown by /health)
+        self.active = self.running = 0  # requests reading their prompt or decoding, and decoding (/health)
         self.step_s = 0.0  # recent decode step time, and prompt-reading time per token (moving averages)
         self.token_s = 0.0
         threading.Thread(target=self._run, name="mmfree-scheduler", daemon=True).start()
@@ -203,7 +203,7 @@ class Scheduler:
             if reading and self._read_prompt(reading[0], busy=bool(running)):
                 running.append(reading.pop(0))
             running = [j for j in running if not j.cancelled]
-            self.active = len(running) + len(reading)
+            self.active, self.running = len(running) + len(reading), len(running)
             if not running:
                 continue
             self.batch_peak = max(self.batch_peak, len(running))
@@ -222,11 +222,29 @@ class Scheduler:
                 if job.sequence.finished:
                     job.put("done", job.sequence)
             running = [j for j in running if not j.sequence.finished]
-            self.active = len(running) + len(reading)
+            self.active, self.running = len(running) + len(reading), len(running)
 
 
 def _average(old: float, new: float) -> float:
     return new if old == 0 else 0.8 * old + 0.2 * new
+
+
+# ---- batched decoding on the device (serve_batch.py): the hook the app calls ----------------------
+def make_scheduler(engine: Engine, max_batch: int, prefill_chunk: int = 64):
+    """The continuous-batching scheduler of serve_batch.py where the engine has a device-side batched
+    decoder (the cuda engine), else `Scheduler`."""
+    if hasattr(engine, "batched_decoder"):
+        from .serve_batch import BatchedScheduler
+        return BatchedScheduler(engine, max_batch)
+    return Scheduler(engine, max_batch, prefill_chunk)
+
+
+def scheduler_load(sched) -> dict[str, int]:
+    """/health's view of the queue: requests running and waiting for a slot."""
+    if sched is None:
+        return {"running": 0, "queue_depth": 0}
+    return {"running": getattr(sched, "running", 0), "queue_depth": sched.inbox.qsize()}
+# ---------------------------------------------------------------------------------------------------
 
 
 def sampling_params(req: _Sampling, limits: Limits, stops: tuple[str, ...] = ()) -> SamplingParams:
@@ -237,7 +255,7 @@ def sampling_params(req: _Sampling, limits: Limits, stops: tuple[str, ...] = ())
                        "max_tokens", "context_length_exceeded")
     for name in ("n", "presence_penalty", "frequency_penalty", "logprobs"):
         value = getattr(req, name)
-        if value not in ({1} if name == "n" else {0, None, False}):
+        if value not in ({1} if name == "n" else {0, None}):
             raise APIError(400, f"{name}={value!r} is not supported by this server", name, "unsupported_parameter")
     stop = [t for t in ([req.stop] if isinstance(req.stop, str) else list(req.stop or [])) if t]
     if len(stop) > 4:
@@ -319,7 +337,7 @@ def create_app(engine: Engine, model_id: str, template: ChatTemplate, limits: Li
 
     def scheduler() -> Scheduler:
         if app.state.scheduler is None:
-            app.state.scheduler = Scheduler(engine, max_batch, limits.prefill_chunk)
+            app.state.scheduler = make_scheduler(engine, max_batch, limits.prefill_chunk)
         return app.state.scheduler
 
     def check_model(name: str) -> None:
@@ -348,7 +366,8 @@ def create_app(engine: Engine, model_id: str, template: ChatTemplate, limits: Li
     async def health():
         sched = app.state.scheduler
         return {"status": "ok", "model": model_id, **engine.describe(), "max_batch": max_batch,
-                "batch_peak": sched.batch_peak if sched else 0, "active": sched.active if sched else 0, "prefix_cache_hits": sched.cache.hits if sched else 0}
+                "batch_peak": sched.batch_peak if sched else 0, "prefix_cache_hits": sched.cache.hits if sched else 0,
+                "active": getattr(sched, "active", scheduler_load(sched)["running"]), **scheduler_load(sched)}
 
     @app.get("/v1/models")
     async def models():
@@ -438,19 +457,28 @@ async def sse(job: Job, rid: str, kind: str, include_usage: bool, model_id: str)
     try:
         if chat:
             yield event("", None, first=True)
-        while True:
-            kind_, value = await job.events.get()
-            if kind_ == "text":
-                yield event(value, None)
-            elif kind_ == "error":
-                log.error("streamed request failed", exc_info=value)
-                yield f"data: {json.dumps(error_body('internal server error — see the server log', 'server_error'))}\n\n"
+        done = False
+        while not done:
+            # every event already queued goes out in one write: a server busy with many streams sends
+            # a few tokens a write instead of falling behind its decoder (each token keeps its event)
+            events = [await job.events.get()]
+            while not job.events.empty():
+                events.append(job.events.get_nowait())
+            out = []
+            for kind_, value in events:
+                if kind_ == "text":
+                    out.append(event(value, None))
+                    continue
+                if kind_ == "error":
+                    log.error("streamed request failed", exc_info=value)
+                    out.append(f"data: {json.dumps(error_body('internal server error — see the server log', 'server_error'))}\n\n")
+                else:
+                    out.append(event(None, value.finish_reason))
+                    if include_usage:
+                        out.append(f"data: {json.dumps({**head, 'choices': [], 'usage': usage_of(value)})}\n\n")
+                done = True
                 break
-            else:
-                yield event(None, value.finish_reason)
-                if include_usage:
-                    yield f"data: {json.dumps({**head, 'choices': [], 'usage': usage_of(value)})}\n\n"
-                break
+            yield "".join(out)
         yield "data: [DONE]\n\n"
     finally:
         job.cancelled = True  # the client went away or we are done: the scheduler drops it

@@ -1,9 +1,9 @@
 """The CPU integer engine (`--engine cpu`): numba kernels bit-exact with `quant.intref`.
 
 The arithmetic is docs/integer-spec.md, unit by unit, on int64 scalars in compiled loops (no
-per-element Python); the ternary products are `cpu_ternary`'s packed kernels (AVX-512 VNNI where
-the CPU has it, popcount otherwise). A forward call is one compiled function run by a team of
-threads, one per core (`cpu_team`): each product is split by weight rows over the team, the
+per-element Python); the ternary products are `cpu_ternary`'s packed kernels (AVX-512 VNNI, AVX-VNNI,
+AVX2 or popcount: the fastest this CPU runs). A forward call is one compiled function run by a
+team of threads kept for the model's life, one per core (`cpu_team`): each product is split by weight rows over the team, the
 element-wise steps between products run on thread 0. Rows of a batch are the tokens of all
 sequences (row b·T + t), so a prefill runs each projection once as a matrix-matrix product; only
 the recurrence itself walks the positions in order. State is an int32 numpy array [L, B, d]
@@ -21,11 +21,10 @@ import torch
 from numba import njit
 
 from ..quant import intspec
-from .cpu_team import barrier, run_team, share
-from .cpu_ternary import KERNELS, default_kernel, layout, matmul, padded
-from ..quant.intspec import (EPS_M, EPS_S, EPS_TERM_MAX, FRAC_G, FRAC_H, FRAC_X, INT32_MAX,
-                             INT32_MIN, ONE_G)
+from ..quant.intspec import EPS_M, EPS_S, EPS_TERM_MAX, FRAC_G, FRAC_H, FRAC_X, INT32_MAX, INT32_MIN, ONE_G
 from .base import Engine, State
+from .cpu_team import Team, barrier, share
+from .cpu_ternary import KERNELS, TILE, default_kernel, layout, matmul, padded
 
 SIG = intspec.SIGMOID_TABLE.astype(np.int64)
 RSQ = intspec.RSQRT_TABLE.astype(np.int64)
@@ -238,8 +237,8 @@ def _product(tid, nthreads, sync, proj, q, mm, me, out, kernel):
     """out = the requantised products of proj's weights and q, each thread its share of the rows;
     the barriers make q ready before and out complete after."""
     barrier(sync, nthreads)
-    lo, hi = share(proj[0].shape[0], tid, nthreads)
-    matmul(kernel, proj[0], q, mm, me, out, lo, hi)
+    lo, hi = share(proj[0].shape[0] // TILE, tid, nthreads)  # whole tiles of rows
+    matmul(kernel, proj[0], q, mm, me, out, lo * TILE, hi * TILE)
     barrier(sync, nthreads)
 
 
@@ -299,6 +298,7 @@ class CompiledModel:
         self.embed = model["embed"]
         self.final_gain = model["final_gain"].astype(np.int64)
         self.head = self._proj(head_view(model))
+        self.vocab = head_view(model)["codes"].shape[0]  # the head's rows are padded to whole tiles
         views = [layer_view(model, l) for l in range(num_layers(model))]
 
         def stack(name):
@@ -314,6 +314,7 @@ class CompiledModel:
         # a thread per core, but not for small models: splitting a product of a few KB costs more in
         # barriers than it saves (the tiny recipe's model decodes ~10x faster on one thread)
         self.threads = threads or max(1, min(len(os.sched_getaffinity(0)), self.weight_bytes() >> 20))
+        self.team = Team(self.threads)
 
     def _proj(self, *projs: dict) -> tuple:
         """Projections of one input, stacked for one pass: (weights, gains [G, K], scales [G, 2])."""
@@ -327,7 +328,7 @@ class CompiledModel:
 
     def work(self, n_seq: int, n_rows: int) -> tuple:
         """The team's buffers for n_seq sequences of n_rows rows in all (see `forward_team`)."""
-        d, inner, vocab = self.embed.shape[1], self.layers[8][1].shape[2], self.head[0].shape[0]
+        d, inner, vocab = self.embed.shape[1], self.layers[8][1].shape[2], self.vocab
         kd, ki = padded(d), padded(inner)
         zeros = np.zeros
         return (zeros((3, n_rows, kd), np.int8), zeros((1, n_rows, kd), np.int8), zeros((1, n_rows, ki), np.int8),
@@ -341,8 +342,8 @@ class CompiledModel:
         x = self.embed[tokens.reshape(-1)].astype(np.int64)  # rows b·T + t
         new = state.copy()
         work = self.work(n_seq, x.shape[0])
-        run_team(forward_team, self.threads, np.zeros(3, dtype=np.int32), x, new, n_seq, self.layers,
-                 self.final_gain, self.head, work, SIG, RSQ, KERNELS.index(self.kernel))
+        self.team.run(forward_team, x, new, n_seq, self.layers, self.final_gain, self.head, work, SIG, RSQ,
+                      KERNELS.index(self.kernel))
         return work[-1].astype(np.int32).reshape(n_seq, steps, -1), new
 
 
@@ -359,11 +360,11 @@ class CpuIntEngine(Engine):
 
     @classmethod
     def load(cls, path: str | Path, threads: int | None = None, kernel: str | None = None,
-             **_options: Any) -> "CpuIntEngine":
+             **_options: Any) -> CpuIntEngine:
         """A cpu export or any model directory. threads: cores to use (default all);
-        kernel: vnni | popcount (default: vnni where the CPU has it)."""
+        kernel: vnni | avxvnni | avx2 | popcount (default: the fastest this CPU runs)."""
         from ..data.tokenizer import load_tokenizer
-        from ..export.cpu import read_int_model
+        from ..formats.intmodel import read_int_model
         from ..model import HGRNBitConfig
         path = Path(path)
         config = HGRNBitConfig.load(path)

@@ -4,8 +4,8 @@ A decode step is ~100 dependent products of a few hundred KB each. Forking a par
 product (numba's `prange`) pays a thread wake-up each time: 25-30 µs with sleeping OpenMP workers,
 a quarter of the step's time on 2 cores; spinning OpenMP workers are fast on idle cores but stall
 for whole scheduler slices (a token took 1.5 s, measured) when other jobs share the cores. Here the
-threads are started once per forward call and run the whole model in one compiled (`nogil`)
-function, splitting each product by rows and meeting at a barrier between the steps. Waiters spin
+threads are started once (`Team`) and run each forward call's whole model in one compiled
+(`nogil`) function, splitting each product by rows and meeting at a barrier between the steps. Waiters spin
 briefly (`pause`), then sleep on a futex, so a team on busy cores gives way instead of burning
 slices. Linux on x86-64 only, as the VNNI kernel already is.
 """
@@ -13,7 +13,9 @@ slices. Linux on x86-64 only, as the VNNI kernel already is.
 from __future__ import annotations
 
 import threading
+import weakref
 
+import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
@@ -102,15 +104,60 @@ def share(n, tid, nthreads):
     return n * tid // nthreads, n * (tid + 1) // nthreads
 
 
-def run_team(fn, nthreads: int, sync, *args) -> None:
-    """fn(tid, nthreads, sync, *args) on `nthreads` threads (this one is tid 0); returns when all end.
-    fn must be compiled with nogil=True, or the threads run one at a time and the barrier deadlocks."""
-    helpers = [threading.Thread(target=fn, args=(tid, nthreads, sync, *args), daemon=True)
-               for tid in range(1, nthreads)]
-    for t in helpers:
-        t.start()
-    try:
-        fn(0, nthreads, sync, *args)
-    finally:
-        for t in helpers:
-            t.join()
+class Team:
+    """`nthreads` - 1 helper threads started once and kept, each waiting at a start barrier (spin,
+    then futex sleep) for the next job; `run` posts a job, runs it as thread 0 and returns when all
+    threads have finished it. Starting threads per call cost a forward ~0.1-0.2 ms and a trip
+    through the GIL per helper; a kept team costs one barrier."""
+
+    def __init__(self, nthreads: int):
+        self.nthreads = nthreads
+        self._shared = _Shared(nthreads)
+        self._lock = threading.Lock()  # one job at a time (a server may call from several threads)
+        for tid in range(1, nthreads):
+            threading.Thread(target=_serve, args=(self._shared, tid), daemon=True,
+                             name=f"mmfree-cpu-team-{tid}").start()
+        weakref.finalize(self, _stop, self._shared)
+
+    def run(self, fn, *args) -> None:
+        """fn(tid, nthreads, sync, *args) on every thread of the team (this one is tid 0). fn must be
+        compiled with nogil=True, or the threads run one at a time and its barriers deadlock."""
+        shared = self._shared
+        if self.nthreads == 1:
+            fn(0, 1, shared.sync, *args)
+            return
+        with self._lock:
+            shared.job = (fn, args)
+            barrier(shared.start, self.nthreads)
+            try:
+                fn(0, self.nthreads, shared.sync, *args)
+            finally:
+                barrier(shared.end, self.nthreads)
+                shared.job = None
+
+
+class _Shared:
+    """What the helpers see: the job, and the barrier words (sync for the job's own barriers)."""
+
+    def __init__(self, nthreads: int):
+        self.nthreads, self.job, self.stopping = nthreads, None, False
+        self.sync, self.start, self.end = (np.zeros(3, dtype=np.int32) for _ in range(3))
+
+
+def _serve(shared: _Shared, tid: int) -> None:
+    while True:
+        barrier(shared.start, shared.nthreads)
+        if shared.stopping:
+            return
+        fn, args = shared.job
+        try:
+            fn(tid, shared.nthreads, shared.sync, *args)
+        finally:
+            barrier(shared.end, shared.nthreads)
+
+
+def _stop(shared: _Shared) -> None:
+    """Release the helpers from their start barrier with nothing to do (the team was dropped)."""
+    if shared.nthreads > 1:
+        shared.stopping = True
+        barrier(shared.start, shared.nthreads)

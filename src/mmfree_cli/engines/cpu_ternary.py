@@ -1,27 +1,37 @@
-"""Packed ternary × int8 matrix products for the CPU integer engine (numba), two kernels.
+"""Packed ternary × int8 matrix products for the CPU integer engine (numba), four kernels.
 
-Both read 2 bits a weight, form exact sums acc[r, n] = Σ_k W[n, k]·q[r, k] and write them
-requantised (`requantize`, the integer spec's output scaling). A call computes the rows lo..hi-1
-(a thread's share: `cpu_team`), and a product over R activation rows (prefill) reuses each weight
-row, loaded once, for all of them. Activations arrive as int8 q [G, R, Kp], Kp = K
-rounded up to a multiple of 256, zero-padded; G > 1 runs several projections of the same input
-width in one pass (weight rows stacked, group g's rows multiplied by q[g]), so a token pays fewer
-barriers.
+Every kernel reads 2 bits a weight, forms exact sums acc[r, n] = Σ_k W[n, k]·q[r, k] and writes
+them requantised (`requantize`, the integer spec's output scaling). A call computes the weight
+rows lo..hi-1 (a thread's share: `cpu_team`), and a product over R activation rows (prefill)
+reuses each weight tile, loaded once, for all of them. Activations arrive as int8 q [G, R, Kp],
+Kp = K rounded up to a multiple of 256, zero-padded; G > 1 runs several projections of the same
+input width in one pass (weight rows stacked, group g's rows multiplied by q[g]), so a token pays
+fewer barriers. Each projection's rows are padded to a multiple of TILE (4) with zero weights.
 
-`vnni` (CPUs with AVX-512 VNNI): weights in 256-weight blocks of 64 bytes; byte t of block b holds
-the codes c = w + 1 of weights 256b + 64p + t in bits 2p..2p+1 (p = 0..3; padding code 1). One
-block is one 64-byte load, four shift-and-mask steps and four `vpdpbusd` (u8 code × s8
-activation, summed in int32 lanes): Σ c·q, and acc = Σ c·q - Σ q.
+The three SIMD kernels (`vnni`: AVX-512 VNNI, 64-byte vectors; `avxvnni`: AVX-VNNI, 32 bytes;
+`avx2`: `vpmaddubsw` + `vpmaddwd`, 32 bytes) share one layout of vector width V: a row is cut into
+blocks of 4V weights held in V bytes, byte t of block b carrying the codes c = w + 1 of weights
+4Vb + Vp + t in bits 2p..2p+1 (p = 0..3; padding code 1). Four rows form a tile, stored block by
+block ([N/4, blocks, 4 rows, V] bytes), so a thread reads its weights strictly in order and each
+activation vector, loaded once, serves four rows. Per block and row: one load, four masks (plane
+p kept in place, as 4^p·c, so no shifts compete with the dot step for its port), four u8 × s8 dot
+steps into sixteen independent int32 accumulators (one per row and plane: a single accumulator
+would serialise on the dot step's latency, which held the previous one-row kernel to ~3 bytes a
+cycle); the planes are scaled back by exact shifts at the end. Σ c·q - Σ q is the exact sum.
 
 `popcount` (any CPU): two bit planes per row, plus and minus, each Kp/64 little-endian uint64
-words (bit i of word j is weight 64j + i),
-and the activations' 8 two's-complement bit planes X_b:
+words (bit i of word j is weight 64j + i), and the activations' 8 two's-complement bit planes X_b:
 acc = Σ_b 2^b·(popcount(plus & X_b) - popcount(minus & X_b)), bit 7 counting -128.
+
+`default_kernel` picks, among the kernels this CPU can run, the fastest on a timed product
+(`kernel_timings`), once per process; MMFREE_CPU_KERNEL overrides.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import time
 
 import numpy as np
 from llvmlite import binding as llvm_binding
@@ -30,40 +40,46 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-BLOCK = 256
-KERNELS = ("vnni", "popcount")
+BLOCK = 256  # Kp is a multiple of this (4 × 64 weights: the widest kernel's block)
+TILE = 4  # weight rows per tile
+KERNELS = ("vnni", "avxvnni", "avx2", "popcount")
+VNNI, AVXVNNI, AVX2, POPCOUNT = range(4)
+WIDTH = (64, 32, 32, 0)  # bytes per vector of each SIMD kernel
+_NEEDS = {"vnni": ("avx512vnni", "avx512bw"), "avxvnni": ("avxvnni", "avx2"), "avx2": ("avx2",),
+          "popcount": ()}
 
 _I8, _I16, _I32, _I64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
-_V64I8, _V32I16, _V16I32 = ir.VectorType(_I8, 64), ir.VectorType(_I16, 32), ir.VectorType(_I32, 16)
+
+
+def available() -> tuple[str, ...]:
+    """The kernels this CPU can run (features as LLVM sees them)."""
+    features = llvm_binding.get_host_cpu_features()
+    return tuple(k for k in KERNELS if all(features.get(f) for f in _NEEDS[k]))
 
 
 def has_vnni() -> bool:
-    features = llvm_binding.get_host_cpu_features()
-    return bool(features.get("avx512vnni") and features.get("avx512bw"))
-
-
-def default_kernel() -> str:
-    """`vnni` where the CPU has it, else `popcount`; MMFREE_CPU_KERNEL overrides."""
-    chosen = os.environ.get("MMFREE_CPU_KERNEL") or ("vnni" if has_vnni() else "popcount")
-    if chosen not in KERNELS or (chosen == "vnni" and not has_vnni()):
-        raise ValueError(f"MMFREE_CPU_KERNEL={chosen!r}: choose popcount"
-                         + (" or vnni" if has_vnni() else " (this CPU has no AVX-512 VNNI)"))
-    return chosen
+    return "vnni" in available()
 
 
 def padded(k: int) -> int:
     return -(-k // BLOCK) * BLOCK
 
 
+def padded_rows(n: int) -> int:
+    return -(-n // TILE) * TILE
+
+
 def layout(codes: np.ndarray, kernel: str) -> np.ndarray:
-    """Ternary codes int8 [N, K] → the kernel's weight array (see the module docstring)."""
+    """Ternary codes int8 [N, K] → the kernel's weight array, uint8 [padded_rows(N), Kp/4] (see the
+    module docstring)."""
     n, k = codes.shape
-    c = np.ones((n, padded(k)), dtype=np.uint8)
-    c[:, :k] = codes + 1
-    if kernel == "vnni":
-        c = c.reshape(n, -1, 4, 64)  # [N, blocks, p, t]
-        packed = c[:, :, 0] | (c[:, :, 1] << 2) | (c[:, :, 2] << 4) | (c[:, :, 3] << 6)
-        return np.ascontiguousarray(packed.reshape(n, -1))
+    c = np.ones((padded_rows(n), padded(k)), dtype=np.uint8)
+    c[:n, :k] = codes + 1
+    width = WIDTH[KERNELS.index(kernel)]
+    if width:
+        c = c.reshape(c.shape[0] // TILE, TILE, -1, 4, width)  # [tiles, row, block, p, t]
+        packed = c[..., 0, :] | (c[..., 1, :] << 2) | (c[..., 2, :] << 4) | (c[..., 3, :] << 6)
+        return np.ascontiguousarray(packed.transpose(0, 2, 1, 3)).reshape(c.shape[0] * TILE, -1)
     planes = [np.packbits(c == v, axis=-1, bitorder="little") for v in (2, 0)]
     return np.ascontiguousarray(np.concatenate(planes, axis=1))  # [N, 2·Kp/8]: plus, then minus
 
@@ -72,39 +88,87 @@ def _splat(ty, n, v):
     return ir.Constant(ir.VectorType(ty, n), [ir.Constant(ty, v)] * n)
 
 
-@intrinsic
-def _dot_vnni(typingctx, w, x, nblocks):
-    """Σ_k code[k]·x[k] over `nblocks` 256-weight blocks of one weight row w and activations x."""
-    sig = types.int64(w, x, types.intp)
+def _dot_step(builder, kernel, acc, codes, x):
+    """acc (int32 lanes) += the sums of four u8 codes × s8 x bytes each."""
+    mod, width = builder.module, WIDTH[kernel]
+    vd = ir.VectorType(_I32, width // 4)
+    if kernel == AVX2:  # u8 × s8 pairs summed to i16 (at most 2·48·127: no saturation), pairs to i32
+        vw = ir.VectorType(_I16, width // 2)
+        vb = ir.VectorType(_I8, width)
+        pairs = builder.call(cgutils.get_or_insert_function(mod, ir.FunctionType(vw, [vb, vb]),
+                                                            "llvm.x86.avx2.pmadd.ub.sw"), [codes, x])
+        quads = builder.call(cgutils.get_or_insert_function(mod, ir.FunctionType(vd, [vw, vw]),
+                                                            "llvm.x86.avx2.pmadd.wd"), [pairs, _splat(_I16, width // 2, 1)])
+        return builder.add(acc, quads)
+    name = "llvm.x86.avx512.vpdpbusd.512" if kernel == VNNI else "llvm.x86.avx512.vpdpbusd.256"
+    dot = cgutils.get_or_insert_function(mod, ir.FunctionType(vd, [vd] * 3), name)
+    return builder.call(dot, [acc, builder.bitcast(codes, vd), builder.bitcast(x, vd)])
 
+
+# bits 2p..2p+1 of each byte, masked in place (4^p·c, no shift: shifts compete with the dot step
+# for one port on AVX-512), except where `vpmaddubsw` would saturate: AVX2's plane 3 (192·127·2)
+_PLANE_SHIFT = {VNNI: (0, 2, 4, 6), AVXVNNI: (0, 2, 4, 6), AVX2: (0, 2, 4, 0)}
+
+
+def _plane(builder, kernel, wv, p):
+    """Plane p of the weight bytes wv: 4^p·codes, or codes (shifted down) for AVX2's plane 3."""
+    width = WIDTH[kernel]
+    if _PLANE_SHIFT[kernel][p] != 2 * p:  # shift 16-bit lanes, then mask bytes
+        wv = builder.bitcast(builder.lshr(builder.bitcast(wv, ir.VectorType(_I16, width // 2)),
+                                          _splat(_I16, width // 2, 2 * p)), wv.type)
+        return builder.and_(wv, _splat(_I8, width, 3))
+    return builder.and_(wv, _splat(_I8, width, 3 << (2 * p)))
+
+
+def _tile_dot_codegen(kernel):
     def codegen(context, builder, signature, args):
-        if not has_vnni():  # compiled into `matmul`'s other branch, never run here: LLVM could not emit it
-            trap = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.trap")
+        if KERNELS[kernel] not in available():  # compiled into `matmul`, never run here: LLVM could
+            trap = cgutils.get_or_insert_function(  # not emit the instructions
+                builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.trap")
             builder.call(trap, [])
-            return ir.Constant(_I64, 0)
-        wbase = context.make_array(signature.args[0])(context, builder, args[0]).data
-        xbase = context.make_array(signature.args[1])(context, builder, args[1]).data
-        mod = builder.module
-        dot = cgutils.get_or_insert_function(mod, ir.FunctionType(_V16I32, [_V16I32] * 3),
-                                             "llvm.x86.avx512.vpdpbusd.512")
-        reduce_add = cgutils.get_or_insert_function(mod, ir.FunctionType(_I32, [_V16I32]),
-                                                    "llvm.vector.reduce.add.v16i32")
-        accp = cgutils.alloca_once_value(builder, ir.Constant(_V16I32, None))
-        with cgutils.for_range(builder, args[2]) as loop:
-            b = loop.index
-            wptr = builder.gep(wbase, [builder.mul(b, ir.Constant(b.type, 64))])
-            wv = builder.load(builder.bitcast(wptr, _V64I8.as_pointer()), align=1)
-            acc = builder.load(accp)
-            for p in range(4):
-                # codes of plane p: shift 16-bit lanes, then mask each byte (no bits cross bytes)
-                shifted = builder.lshr(builder.bitcast(wv, _V32I16), _splat(_I16, 32, 2 * p))
-                codes = builder.and_(builder.bitcast(shifted, _V64I8), _splat(_I8, 64, 3))
-                offset = builder.add(builder.mul(b, ir.Constant(b.type, BLOCK)), ir.Constant(b.type, 64 * p))
-                xv = builder.load(builder.bitcast(builder.gep(xbase, [offset]), _V64I8.as_pointer()), align=1)
-                acc = builder.call(dot, [acc, builder.bitcast(codes, _V16I32), builder.bitcast(xv, _V16I32)])
-            builder.store(acc, accp)
-        return builder.sext(builder.call(reduce_add, [builder.load(accp)]), _I64)
-    return sig, codegen
+            return context.get_dummy_value()
+        width = WIDTH[kernel]
+        vb, vd = ir.VectorType(_I8, width), ir.VectorType(_I32, width // 4)
+        weights = context.make_array(signature.args[0])(context, builder, args[0])
+        xbase = context.make_array(signature.args[2])(context, builder, args[2]).data
+        out = context.make_array(signature.args[4])(context, builder, args[4]).data
+        tile, nblocks = args[1], args[3]
+        rowbytes = cgutils.unpack_tuple(builder, weights.shape, 2)[1]
+        tbase = builder.gep(weights.data, [builder.mul(tile, builder.mul(rowbytes, ir.Constant(tile.type, TILE)))])
+        accs = [[cgutils.alloca_once_value(builder, ir.Constant(vd, None)) for _ in range(4)] for _ in range(TILE)]
+
+        def vload(base, offset):
+            return builder.load(builder.bitcast(builder.gep(base, [offset]), vb.as_pointer()), align=1)
+
+        with cgutils.for_range(builder, nblocks) as loop:
+            start = builder.mul(loop.index, ir.Constant(tile.type, 4 * width))
+            xs = [vload(xbase, builder.add(start, ir.Constant(tile.type, width * p))) for p in range(4)]
+            for r in range(TILE):
+                wv = vload(tbase, builder.add(start, ir.Constant(tile.type, width * r)))
+                for p in range(4):
+                    builder.store(_dot_step(builder, kernel, builder.load(accs[r][p]), _plane(builder, kernel, wv, p),
+                                            xs[p]), accs[r][p])
+        reduce_add = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I32, [vd]),
+                                                    f"llvm.vector.reduce.add.v{width // 4}i32")
+        for r in range(TILE):  # plane p's lanes hold 4^p·(its sums) where `_plane` left codes in place
+            planes = (builder.ashr(builder.load(accs[r][p]), _splat(_I32, width // 4, _PLANE_SHIFT[kernel][p]))
+                      for p in range(4))
+            total = builder.call(reduce_add, [functools.reduce(builder.add, planes)])
+            builder.store(builder.sext(total, _I64), builder.gep(out, [ir.Constant(_I64, r)]))
+        return context.get_dummy_value()
+    return codegen
+
+
+def _tile_dot(kernel):
+    """An intrinsic (weights, tile, x, nblocks, out): out[0:4] = Σ_k code·x[k] for the four rows of
+    weight tile `tile`, over `nblocks` blocks of 4V weights."""
+    def typer(typingctx, weights, tile, x, nblocks, out):
+        return types.none(weights, tile, x, nblocks, out), _tile_dot_codegen(kernel)
+    typer.__name__ = f"_tile_dot_{KERNELS[kernel]}"
+    return intrinsic(typer)
+
+
+_tile_dot_vnni, _tile_dot_avxvnni, _tile_dot_avx2 = (_tile_dot(k) for k in (VNNI, AVXVNNI, AVX2))
 
 
 @njit(cache=True, nogil=True)
@@ -117,23 +181,34 @@ def requantize(acc, m, e):
 
 
 @njit(cache=True, nogil=True)
-def matmul_vnni(weights, q, mm, me, out, lo, hi):
-    """out[:, lo:hi] = requantize(W q, mm, me) for the weight rows lo..hi-1 of W in the vnni layout
-    [N, Kp/4], q int8 [G, R, Kp] and per-row multipliers mm, me [G, R]: the weight rows form G
-    equal groups (projections sharing one pass), group g multiplied by q[g] and scaled by mm[g],
-    me[g]."""
+def matmul_simd(kernel, weights, q, mm, me, out, lo, hi):
+    """out[:, n] = requantize(W q, mm, me) for the weight rows lo <= n < hi of W in a SIMD layout
+    (`kernel`: VNNI, AVXVNNI or AVX2), q int8 [G, R, Kp] and per-row multipliers mm, me [G, R]:
+    the (padded) weight rows form G equal groups (projections sharing one pass), group g multiplied
+    by q[g], scaled by mm[g], me[g] and written to out's columns g·N..(g+1)·N-1, N = out.shape[1] / G."""
     groups, n_seq, kp = q.shape
-    per_group = weights.shape[0] // groups
-    nblocks = kp // BLOCK
+    rows_per_group, n_out = weights.shape[0] // groups, out.shape[1] // groups
+    nblocks = kp // (4 * WIDTH[kernel])
     qsum = np.zeros((groups, n_seq), dtype=np.int64)
     for g in range(groups):
         for r in range(n_seq):
             for k in range(kp):
                 qsum[g, r] += q[g, r, k]
-    for n in range(lo, hi):
-        g = n // per_group
+    acc = np.empty(TILE, dtype=np.int64)
+    for t in range(lo // TILE, (hi + TILE - 1) // TILE):
+        g = t * TILE // rows_per_group
         for r in range(n_seq):
-            out[r, n] = requantize(_dot_vnni(weights[n], q[g, r], nblocks) - qsum[g, r], mm[g, r], me[g, r])
+            if kernel == VNNI:
+                _tile_dot_vnni(weights, t, q[g, r], nblocks, acc)
+            elif kernel == AVXVNNI:
+                _tile_dot_avxvnni(weights, t, q[g, r], nblocks, acc)
+            else:
+                _tile_dot_avx2(weights, t, q[g, r], nblocks, acc)
+            for i in range(TILE):
+                n = t * TILE + i
+                j = n - g * rows_per_group
+                if lo <= n < hi and j < n_out:
+                    out[r, g * n_out + j] = requantize(acc[i] - qsum[g, r], mm[g, r], me[g, r])
 
 
 @intrinsic
@@ -162,42 +237,75 @@ def _activation_planes(q):
 
 @njit(cache=True, nogil=True)
 def matmul_popcount(weights, q, mm, me, out, lo, hi):
-    """out[:, lo:hi] = requantize(W q, mm, me) for W as bit planes, bytes [N, 2·Kp/8] (the rest as
-    in `matmul_vnni`)."""
+    """`matmul_simd` for W as bit planes, bytes [N, 2·Kp/8]."""
     planes = _activation_planes(q)
-    n_rows, kw = weights.shape[0], weights.shape[1] // 16
-    per_group = n_rows // q.shape[0]
+    kw = weights.shape[1] // 16
+    rows_per_group, n_out = weights.shape[0] // q.shape[0], out.shape[1] // q.shape[0]
     for n in range(lo, hi):
-        g = n // per_group
+        g, j = n // rows_per_group, n % rows_per_group
+        if j >= n_out:
+            continue
         words = weights[n].view(np.uint64)  # plus plane, then minus plane
         for r in range(q.shape[1]):
             x = planes[g, r]
             c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = np.int64(0)
-            for j in range(kw):
-                p = words[j]
-                m = words[kw + j]
-                c0 += np.int64(_popcount(p & x[0, j])) - np.int64(_popcount(m & x[0, j]))
-                c1 += np.int64(_popcount(p & x[1, j])) - np.int64(_popcount(m & x[1, j]))
-                c2 += np.int64(_popcount(p & x[2, j])) - np.int64(_popcount(m & x[2, j]))
-                c3 += np.int64(_popcount(p & x[3, j])) - np.int64(_popcount(m & x[3, j]))
-                c4 += np.int64(_popcount(p & x[4, j])) - np.int64(_popcount(m & x[4, j]))
-                c5 += np.int64(_popcount(p & x[5, j])) - np.int64(_popcount(m & x[5, j]))
-                c6 += np.int64(_popcount(p & x[6, j])) - np.int64(_popcount(m & x[6, j]))
-                c7 += np.int64(_popcount(p & x[7, j])) - np.int64(_popcount(m & x[7, j]))
+            for w in range(kw):
+                p = words[w]
+                m = words[kw + w]
+                c0 += np.int64(_popcount(p & x[0, w])) - np.int64(_popcount(m & x[0, w]))
+                c1 += np.int64(_popcount(p & x[1, w])) - np.int64(_popcount(m & x[1, w]))
+                c2 += np.int64(_popcount(p & x[2, w])) - np.int64(_popcount(m & x[2, w]))
+                c3 += np.int64(_popcount(p & x[3, w])) - np.int64(_popcount(m & x[3, w]))
+                c4 += np.int64(_popcount(p & x[4, w])) - np.int64(_popcount(m & x[4, w]))
+                c5 += np.int64(_popcount(p & x[5, w])) - np.int64(_popcount(m & x[5, w]))
+                c6 += np.int64(_popcount(p & x[6, w])) - np.int64(_popcount(m & x[6, w]))
+                c7 += np.int64(_popcount(p & x[7, w])) - np.int64(_popcount(m & x[7, w]))
             acc = c0 + 2 * c1 + 4 * c2 + 8 * c3 + 16 * c4 + 32 * c5 + 64 * c6 - 128 * c7
-            out[r, n] = requantize(acc, mm[g, r], me[g, r])
-
-
-MATMULS = {"vnni": matmul_vnni, "popcount": matmul_popcount}
-VNNI, POPCOUNT = KERNELS.index("vnni"), KERNELS.index("popcount")
+            out[r, g * n_out + j] = requantize(acc, mm[g, r], me[g, r])
 
 
 @njit(cache=True, nogil=True)
 def matmul(kernel, weights, q, mm, me, out, lo, hi):
-    """`matmul_vnni` (kernel = VNNI) or `matmul_popcount`: both layouts are uint8 [N, Kp/4], so one
-    compiled caller serves both (a kernel passed as a function argument would be compiled again in
-    every process: numba cannot cache it)."""
-    if kernel == VNNI:
-        matmul_vnni(weights, q, mm, me, out, lo, hi)
-    else:
+    """`matmul_simd` or `matmul_popcount` by the kernel's index in KERNELS: every layout is uint8
+    [N, Kp/4], so one compiled caller serves all (a kernel passed as a function argument would be
+    compiled again in every process: numba cannot cache it)."""
+    if kernel == POPCOUNT:
         matmul_popcount(weights, q, mm, me, out, lo, hi)
+    else:
+        matmul_simd(kernel, weights, q, mm, me, out, lo, hi)
+
+
+def kernel_timings(kernels: tuple[str, ...] | None = None, n: int = 2048, k: int = 1024,
+                   repeats: int = 5) -> dict[str, float]:
+    """Seconds of CPU time (this thread's, so other jobs on the machine count less) of the best of
+    `repeats` products of a random [n, k] ternary matrix (512 KB at 2 bits: cache-resident, so the
+    kernel's arithmetic is what is timed) with one activation row, per kernel."""
+    rng = np.random.default_rng(0)
+    codes = rng.integers(-1, 2, (n, k)).astype(np.int8)
+    q = rng.integers(-127, 128, (1, 1, padded(k))).astype(np.int8)
+    mm, me, out = np.ones((1, 1), np.int64), np.ones((1, 1), np.int64), np.empty((1, n), np.int64)
+    timings = {}
+    for name in kernels or available():
+        weights, index = layout(codes, name), KERNELS.index(name)
+        matmul(index, weights, q, mm, me, out, 0, weights.shape[0])
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.thread_time()
+            for _ in range(8):
+                matmul(index, weights, q, mm, me, out, 0, weights.shape[0])
+            best = min(best, (time.thread_time() - start) / 8)
+        timings[name] = best
+    return timings
+
+
+@functools.cache
+def default_kernel() -> str:
+    """MMFREE_CPU_KERNEL if set, else the fastest kernel this CPU runs (`kernel_timings`)."""
+    chosen = os.environ.get("MMFREE_CPU_KERNEL")
+    if chosen is None:
+        timings = kernel_timings()
+        return min(timings, key=timings.get)
+    if chosen not in available():
+        raise ValueError(f"MMFREE_CPU_KERNEL={chosen!r}: choose one of {', '.join(available())} "
+                         "(the kernels this CPU can run)")
+    return chosen

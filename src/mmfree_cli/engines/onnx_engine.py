@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..fileio import check_listed_files, inside, read_json
+from ..fileio import inside, read_json
+from ..formats.onnx import read_onnx_manifest
 from ..model.config import HGRNBitConfig
 from .base import Engine
 
@@ -34,18 +35,12 @@ class OnnxEngine(Engine):
         self._sessions: dict = {}
 
     @classmethod
-    def load(cls, path: str | Path, threads: int | None = None, verify: bool = True, **options) -> "OnnxEngine":
+    def load(cls, path: str | Path, threads: int | None = None, verify: bool = True, **options) -> OnnxEngine:
         """Open an onnx export directory; `verify` checks every file against the manifest's sha256."""
         if options:
             raise UserError(f"the onnx engine does not take {', '.join(options)}")
         path = Path(path)
-        manifest_path = path / "manifest.json"
-        if not manifest_path.is_file() or read_json(manifest_path).get("target") != "onnx":
-            raise UserError(f"{path}: not an onnx export — run `mmfree export {path} --target onnx` "
-                            "and use the directory it prints")
-        manifest = read_json(manifest_path)
-        if verify:
-            check_listed_files(path, manifest.get("files", {}), "export again (`mmfree export --target onnx`)")
+        manifest = read_onnx_manifest(path, check_files=verify)
         return cls(path, manifest, threads)
 
     def _session(self, kind: str):

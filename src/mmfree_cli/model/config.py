@@ -67,7 +67,7 @@ class HGRNBitConfig:
             raise UserError("model config: " + "; ".join(problems))
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "HGRNBitConfig":
+    def from_dict(cls, d: dict[str, Any]) -> HGRNBitConfig:
         """Build from a config.json mapping, every field type- and range-checked first (a file we
         did not write may say `"ternary": "no"` or `"hidden_size": 1e12`)."""
         if not isinstance(d, dict):
@@ -96,7 +96,7 @@ class HGRNBitConfig:
         return d
 
     @classmethod
-    def load(cls, path: str | Path) -> "HGRNBitConfig":
+    def load(cls, path: str | Path) -> HGRNBitConfig:
         from ..fileio import read_json
         path = Path(path)
         file = path / "config.json" if path.is_dir() else path
