@@ -90,6 +90,9 @@ class HGRNBitMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d = self.down_proj
+        if not isinstance(d, BitLinear):  # frozen for inference (model/frozen.py): it quantizes itself
+            gate, up = self.gate_proj(x).chunk(2, dim=-1)
+            return d(nn.functional.silu(gate) * up)
         return glu_bitlinear(self.gate_proj(x), d.norm.weight, d.weight, d.ternary)
 
 
