@@ -142,6 +142,23 @@ def post(url: str, body: dict) -> int:
     return httpx.post(url + "/v1/completions", json=body, timeout=600).status_code
 
 
+def concurrently(url: str, prompts: list[str], max_tokens: int, others: list[threading.Thread] = ()) -> list:
+    """Stream every prompt at once (and start `others` just after); [(text, gaps)] per prompt."""
+    out: list = [None] * len(prompts)
+
+    def client(i: int) -> None:
+        out[i] = stream(url, prompts[i], max_tokens)
+    streams = [threading.Thread(target=client, args=(i,)) for i in range(len(prompts))]
+    for t in streams:
+        t.start()
+    time.sleep(0.05)
+    for t in others:
+        t.start()
+    for t in [*streams, *others]:
+        t.join()
+    return out
+
+
 def run_attack(model: Path, clients: int = 16, max_tokens: int = 64, prompt_tokens: int = 32768,
                stop_chars: int = 100_000) -> dict:
     """The whole scenario on a fresh server; returns texts, gaps, statuses and memory figures."""
@@ -150,6 +167,7 @@ def run_attack(model: Path, clients: int = 16, max_tokens: int = 64, prompt_toke
         prompts = [PROMPTS[i % len(PROMPTS)] + " " * (i // len(PROMPTS)) for i in range(clients)]
         stream(server.url, "warm up", 4)
         solo = [stream(server.url, p, max_tokens) for p in prompts]
+        together = concurrently(server.url, prompts, max_tokens)  # the batch alone, no attack: a second baseline
         rss_before = memory_kib(server.proc.pid, "VmRSS")
         Path(f"/proc/{server.proc.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS now
         results: dict = {}
@@ -164,21 +182,11 @@ def run_attack(model: Path, clients: int = 16, max_tokens: int = 64, prompt_toke
                    threading.Thread(target=hostile, args=(f"prompt_{prompt_tokens}", post, server.url, long_prompt)),
                    threading.Thread(target=hostile, args=(f"stops_4x{stop_chars}", post, server.url, long_stops)),
                    threading.Thread(target=hostile, args=("stops_4x256", post, server.url, allowed_stops))]
-        busy: list = [None] * clients
-
-        def client(i: int) -> None:
-            busy[i] = stream(server.url, prompts[i], max_tokens)
-        streams = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-        for t in streams:
-            t.start()
-        time.sleep(0.05)
-        for t in threads:
-            t.start()
-        for t in streams + threads:
-            t.join()
+        busy = concurrently(server.url, prompts, max_tokens, threads)
         peak = memory_kib(server.proc.pid, "VmHWM")
         return {"solo_texts": [t for t, _ in solo], "busy_texts": [t for t, _ in busy],
                 "solo_p99": [p99(g) for _, g in solo], "busy_p99": [p99(g) for _, g in busy],
+                "together_p99": [p99(g) for _, g in together],
                 "hostile": results, "memory_growth_mb": (peak - rss_before) / 1024, "rss_before_mb": rss_before / 1024}
     finally:
         server.close()
@@ -200,13 +208,16 @@ def main() -> None:
     if args.no_record:
         return
     from bench.record import record
+    load = os.getloadavg()[0]
     note = (f"{args.clients} streaming clients x {args.max_tokens} greedy tokens, random tiny byte model (128 x 4, "
-            "float64, torch engine), server and clients on one shared 2-core machine; the attack: a 50 MB body, a "
+            f"float64, torch engine), server and clients on one shared 2-core machine (load average {load:.0f}); the attack: a 50 MB body, a "
             f"{args.prompt_tokens}-token prompt, 4 stop strings of 100,000 chars (refused) and 4 of 256 (served)")
     record("serve_hostile", "inter-token p99 under attack / solo p99", ratios, "x", target="< 5", met=max(ratios) < 5,
            notes=note)
     record("serve_hostile", "solo inter-token p99", [1000 * v for v in out["solo_p99"]], "ms", notes=note)
     record("serve_hostile", "inter-token p99 under attack", [1000 * v for v in out["busy_p99"]], "ms", notes=note)
+    record("serve_hostile", "inter-token p99, the 16 together without attack", [1000 * v for v in out["together_p99"]],
+           "ms", notes=note)
     record("serve_hostile", "clients with their exact solo text", float(exact), "clients",
            target=f"= {args.clients}", met=exact == args.clients, notes=note)
     record("serve_hostile", "server peak memory growth during the attack", out["memory_growth_mb"], "MB",
