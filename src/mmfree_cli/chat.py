@@ -110,31 +110,53 @@ def printable(text: str) -> str:
 
 
 class ChatSession:
-    """One conversation: messages, the recurrent state that holds them, and what is still to feed."""
+    """One conversation: messages, the recurrent state that holds them, and what is still to feed.
+
+    One random generator serves the whole conversation (seeded with `params.seed`): every answer
+    draws afresh from it, so the same question asked twice gets two samples, and the same seed
+    with the same inputs replays the whole conversation."""
 
     def __init__(self, engine: Engine, template: ChatTemplate | None, params: SamplingParams,
                  system: str | None = None, max_prompt_tokens: int | None = None):
         self.engine, self.template, self.params, self.system = engine, template, params, system
         self.max_prompt_tokens = max_prompt_tokens
+        self.generator = torch.Generator().manual_seed(params.seed)
+        self._before_last_turn = None
         self.reset()
 
     def reset(self) -> None:
+        self._before_last_turn = None
         self.messages: list[dict[str, str]] = [{"role": "system", "content": self.system}] if self.system else []
         self.state = None
         self.consumed = ""            # text in the state plus the carry below
         self.carry_tokens: list[int] = []
         self.carry_text = ""
 
+    def _snapshot(self) -> tuple:
+        return ([dict(m) for m in self.messages], self.state, self.consumed, list(self.carry_tokens), self.carry_text)
+
+    def retry(self) -> Generation:
+        """Answer the last message again (a fresh draw): the conversation goes back to before it."""
+        if self._before_last_turn is None:
+            raise UserError("nothing to retry yet — send a message first")
+        snapshot, user_text = self._before_last_turn
+        self.messages, self.state, self.consumed, self.carry_tokens, self.carry_text = snapshot
+        self.messages = [dict(m) for m in self.messages]
+        return self.send(user_text)
+
     def send(self, user_text: str) -> Generation:
         """Start the answer to `user_text`; iterate the result to stream it, then call `finish`.
         On a UserError (an empty or too long message) the conversation is as it was."""
         before = (len(self.messages), self.state, self.consumed, self.carry_tokens, self.carry_text)
+        snapshot = (self._snapshot(), user_text)
         try:
-            return self._send(user_text)
+            gen = self._send(user_text)
         except UserError:
             n, self.state, self.consumed, self.carry_tokens, self.carry_text = before
             del self.messages[n:]
             raise
+        self._before_last_turn = snapshot
+        return gen
 
     def _send(self, user_text: str) -> Generation:
         if self.template is None:
@@ -158,7 +180,7 @@ class ChatSession:
         self._pending_delta = delta
         return Generation(self.engine, ids, self.params.replace(stop=stops),
                           state=self.engine.new_state(1) if fresh else self.state,
-                          max_prompt_tokens=self.max_prompt_tokens)
+                          max_prompt_tokens=self.max_prompt_tokens, generator=self.generator)
 
     def finish(self, gen: Generation) -> None:
         """Record the answer: the state now holds it (minus the carry fed with the next turn)."""
@@ -183,6 +205,7 @@ class ChatSession:
         config = self.engine.config
         saved = read_chat(path, config.hidden_size, config.num_hidden_layers, config.vocab_size,
                           self.engine.new_state(1))
+        self._before_last_turn = None
         self.messages, self.params = saved.messages, saved.params
         self.consumed, self.carry_tokens, self.carry_text = saved.consumed, saved.carry_tokens, saved.carry_text
         if saved.state is not None:
@@ -205,10 +228,12 @@ class ChatSession:
             except json.JSONDecodeError:
                 changes[key] = value
         self.params = params_from(changes, "/params")
+        if any(item.partition("=")[0] == "seed" for item in assignments):  # a new seed restarts the random stream
+            self.generator.manual_seed(self.params.seed)
 
 
-HELP = """commands: /reset (forget the conversation)  /save [FILE]  /load FILE
-          /params [key=value ...] (show or set sampling)  /help  /exit"""
+HELP = """commands: /retry (answer the last message again)  /reset (forget the conversation)
+          /save [FILE]  /load FILE  /params [key=value ...] (show or set sampling)  /help  /exit"""
 
 
 def run_chat(engine: Engine, template: ChatTemplate | None, params: SamplingParams, system: str | None = None,
@@ -268,7 +293,10 @@ def _command(session: ChatSession, line: str, out) -> bool:
     name, *args = line.split()
     if name in ("/exit", "/quit"):
         return True
-    if name == "/reset":
+    if name == "/retry":
+        gen = session.retry()
+        _stream_answer(session, gen, out, label="assistant: " if session.template else "")
+    elif name == "/reset":
         session.reset()
         out.write("(conversation reset)\n")
     elif name == "/save":
@@ -297,5 +325,6 @@ def chat_command(model: str | None, engine_name: str, template: str, params: Sam
     from .generate import open_engine
     engine, path = open_engine(model, engine_name, dtype, threads, device)
     chosen = find_template(path, template)
-    banner = f"mmfree chat — {path.name} on {engine.name}; "
+    from .paths import model_name
+    banner = f"mmfree chat — {model_name(path)} on {engine.name}, seed {params.seed}; "
     run_chat(engine, chosen, params, system, banner, max_prompt_tokens=max_prompt_tokens)
