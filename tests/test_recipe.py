@@ -82,3 +82,35 @@ def test_bad_override_on_command_line(tmp_path):
     assert r.returncode == 2 and "optimizer.lr must be > 0" in r.stderr and "Traceback" not in r.stderr
     r = mmfree("train", str(tmp_path / "nothing.yaml"), cwd=tmp_path)
     assert r.returncode == 2 and "recipe not found" in r.stderr
+
+
+BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi"))
+
+HOSTILE_RECIPES = {
+    "billion laughs": (BOMB, "YAML aliases (*name) are not allowed"),
+    "merge key": ("x: &x {max_steps: 3}\ntrain:\n  <<: *x\n", "YAML aliases (*name) are not allowed"),
+    "duplicate section": ("train:\n  max_steps: 3\ntrain:\n  max_steps: 4\n", "key 'train' appears twice"),
+    "duplicate key": ("train:\n  max_steps: 3\n  max_steps: 4\n", "key 'max_steps' appears twice"),
+    "run_name escapes": ("train:\n  run_name: ../x\n", "train.run_name must be a plain directory name"),
+    "run_name nested": ("train:\n  run_name: a/b\n", "train.run_name must be a plain directory name"),
+    "sample_tokens 0": ("train:\n  sample_tokens: 0\n", "train.sample_tokens must be > 0"),
+    "huge value": ("train:\n  max_steps: " + "9" * 100_000 + "x\n", "train.max_steps: expected an integer"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_RECIPES))
+def test_hostile_recipes_are_refused_at_load_time_in_one_short_line(tmp_path, case):
+    text, expected = HOSTILE_RECIPES[case]
+    (tmp_path / "bad.yaml").write_text(text)
+    with pytest.raises(UserError) as e:
+        load_recipe(tmp_path / "bad.yaml")
+    message = str(e.value)
+    assert expected in message and "\n" not in message and len(message) < 400, message
+
+
+def test_a_recipe_bomb_through_the_cli_is_one_line_and_quick(tmp_path):
+    (tmp_path / "bomb.yaml").write_text(BOMB)
+    r = mmfree("train", "bomb.yaml", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "runs").exists()

@@ -23,13 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from .engines.base import Engine
 from .errors import UserError
 from .generate import Generation, SamplingParams, default_add_bos
-
-CHAT_FORMAT_VERSION = "1"
 
 
 @dataclass
@@ -65,13 +62,16 @@ def builtin_template(name: str) -> ChatTemplate:
 
 
 def template_from_file(path: Path) -> ChatTemplate:
-    text = path.read_text(encoding="utf-8")
+    from .yamlio import load_file
     if path.suffix in (".yaml", ".yml"):
-        spec = yaml.safe_load(text) or {}
+        spec = load_file(path) or {}
         if not isinstance(spec, dict) or "template" not in spec:
             raise UserError(f"{path}: a chat template file needs a `template:` key (and optionally `stop:`)")
         return ChatTemplate(path.stem, spec["template"], tuple(spec.get("stop") or ()))
-    return ChatTemplate(path.stem, text)
+    try:
+        return ChatTemplate(path.stem, path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a UTF-8 text file — is it a chat template?") from None
 
 
 def _special(value: Any) -> str:
@@ -90,12 +90,15 @@ def find_template(model_dir: Path, choice: str = "auto") -> ChatTemplate | None:
     if config.is_file():
         from .fileio import read_json
         spec = read_json(config)
+        spec = spec if isinstance(spec, dict) else {}
         if isinstance(spec.get("chat_template"), str):
             return ChatTemplate("tokenizer_config", spec["chat_template"], (_special(spec.get("eos_token")),),
                                 _special(spec.get("bos_token")), _special(spec.get("eos_token")))
     recipe = model_dir / "recipe.yaml"
     if recipe.is_file():
-        value = (yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("chat_template")
+        from .yamlio import load_file
+        spec = load_file(recipe) or {}
+        value = spec.get("chat_template") if isinstance(spec, dict) else None
         if isinstance(value, str) and value:
             return ChatTemplate("recipe", value) if "{" in value else builtin_template(value)
     return None
@@ -114,8 +117,9 @@ class ChatSession:
     with the same inputs replays the whole conversation."""
 
     def __init__(self, engine: Engine, template: ChatTemplate | None, params: SamplingParams,
-                 system: str | None = None):
+                 system: str | None = None, max_prompt_tokens: int | None = None):
         self.engine, self.template, self.params, self.system = engine, template, params, system
+        self.max_prompt_tokens = max_prompt_tokens
         self.generator = torch.Generator().manual_seed(params.seed)
         self._before_last_turn = None
         self.reset()
@@ -141,8 +145,20 @@ class ChatSession:
         return self.send(user_text)
 
     def send(self, user_text: str) -> Generation:
-        """Start the answer to `user_text`; iterate the result to stream it, then call `finish`."""
-        self._before_last_turn = (self._snapshot(), user_text)
+        """Start the answer to `user_text`; iterate the result to stream it, then call `finish`.
+        On a UserError (an empty or too long message) the conversation is as it was."""
+        before = (len(self.messages), self.state, self.consumed, self.carry_tokens, self.carry_text)
+        snapshot = (self._snapshot(), user_text)
+        try:
+            gen = self._send(user_text)
+        except UserError:
+            n, self.state, self.consumed, self.carry_tokens, self.carry_text = before
+            del self.messages[n:]
+            raise
+        self._before_last_turn = snapshot
+        return gen
+
+    def _send(self, user_text: str) -> Generation:
         if self.template is None:
             delta = user_text
             self.messages.append({"role": "user", "content": user_text})
@@ -163,7 +179,8 @@ class ChatSession:
         stops = tuple(dict.fromkeys(self.params.stop + (self.template.stop if self.template else ())))
         self._pending_delta = delta
         return Generation(self.engine, ids, self.params.replace(stop=stops),
-                          state=self.engine.new_state(1) if fresh else self.state, generator=self.generator)
+                          state=self.engine.new_state(1) if fresh else self.state,
+                          max_prompt_tokens=self.max_prompt_tokens, generator=self.generator)
 
     def finish(self, gen: Generation) -> None:
         """Record the answer: the state now holds it (minus the carry fed with the next turn)."""
@@ -173,51 +190,45 @@ class ChatSession:
         self.messages.append({"role": "assistant", "content": seq.text})
 
     def save(self, path: str | Path) -> Path:
-        """Write the conversation and its state (safetensors, checksummed) to `path`."""
-        from .fileio import save_safetensors
-        path = Path(path)
-        meta = {"format_version": CHAT_FORMAT_VERSION, "messages": self.messages, "consumed": self.consumed,
-                "carry_tokens": self.carry_tokens, "carry_text": self.carry_text, "params": asdict(self.params),
+        """Write the conversation and its state (safetensors, checksummed) to `path`; never over a
+        file that is not a saved chat."""
+        from .chat_file import write_chat
+        meta = {"messages": self.messages, "consumed": self.consumed, "carry_tokens": self.carry_tokens,
+                "carry_text": self.carry_text, "params": asdict(self.params),
                 "template": self.template.name if self.template else None, "model": self.engine.describe()}
-        tensors = {"state": self.state} if torch.is_tensor(self.state) else {}
-        save_safetensors(tensors, path, {"mmfree.chat": json.dumps(meta)})
-        return path
+        return write_chat(path, meta, self.state if torch.is_tensor(self.state) else None)
 
     def load(self, path: str | Path) -> None:
-        """Restore a saved conversation; its state is used as is (re-read only when the engine's
-        state is not a tensor)."""
-        from .fileio import load_safetensors
-        tensors, raw = load_safetensors(path)
-        try:
-            meta = json.loads(raw["mmfree.chat"])
-        except (KeyError, json.JSONDecodeError):
-            raise UserError(f"{path}: not a saved chat — save one with /save") from None
-        if meta["model"].get("hidden_size") != self.engine.config.hidden_size or \
-                meta["model"].get("layers") != self.engine.config.num_hidden_layers:
-            raise UserError(f"{path}: saved with a different model ({meta['model']}) — load it with that model")
+        """Restore a saved conversation, checked whole before anything changes; its state is used
+        as is (re-read only when the engine's state is not a tensor)."""
+        from .chat_file import read_chat
+        config = self.engine.config
+        saved = read_chat(path, config.hidden_size, config.num_hidden_layers, config.vocab_size,
+                          self.engine.new_state(1))
         self._before_last_turn = None
-        self.messages, self.params = meta["messages"], SamplingParams(**meta["params"])
-        self.consumed, self.carry_tokens, self.carry_text = meta["consumed"], meta["carry_tokens"], meta["carry_text"]
-        if "state" in tensors:
-            self.state = tensors["state"].to(self.engine.new_state(1).dtype)
+        self.messages, self.params = saved.messages, saved.params
+        self.consumed, self.carry_tokens, self.carry_text = saved.consumed, saved.carry_tokens, saved.carry_text
+        if saved.state is not None:
+            self.state = saved.state
         else:  # read the whole conversation again, from the zero state
             self.state, self.carry_tokens, self.carry_text = None, [], self.consumed
 
     def set_params(self, assignments: list[str]) -> None:
-        """`key=value` pairs (values as JSON where they parse, else strings) into the sampling params."""
-        types = {f.name: f.type for f in fields(SamplingParams)}
-        changes = {}
+        """`key=value` pairs (values as JSON where they parse, else strings) into the sampling params;
+        each value is checked against its field's type before anything changes."""
+        from .chat_file import params_from
+        names = [f.name for f in fields(SamplingParams)]
+        changes = asdict(self.params)
         for item in assignments:
             key, sep, value = item.partition("=")
-            if not sep or key not in types:
-                raise UserError(f"/params takes key=value with key one of {', '.join(types)}; got {item!r}")
+            if not sep or key not in names:
+                raise UserError(f"/params takes key=value with key one of {', '.join(names)}; got {item[:60]!r}")
             try:
-                parsed = json.loads(value)
+                changes[key] = json.loads(value)
             except json.JSONDecodeError:
-                parsed = value
-            changes[key] = tuple(parsed) if key == "stop" and isinstance(parsed, list) else parsed
-        self.params = self.params.replace(**changes)
-        if "seed" in changes:  # a new seed restarts the conversation's random stream
+                changes[key] = value
+        self.params = params_from(changes, "/params")
+        if any(item.partition("=")[0] == "seed" for item in assignments):  # a new seed restarts the random stream
             self.generator.manual_seed(self.params.seed)
 
 
@@ -226,12 +237,14 @@ HELP = """commands: /retry (answer the last message again)  /reset (forget the c
 
 
 def run_chat(engine: Engine, template: ChatTemplate | None, params: SamplingParams, system: str | None = None,
-             banner: str = "", stdin=None, out=None) -> None:
+             banner: str = "", stdin=None, out=None, max_prompt_tokens: int | None = None) -> None:
     """The interactive loop: read a line, stream the answer, show tokens/s; slash commands."""
     stdin, out = stdin or sys.stdin, out or sys.stdout
     if stdin.isatty():
         import readline  # noqa: F401  (line editing and history for input())
-    session = ChatSession(engine, template, params, system)
+    if hasattr(stdin, "reconfigure"):
+        stdin.reconfigure(errors="replace")  # bytes that are not UTF-8 become �, not a crash
+    session = ChatSession(engine, template, params, system, max_prompt_tokens)
     mode = f"template {template.name}" if template else "plain continuation (no chat template)"
     out.write(f"{banner}{mode} — /help for commands, /exit to leave\n")
     while True:
@@ -249,6 +262,9 @@ def run_chat(engine: Engine, template: ChatTemplate | None, params: SamplingPara
                     return
             except UserError as e:
                 out.write(f"error: {e}\n")
+            except OSError as e:  # /save to a full or read-only disk: the session goes on
+                from .oserrors import describe
+                out.write(f"error: {describe(e) or f'{e.filename or line}: {e.strerror}'}\n")
             continue
         try:
             gen = session.send(line)
@@ -304,11 +320,11 @@ def _command(session: ChatSession, line: str, out) -> bool:
 
 def chat_command(model: str | None, engine_name: str, template: str, params: SamplingParams,
                  system: str | None = None, dtype: str | None = None, threads: int | None = None,
-                 device: str | None = None) -> None:
+                 device: str | None = None, max_prompt_tokens: int | None = None) -> None:
     """`mmfree chat`: load the model (default: the newest run) and talk."""
     from .generate import open_engine
     engine, path = open_engine(model, engine_name, dtype, threads, device)
     chosen = find_template(path, template)
     from .paths import model_name
     banner = f"mmfree chat — {model_name(path)} on {engine.name}, seed {params.seed}; "
-    run_chat(engine, chosen, params, system, banner)
+    run_chat(engine, chosen, params, system, banner, max_prompt_tokens=max_prompt_tokens)

@@ -227,6 +227,7 @@ def generate(
     dtype: str | None = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
     threads: int | None = typer.Option(None, min=1, help="CPU threads (default: torch's choice; the cpu engine uses one per core)."),
     device: str | None = typer.Option(None, "--device", help="fpga engine: the XDMA node prefix, e.g. /dev/xdma0 (or DIR/xdma0 of `mmfree fpga-emulator`)."),
+    max_prompt_tokens: int = typer.Option(32768, help="Refuse longer prompts (the prompt is read in chunks; this bounds the work a pasted file can start)."),
 ):
     """Continue a prompt once, streaming the text as it is generated.
 
@@ -235,12 +236,14 @@ def generate(
       mmfree generate runs/latest "Once upon a time" -n 100 -t 0.8 --top-p 0.95
       echo "To be, or not to be" | mmfree generate --json
       mmfree generate ridger/MMfreeLM-370M@main "The capital of France is" -n 20
+      mmfree generate --max-prompt-tokens 100000 < long_document.txt
     """
     from .generate import SamplingParams, generate_command
     params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                             min_p=min_p, repetition_penalty=repetition_penalty, seed=seed,
                             stop=tuple(stop or ()), ignore_eos=ignore_eos)
-    result = generate_command(args or [], engine, params, as_json, dtype, threads, add_bos=False if no_bos else None, device=device)
+    result = generate_command(args or [], engine, params, as_json, dtype, threads, add_bos=False if no_bos else None,
+                              device=device, max_prompt_tokens=max_prompt_tokens)
     if not as_json:
         Console(stderr=True).print(f"[{result['completion_tokens']} tokens, {result['tokens_per_s']:.1f} tokens/s, "
                                    f"{result['engine']}]", style="dim", highlight=False, markup=False, soft_wrap=True)
@@ -262,6 +265,7 @@ def chat(
     dtype: str | None = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
     threads: int | None = typer.Option(None, min=1, help="CPU threads (default: torch's choice; the cpu engine uses one per core)."),
     device: str | None = typer.Option(None, "--device", help="fpga engine: the XDMA node prefix, e.g. /dev/xdma0 (or DIR/xdma0 of `mmfree fpga-emulator`)."),
+    max_prompt_tokens: int = typer.Option(32768, help="Refuse a message longer than this many tokens (the session goes on)."),
 ):
     """Talk to a model in the terminal; answers stream as they are generated and the conversation
     is carried in the recurrent state. Commands: /retry /reset /save /load /params /help /exit.
@@ -271,6 +275,7 @@ def chat(
       mmfree chat runs/latest --template none -t 0.8 --seed 7
       mmfree chat ridger/MMfreeLM-370M                  # a Hub id (fetched once into the Hugging Face cache)
       mmfree chat checkpoints/MMfreeLM-370M --template dialogue --system "You are terse."
+      mmfree chat --max-prompt-tokens 100000
     """
     import secrets
 
@@ -279,7 +284,7 @@ def chat(
     params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                             min_p=min_p, repetition_penalty=repetition_penalty,
                             seed=secrets.randbelow(2**31) if seed is None else seed)
-    chat_command(model, engine, template, params, system, dtype, threads, device)
+    chat_command(model, engine, template, params, system, dtype, threads, device, max_prompt_tokens)
 
 
 @app.command()
@@ -295,6 +300,12 @@ def serve(
     dtype: str | None = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
     threads: int | None = typer.Option(None, min=1, help="CPU threads (default: torch's choice; the cpu engine uses one per core)."),
     device: str | None = typer.Option(None, "--device", help="fpga engine: the XDMA node prefix, e.g. /dev/xdma0 (or DIR/xdma0 of `mmfree fpga-emulator`)."),
+    api_key: str | None = typer.Option(None, "--api-key", envvar="MMFREE_API_KEY", show_envvar=True, help="Require `Authorization: Bearer KEY` on /v1/ (401 otherwise)."),
+    allowed_host: list[str] | None = typer.Option(None, "--allowed-host", help="A Host name to serve besides localhost and IP addresses (repeatable; * = any): guards against DNS rebinding."),
+    max_prompt_tokens: int = typer.Option(32768, help="Most prompt tokens one request may send."),
+    max_body_bytes: int = typer.Option(4 << 20, help="Largest request body in bytes (413 above it)."),
+    max_stop_chars: int = typer.Option(256, help="Longest stop string a request may send."),
+    prefill_chunk: int = typer.Option(64, help="Prompt tokens read per step while others decode (bounds how long one prompt delays the rest)."),
 ):
     """Serve a model over an OpenAI-compatible HTTP API: /v1/models, /v1/completions,
     /v1/chat/completions (with streaming), /health.
@@ -302,11 +313,15 @@ def serve(
     Examples:
       mmfree serve
       mmfree serve runs/latest --port 8080 --max-batch 16
+      MMFREE_API_KEY=secret mmfree serve --host 0.0.0.0 --allowed-host llm.example.org
       curl localhost:8000/v1/completions -H 'Content-Type: application/json' -d '{"model": "MODEL_ID", "prompt": "ROMEO:", "max_tokens": 50}'
       (MODEL_ID: the model directory's name, as printed at start and listed by /v1/models)
     """
-    from .serve import serve_command
-    serve_command(model, engine, host, port, template, model_name, max_batch, max_tokens, dtype, threads, device)
+    from .serve import Limits, serve_command
+    limits = Limits(max_tokens=max_tokens, max_prompt_tokens=max_prompt_tokens, max_body_bytes=max_body_bytes,
+                    max_stop_chars=max_stop_chars, prefill_chunk=prefill_chunk)
+    serve_command(model, engine, host, port, template, model_name, max_batch, max_tokens, dtype, threads, device,
+                  api_key or "", allowed_host, limits)
 
 
 @app.command(name="eval")
@@ -480,6 +495,13 @@ def main() -> None:
         sys.exit(130)
     except SystemExit:
         raise
+    except OSError as e:  # a full disk, a read-only or forbidden path, ...: one line, not a traceback
+        from .oserrors import describe
+        line = describe(e)
+        if line is None:
+            raise
+        Console(stderr=True).print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+        sys.exit(2)
     except Exception as e:
         # usage errors: click's, or those of the copy of click that typer ≥ 0.26 carries inside
         # (typer._click), which click's classes do not match

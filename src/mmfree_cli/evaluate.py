@@ -127,6 +127,11 @@ def evaluate(model: str | None, engine_name: str = "auto", data: str | None = No
     from .generate import open_engine
     if not data and not tasks:
         data = "embedded"  # the held-out tail of the embedded corpus: a first look with no flags
+    numbers = {"--batch-size": (batch, 1), "--context": (context, 0), "--max-tokens": (max_tokens, 0),
+               "--limit": (limit or 0, 0), "--num-fewshot": (num_fewshot or 0, 0)}
+    for flag, (value, least) in numbers.items():
+        if value < least:
+            raise UserError(f"{flag} is {value}; it must be at least {least}")
     options = engine_options or {}
     engine, path = open_engine(model, engine_name, options.get("dtype"), options.get("threads"),
                                options.get("device"))

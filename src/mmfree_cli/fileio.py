@@ -26,19 +26,42 @@ from .errors import UserError
 CHECKSUM_KEY = "mmfree.sha256"
 
 
+def umask() -> int:
+    """The process's umask, read without changing it (os.umask can only set it; threads race)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it over `path` only if the block succeeds."""
+    """Yield a temporary path next to `path`; rename it over `path` only if the block succeeds.
+
+    The temporary file is removed whatever fails (a full disk included), and an OSError names
+    `path`, not the temporary name. The file gets the mode a plain `open` would give (0666 less
+    the umask): mkstemp's 0600 would hide shared artifacts, a fixed 0644 would ignore `umask 077`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; artifacts are meant to be shared like any other file
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~umask())
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is None or e.filename == tmp:
+            e.filename = str(path)
+        raise
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
@@ -50,7 +73,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     tmp = path.parent / f".{path.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        e.filename = str(path)
+        raise
     try:
         yield tmp
         if path.exists():
@@ -76,14 +103,40 @@ def write_json(path: str | os.PathLike, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+MAX_JSON_BYTES = 64 << 20
+"""Our JSON files (configs, manifests, tokenizer settings) are far smaller; a bigger one is not ours."""
+
+
 def read_json(path: str | os.PathLike) -> dict:
+    """A JSON object from a file (configs and manifests are all objects); UserError otherwise."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: file not found")
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise UserError(f"{path}: {path.stat().st_size} bytes, too large for a config or manifest — restore the file")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not valid JSON ({e}) — restore or re-create the file") from None
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise UserError(f"{path}: not valid JSON ({str(e)[:100]}) — restore or re-create the file") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path}: a JSON {type(value).__name__}, not an object — restore or re-create the file")
+    return value
+
+
+def inside(base: str | os.PathLike, rel: object, what: str) -> Path:
+    """`base / rel` for a path read from a manifest, refused unless it stays inside `base`
+    (no absolute path, no `..` or symlink leading out): a crafted manifest must not make us read,
+    upload or overwrite /etc/hostname."""
+    base = Path(base)
+    if not isinstance(rel, str) or not rel or "\0" in rel or Path(rel).is_absolute():
+        raise UserError(f"{base}: {what} must be a relative path inside the directory, got {str(rel)[:80]!r} "
+                        "— the manifest is damaged; re-export it")
+    path = base / rel
+    root = base.resolve()
+    if not path.resolve().is_relative_to(root):
+        raise UserError(f"{base}: {what} {rel[:80]!r} points outside the directory — the manifest is damaged "
+                        "or crafted; re-export it")
+    return path
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

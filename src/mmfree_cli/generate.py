@@ -30,6 +30,7 @@ import torch
 
 from .engines.base import Engine, State
 from .errors import UserError
+from .prefill import prefill_chunked
 
 
 @dataclass
@@ -291,8 +292,8 @@ class PrefixCache:
             self.hits += 1
             self._entries.move_to_end(key)
             return self._entries[key]
-        logits, state = self.engine.prefill(torch.tensor([key], dtype=torch.long), self.engine.new_state(1))
-        self._entries[key] = (state, logits[0, -1])
+        logits, state = prefill_chunked(self.engine, key, self.engine.new_state(1))
+        self._entries[key] = (state, logits)
         if len(self._entries) > self.size:
             self._entries.popitem(last=False)
         return self._entries[key]
@@ -324,29 +325,42 @@ def encode_prompt(engine: Engine, prompt: str | Seq[int], add_bos: bool | None =
 
 def start(engine: Engine, prompt: str | Seq[int], params: SamplingParams, state: State | None = None,
           prefix: str | Seq[int] = (), cache: PrefixCache | None = None, add_bos: bool | None = None,
-          generator: torch.Generator | None = None) -> Sequence:
+          max_prompt_tokens: int | None = None, generator: torch.Generator | None = None) -> Sequence:
     """Read the prompt (after `prefix`, whose state comes from `cache` when given) → a Sequence.
 
     `state` continues an earlier sequence (a chat): then no BOS is added and `prefix` is not used.
+    The prompt is read in chunks (`prefill.prefill_chunked`: bounded memory for long prompts); more
+    than `max_prompt_tokens` tokens (prefix included) is a UserError naming the limit.
     `generator` draws the samples (a chat passes its own, so each turn draws afresh from one
     stream); None: a new one seeded with `params.seed`.
     """
     if state is not None:
         ids = encode_prompt(engine, prompt, add_bos=False)
-        logits, state = engine.prefill(torch.tensor([ids], dtype=torch.long), state)
-        return Sequence(engine, params, state, logits[0, -1], ids, generator=generator)
+        check_prompt_length(len(ids), max_prompt_tokens)
+        logits, state = prefill_chunked(engine, ids, state)
+        return Sequence(engine, params, state, logits, ids, generator=generator)
     prefix_ids = encode_prompt(engine, prefix, add_bos) if len(prefix) else []
     ids = encode_prompt(engine, prompt, False if prefix_ids else add_bos) if len(prompt) or not prefix_ids else []
+    check_prompt_length(len(prefix_ids) + len(ids), max_prompt_tokens)
     if prefix_ids:
         cache = cache or PrefixCache(engine, size=1)
         state, logits = cache.get(prefix_ids)
         if ids:
-            out, state = engine.prefill(torch.tensor([ids], dtype=torch.long), state)
-            logits = out[0, -1]
+            logits, state = prefill_chunked(engine, ids, state)
     else:
-        out, state = engine.prefill(torch.tensor([ids], dtype=torch.long), engine.new_state(1))
-        logits = out[0, -1]
+        logits, state = prefill_chunked(engine, ids, engine.new_state(1))
     return Sequence(engine, params, state, logits, prefix_ids + ids, generator=generator)
+
+
+MAX_PROMPT_TOKENS = 32768
+"""Default prompt limit of `generate` and `chat` (--max-prompt-tokens): the recurrent state has no
+context limit, so this only bounds the work one typo (a pasted file) can start."""
+
+
+def check_prompt_length(n: int, limit: int | None) -> None:
+    if limit is not None and n > limit:
+        raise UserError(f"the prompt has {n} tokens, more than --max-prompt-tokens {limit} — shorten it or "
+                        "raise the limit")
 
 
 class Generation:
@@ -486,7 +500,8 @@ def split_model_and_prompt(args: list[str]) -> tuple[str | None, str | None]:
 
 def generate_command(args: list[str], engine_name: str, params: SamplingParams, as_json: bool,
                      dtype: str | None = None, threads: int | None = None, add_bos: bool | None = None,
-                     stdin=None, out=None, device: str | None = None) -> dict:
+                     stdin=None, out=None, device: str | None = None,
+                     max_prompt_tokens: int | None = MAX_PROMPT_TOKENS) -> dict:
     """`mmfree generate`: stream the continuation to `out` (or print one JSON object with --json)."""
     import json
     import sys
@@ -495,9 +510,11 @@ def generate_command(args: list[str], engine_name: str, params: SamplingParams, 
     if prompt is None or prompt == "-":
         if stdin.isatty():
             raise UserError("no prompt — give one as an argument or pipe it in: echo 'Once upon' | mmfree generate")
+        if hasattr(stdin, "reconfigure"):
+            stdin.reconfigure(errors="replace")  # bytes that are not UTF-8 become �, not a traceback
         prompt = stdin.read()
     engine, path = open_engine(model, engine_name, dtype, threads, device)
-    gen = Generation(engine, prompt, params, add_bos=add_bos)
+    gen = Generation(engine, prompt, params, add_bos=add_bos, max_prompt_tokens=max_prompt_tokens)
     for chunk in gen:
         if not as_json:
             out.write(chunk)

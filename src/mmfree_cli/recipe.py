@@ -24,6 +24,9 @@ import yaml
 
 from .errors import UserError
 from .model.config import HGRNBitConfig, presets
+from .yamlio import excerpt
+from .yamlio import load_file as yaml_load_file
+from .yamlio import loads as yaml_loads
 
 
 @dataclass
@@ -206,6 +209,12 @@ def _hints(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
+def _key(key: Any) -> str:
+    """A key as written, or a bounded excerpt of it when it is long."""
+    text = str(key)[:200]
+    return text if len(text) <= 60 else excerpt(text)
+
+
 def _suggest(key: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(key, choices, n=1, cutoff=0.6)
     return f" — did you mean {close[0]!r}?" if close else f" — known keys: {', '.join(choices)}"
@@ -229,21 +238,21 @@ def _coerce(value: Any, hint: Any) -> Any:
         raise TypeError(" or ".join(errors))
     if origin is list:
         if not isinstance(value, list):
-            raise TypeError(f"a list, got {value!r}")
+            raise TypeError(f"a list, got {excerpt(value)}")
         (item,) = typing.get_args(hint)
         return [_coerce(v, item) for v in value]
     if origin is dict or hint is dict:
         if not isinstance(value, dict):
-            raise TypeError(f"a mapping, got {value!r}")
+            raise TypeError(f"a mapping, got {excerpt(value)}")
         return value
     if hint is bool:
         if isinstance(value, bool):
             return value
-        raise TypeError(f"true or false, got {value!r}")
+        raise TypeError(f"true or false, got {excerpt(value)}")
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise TypeError(f"an integer, got {value!r}")
+        raise TypeError(f"an integer, got {excerpt(value)}")
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -252,19 +261,19 @@ def _coerce(value: Any, hint: Any) -> Any:
                 return float(value)
             except ValueError:
                 pass
-        raise TypeError(f"a number, got {value!r}")
+        raise TypeError(f"a number, got {excerpt(value)}")
     if hint is str:
         if isinstance(value, str):
             return value
-        raise TypeError(f"a string, got {value!r}")
-    raise TypeError(f"{hint}, got {value!r}")
+        raise TypeError(f"a string, got {excerpt(value)}")
+    raise TypeError(f"{hint}, got {excerpt(value)}")
 
 
 def _build_section(name: str, cls: type, raw: Any, problems: list[str]) -> Any:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        problems.append(f"{name}: expected a mapping of keys, got {raw!r}")
+        problems.append(f"{name}: expected a mapping of keys, got {excerpt(raw)}")
         return cls()
     hints = _hints(cls)
     if name == "model":
@@ -273,7 +282,7 @@ def _build_section(name: str, cls: type, raw: Any, problems: list[str]) -> Any:
     values, overrides = {}, {}
     for key, value in raw.items():
         if key not in hints:
-            problems.append(f"{name}.{key}: unknown key{_suggest(str(key), sorted(hints))}")
+            problems.append(f"{name}.{_key(key)}: unknown key{_suggest(_key(key), sorted(hints))}")
             continue
         try:
             coerced = _coerce(value, hints[key])
@@ -290,7 +299,7 @@ def _check_values(r: Recipe, problems: list[str]) -> None:
     """Value constraints a type cannot say, one problem per key."""
     def need(ok: bool, key: str, what: str, value: Any) -> None:
         if not ok:
-            problems.append(f"{key} {what}, got {value!r}")
+            problems.append(f"{key} {what}, got {excerpt(value)}")
 
     o, s, t, d = r.optimizer, r.schedule, r.train, r.data
     need(r.model.preset in presets(), "model.preset", f"must be one of {', '.join(presets())}", r.model.preset)
@@ -312,6 +321,10 @@ def _check_values(r: Recipe, problems: list[str]) -> None:
     need(t.mixed_precision in ("auto", "bf16", "no"), "train.mixed_precision", "must be auto, bf16 or no", t.mixed_precision)
     need(t.max_grad_norm is None or t.max_grad_norm > 0, "train.max_grad_norm", "must be > 0 or null", t.max_grad_norm)
     need(t.threads is None or t.threads > 0, "train.threads", "must be > 0 or null", t.threads)
+    need(t.sample_tokens > 0, "train.sample_tokens", "must be > 0 (an empty sample_prompt skips the sample)", t.sample_tokens)
+    need(t.run_name is None or _plain_name(t.run_name), "train.run_name",
+         "must be a plain directory name (no '/', '\\', '..' or leading '.')", t.run_name)
+    need(bool(t.output_dir.strip()), "train.output_dir", "must name a directory", t.output_dir)
     need(d.seq_len >= 2, "data.seq_len", "must be >= 2", d.seq_len)
     need(d.format in ("auto", "text", "json", "parquet"), "data.format", "must be auto, text, json or parquet", d.format)
     need(0 < d.validation_fraction < 1, "data.validation_fraction", "must be in (0, 1)", d.validation_fraction)
@@ -325,10 +338,15 @@ def _check_values(r: Recipe, problems: list[str]) -> None:
     _check_files(r, problems)
 
 
+def _plain_name(name: str) -> bool:
+    """A single path component that stays inside its parent directory."""
+    return bool(name) and not name.startswith(".") and not any(c in name for c in "/\\\0") and len(name) <= 200
+
+
 def _check_distill(x: DistillSection, problems: list[str]) -> None:
     def need(ok: bool, key: str, what: str, value: Any) -> None:
         if not ok:
-            problems.append(f"distill.{key} {what}, got {value!r}")
+            problems.append(f"distill.{key} {what}, got {excerpt(value)}")
 
     need(0 <= x.alpha <= 1, "alpha", "must be in [0, 1]", x.alpha)
     need(x.temperature > 0, "temperature", "must be > 0", x.temperature)
@@ -347,12 +365,12 @@ def _check_distill(x: DistillSection, problems: list[str]) -> None:
 def _check_files(r: Recipe, problems: list[str]) -> None:
     from .data.sources import is_local_spec
     if is_local_spec(r.data.source) and not _exists(r.resolve_path(r.data.source)):
-        problems.append(f"data.source: {r.data.source} not found — give an existing file, directory or glob "
+        problems.append(f"data.source: {_key(r.data.source)} not found — give an existing file, directory or glob "
                         "(or a Hub dataset name, or 'embedded')")
     from .hub import looks_like_hub_id
     if r.model.init_from is not None and not r.resolve_path(r.model.init_from).is_dir() \
             and not looks_like_hub_id(r.model.init_from):
-        problems.append(f"model.init_from: {r.model.init_from} is not a run or model directory")
+        problems.append(f"model.init_from: {_key(r.model.init_from)} is not a run or model directory")
 
 
 def _exists(path: Path) -> bool:
@@ -367,17 +385,17 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or "." not in key:
-            raise UserError(f"override {item!r}: write section.key=value, e.g. optimizer.lr=3e-3")
+            raise UserError(f"override {excerpt(item)}: write section.key=value, e.g. optimizer.lr=3e-3")
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError:
+            value = yaml_loads(text, "override") if text.strip() else ""
+        except UserError:
             value = text
         node = nested
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise UserError(f"override {item!r}: {part} is not a section")
+                raise UserError(f"override {excerpt(item)}: {excerpt(part)} is not a section")
         node[leaf] = value
     return nested
 
@@ -400,7 +418,7 @@ def recipe_from_dict(raw: Any, name: str = "recipe", base_dir: Path = Path("."),
     sections = {}
     for key, value in raw.items():
         if key not in SECTIONS:
-            problems.append(f"{key}: unknown section{_suggest(str(key), list(SECTIONS))}")
+            problems.append(f"{_key(key)}: unknown section{_suggest(_key(key), list(SECTIONS))}")
             continue
         sections[key] = _build_section(key, SECTIONS[key], value, problems)
     recipe = Recipe(**sections, name=name, base_dir=base_dir)
@@ -416,15 +434,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: recipe not found — try `mmfree init` for examples, or recipes/tiny.yaml")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        what = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UserError(f"{path}: YAML syntax error{where}: {what} — fix the file") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a UTF-8 text file — is it a recipe?") from None
+    raw = yaml_load_file(path)
     if overrides:
         raw = _merge(raw if isinstance(raw, dict) else {}, parse_overrides(overrides))
     return recipe_from_dict(raw, name=path.stem, base_dir=path.resolve().parent, source=str(path))

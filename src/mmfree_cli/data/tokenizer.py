@@ -53,7 +53,8 @@ class HFTokenizer:
         try:
             self._tok = Tokenizer.from_file(str(self.path))
         except Exception as e:  # tokenizers raises a bare Exception on bad files
-            raise UserError(f"{self.path}: not a valid tokenizer.json ({e})") from None
+            raise UserError(f"{self.path}: not a valid tokenizer.json ({str(e)[:120]}) — restore the model's "
+                            "tokenizer file") from None
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
         self.bos_id = bos_id if bos_id is not None else self._special("<s>", "<|begin_of_text|>", "<bos>")
         self.eos_id = eos_id if eos_id is not None else self._special("</s>", "<|end_of_text|>", "<eos>")
@@ -97,8 +98,10 @@ def load_tokenizer(directory: str | Path, bos_id: int | None = None, eos_id: int
         return HFTokenizer(path, bos_id, eos_id)
     if (path / BYTE_TOKENIZER_FILE).is_file():
         spec = read_json(path / BYTE_TOKENIZER_FILE)
-        if spec.get("type") != "bytes":
-            raise UserError(f"{path / BYTE_TOKENIZER_FILE}: unknown tokenizer type {spec.get('type')!r}")
+        if not isinstance(spec, dict) or spec.get("type") != "bytes":
+            kind = spec.get("type") if isinstance(spec, dict) else type(spec).__name__
+            raise UserError(f"{path / BYTE_TOKENIZER_FILE}: unknown tokenizer type {str(kind)[:40]!r} — "
+                            'it should read {"type": "bytes"}')
         return ByteTokenizer()
     if (path / HF_TOKENIZER_FILE).is_file():
         return HFTokenizer(path / HF_TOKENIZER_FILE, bos_id, eos_id)
@@ -134,6 +137,10 @@ def copy_tokenizer_files(src: str | Path, dst: str | Path, required: bool = Fals
     if required and not {BYTE_TOKENIZER_FILE, HF_TOKENIZER_FILE} & set(found):
         raise UserError(f"{src}: no {HF_TOKENIZER_FILE} or {BYTE_TOKENIZER_FILE} — copy the model's tokenizer "
                         "there, then export again")
+    if {BYTE_TOKENIZER_FILE, HF_TOKENIZER_FILE} & set(found):
+        load_tokenizer(src)  # a broken tokenizer is refused here, never copied into an export
+    if "tokenizer_config.json" in found and not isinstance(read_json(src / "tokenizer_config.json"), dict):
+        raise UserError(f"{src / 'tokenizer_config.json'}: not a JSON object — restore the model's tokenizer files")
     for name in found:
         write_bytes(dst / name, (src / name).read_bytes())
     return found

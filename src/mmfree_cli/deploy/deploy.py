@@ -39,7 +39,8 @@ def program_card(command: str, bundle: Bundle) -> str:
         if not usable:
             raise UserError(f"{bundle.path}: no XDMA-capable bitstream in the bundle — add the vendor-built "
                             "one with `mmfree export --target fpga --bitstream FILE`")
-        argv = [a.replace("{bitstream}", str(bundle.path / usable[0]["path"])) for a in argv]
+        from ..fileio import inside
+        argv = [a.replace("{bitstream}", str(inside(bundle.path, usable[0]["path"], "bitstream path"))) for a in argv]
     ran = shlex.join(argv)
     result = subprocess.run(argv, capture_output=True, text=True)
     if result.returncode:
@@ -74,6 +75,10 @@ def deploy(bundle_path: str | Path | None, device: str, force: bool = False, pro
            say: Callable[[str], None] = lambda line: None) -> dict:
     """Identify the card, upload, verify and self-test the bundle; returns the report."""
     from ..paths import latest_export
+    if selftest_steps is not None and selftest_steps < 1:
+        raise UserError(f"--selftest-steps {selftest_steps}: run at least 1 golden step (or leave it out for all)")
+    if not timeout > 0:
+        raise UserError(f"--timeout {timeout}: give a positive number of seconds")
     bundle = Bundle.open(bundle_path if bundle_path is not None else latest_export("fpga"))
     image = bundle.weights()
     report: dict = {"bundle": str(bundle.path), "device": device}

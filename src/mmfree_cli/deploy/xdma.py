@@ -60,7 +60,10 @@ def _open(path: Path, flags: int, prefix: str) -> int:
 class Xdma:
     """Open nodes of one card: `read32`/`write32`, `dma_write`/`dma_read`, `wait_event`."""
 
-    def __init__(self, prefix: str | Path, channel: int = 0, use_mmap: bool = False):
+    def __init__(self, prefix: str | Path, channel: int = 0, use_mmap: bool = False, exclusive: bool = True):
+        """exclusive: hold an advisory lock on the register node while open, so a second mmfree
+        process (another deploy, a chat on the fpga engine) is refused instead of interleaving its
+        uploads and steps with ours."""
         self.prefix = str(prefix)
         self.paths = node_paths(prefix, channel)
         if Path(self.prefix).is_dir() or self.prefix.endswith("/"):
@@ -70,12 +73,24 @@ class Xdma:
         try:
             for node in NODES:
                 self.fds[node] = _open(self.paths[node], modes[node], self.prefix)
+            if exclusive:
+                self._lock()
         except UserError:
             self.close()
             raise
         self.bar = self._map_bar() if use_mmap else None
         self.staging = mmap.mmap(-1, CHUNK)   # page-aligned, reused for every chunk
         self._event_reader: tuple[threading.Thread, list] | None = None
+
+    def _lock(self) -> None:
+        import fcntl
+        try:
+            fcntl.flock(self.fds["user"], fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{self.paths['user']}: the card is in use by another mmfree process (a deploy or "
+                            "a chat on --engine fpga) — wait for it to finish") from None
+        except OSError:
+            pass  # a node that cannot be locked (some FUSE mounts): go on unlocked, as before
 
     def _map_bar(self) -> mmap.mmap:
         try:
@@ -177,12 +192,20 @@ class Xdma:
         return result[0]
 
     def close(self) -> None:
-        for fd in self.fds.values():
-            os.close(fd)
-        self.fds = {}
+        """Release the nodes; a card that vanished meanwhile (EIO, ENODEV on close) is not an error
+        of its own: whatever failed before has already said so."""
         if getattr(self, "bar", None) is not None:
-            self.bar.close()
+            try:
+                self.bar.close()
+            except (OSError, ValueError):
+                pass
             self.bar = None
+        for fd in self.fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.fds = {}
 
     def __enter__(self) -> Xdma:
         return self

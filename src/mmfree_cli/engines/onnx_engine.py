@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..fileio import read_json
+from ..fileio import inside, read_json
 from ..formats.onnx import read_onnx_manifest
 from ..model.config import HGRNBitConfig
 from .base import Engine
@@ -57,7 +57,11 @@ class OnnxEngine(Engine):
                 # ORT would fuse DequantizeLinear+MatMul into blockwise-int8 MatMulNBits, which is
                 # not exact; without the fusion it folds the weights to float32 at load.
                 options.add_session_config_entry("session.disable_quant_qdq", "1")
-            graph = self.path / self.onnx_config["graphs"][kind]["file"]
+            try:
+                name = self.onnx_config["graphs"][kind]["file"]
+            except (KeyError, TypeError):
+                raise UserError(f"{self.path}/onnx_config.json: no graphs.{kind}.file — export again") from None
+            graph = inside(self.path, name, f"graphs.{kind}.file")
             self._sessions[kind] = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
         return self._sessions[kind]
 

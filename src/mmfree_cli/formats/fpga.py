@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..fileio import load_safetensors, read_json
+from ..fileio import inside, load_safetensors, read_json
 from .manifest import check_version, verify, write_manifest
 
 FORMAT = "mmfree-fpga-bundle"
@@ -41,11 +41,13 @@ class Bundle:
         path = Path(path)
         if not (path / "manifest.json").is_file():
             raise UserError(f"{path}: no manifest.json — give an fpga bundle (`mmfree export --target fpga`)")
+        from .fpga_manifest import check_manifest
         manifest = read_json(path / "manifest.json")
         if manifest.get("target") != "fpga":
-            raise UserError(f"{path}: a {manifest.get('target')!r} export, not an fpga bundle — "
+            raise UserError(f"{path}: a {str(manifest.get('target'))[:40]!r} export, not an fpga bundle — "
                             "run `mmfree export --target fpga`")
         check_version(manifest, path / "manifest.json", FORMAT, FORMAT_VERSION, REMAKE)
+        check_manifest(path, manifest)  # the fields deploy reads: types, sizes, paths inside the bundle
         verify(path, manifest, REMAKE)
         return cls(path, manifest)
 
@@ -57,7 +59,7 @@ class Bundle:
 
     def weights(self) -> bytes:
         """weights.bin, checked against the manifest (size and sha256)."""
-        file = self.path / self.manifest["weights"]["file"]
+        file = inside(self.path, self.manifest["weights"]["file"], "weights.file")
         if not file.is_file():
             raise UserError(f"{file}: missing — the bundle is incomplete; re-export it")
         image = file.read_bytes()
@@ -72,7 +74,7 @@ class Bundle:
         return tensors["embed"].numpy().astype(np.int32)
 
     def golden(self) -> dict[str, np.ndarray]:
-        tensors, _ = load_safetensors(self.path / self.manifest["golden"]["path"])
+        tensors, _ = load_safetensors(inside(self.path, self.manifest["golden"]["path"], "golden.path"))
         return {k: v.numpy() for k, v in tensors.items()}
 
     @property

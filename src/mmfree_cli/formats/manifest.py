@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from ..errors import UserError
-from ..fileio import read_json, sha256_file, write_json
+from ..fileio import inside, read_json, sha256_file, write_json
 
 MANIFEST = "manifest.json"
 
@@ -81,9 +81,13 @@ def check_version(manifest: dict, where: Path | str, fmt: str, version: int, rem
 
 
 def verify(directory: Path, manifest: dict, remake: str) -> None:
-    """Every file the manifest lists is there with its recorded sha256."""
-    for name, want in (manifest.get("files") or {}).items():
-        path = Path(directory) / name
+    """Every file the manifest lists is inside `directory` (no `..`, absolute path or symlink out)
+    and there with its recorded sha256."""
+    files = manifest.get("files") or {}
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise UserError(f"{Path(directory) / MANIFEST}: `files` must map names to sha256 strings — {remake}")
+    for name, want in files.items():
+        path = inside(directory, name, f"a file listed in {MANIFEST}")
         if not path.is_file():
             raise UserError(f"{path}: missing (listed in {MANIFEST}) — {remake}")
         if sha256_file(path) != want:

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from ..fileio import load_safetensors, read_json, save_safetensors
+from ..fileio import inside, load_safetensors, read_json, save_safetensors
 from ..kernels.numerics import BITLINEAR_NORM_EPS
 from ..quant.packing import LAYOUTS, pack, packed_shape, unpack
 from ..quant.rowint8 import check_rows, dequantize_rows, quantize_rows
@@ -206,7 +206,7 @@ def read_packed(path: str | Path) -> TernaryModel:
     if not path.is_dir():
         raise UserError(f"{path}: packed model not found")
     manifest = read_manifest(path)
-    model = read_packed_weights(path / manifest.get("weights", WEIGHTS))
+    model = read_packed_weights(inside(path, manifest.get("weights", WEIGHTS), "weights"))
     if model.layout != manifest.get("layout"):
         raise UserError(f"{path}: manifest layout {manifest.get('layout')!r} does not match "
                         f"{WEIGHTS} layout {model.layout!r}")

@@ -68,6 +68,10 @@ class HGRNBitConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> HGRNBitConfig:
+        """Build from a config.json mapping, every field type- and range-checked first (a file we
+        did not write may say `"ternary": "no"` or `"hidden_size": 1e12`)."""
+        if not isinstance(d, dict):
+            raise UserError(f"model config: expected a JSON object of fields, got {type(d).__name__}")
         d = dict(d)
         model_type = d.pop("model_type", MODEL_TYPE)
         if model_type != MODEL_TYPE:
@@ -75,6 +79,9 @@ class HGRNBitConfig:
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {k: v for k, v in d.items() if k in names}
         extra = {k: v for k, v in d.items() if k not in names}
+        problems = [p for k, v in known.items() if (p := _field_problem(k, v))]
+        if problems:
+            raise UserError("model config: " + "; ".join(problems) + " — fix config.json or re-create the model")
         try:
             return cls(**known, extra=extra)
         except TypeError as e:
@@ -92,12 +99,50 @@ class HGRNBitConfig:
     def load(cls, path: str | Path) -> HGRNBitConfig:
         from ..fileio import read_json
         path = Path(path)
-        return cls.from_dict(read_json(path / "config.json" if path.is_dir() else path))
+        file = path / "config.json" if path.is_dir() else path
+        try:
+            return cls.from_dict(read_json(file))
+        except UserError as e:
+            raise UserError(f"{file}: {e}") from None
 
     def save(self, path: str | Path) -> None:
         from ..fileio import write_json
         path = Path(path)
         write_json(path / "config.json" if path.is_dir() else path, self.to_dict())
+
+
+LIMITS = {"vocab_size": 1 << 22, "hidden_size": 1 << 16, "num_hidden_layers": 1024, "intermediate_size": 1 << 18,
+          "num_heads": 1024, "expand_ratio": 64, "conv_size": 64, "hidden_ratio": 64,
+          "max_position_embeddings": 1 << 24, "bos_token_id": 1 << 22, "eos_token_id": 1 << 22, "pad_token_id": 1 << 22}
+"""Upper bounds far above any real model: a size beyond them is a damaged or hostile file, not a
+model (it would ask for terabytes before any other check)."""
+
+
+def _field_problem(name: str, value: Any) -> str | None:
+    """What is wrong with one config field's value (its type, then its range), or None."""
+    import typing
+    hint = typing.get_type_hints(HGRNBitConfig)[name]
+    optional = type(None) in typing.get_args(hint)
+    base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+    shown = repr(value)[:40]
+    if value is None:
+        return None if optional else f"{name} must not be null"
+    if base is bool:
+        return None if isinstance(value, bool) else f"{name} must be true or false, got {shown}"
+    if base is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            return f"{name} must be an integer, got {shown}"
+        top = LIMITS.get(name)
+        return f"{name} must be at most {top}, got {value}" if top is not None and value > top else None
+    if base is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return f"{name} must be a number, got {shown}"
+        if name == "rms_norm_eps" and not 0 < value < 1:
+            return f"rms_norm_eps must be in (0, 1), got {value}"
+        return None
+    if base is str:
+        return None if isinstance(value, str) else f"{name} must be a string, got {shown}"
+    return None
 
 
 def presets() -> dict[str, dict[str, Any]]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..fileio import load_safetensors, read_json, write_json
 from ..model import save_pretrained
+from ..oserrors import from_message
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
@@ -34,20 +35,31 @@ def save(accelerator, model, run_dir: Path, step: int, state: dict, keep_last: i
     """Collective: every process calls it. Rank 0 writes the model files, state and renames."""
     final = checkpoint_dir(run_dir, step)
     tmp = final.parent / f".{final.name}.tmp"
-    if accelerator.is_main_process:
+    try:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp), safe_serialization=True)
+        if accelerator.is_main_process:
+            # replaces accelerate's plain model.safetensors with the checksummed reference layout
+            save_pretrained(accelerator.unwrap_model(model), tmp)
+            write_json(tmp / STATE_FILE, {**state, "step": step})
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            publish(run_dir, final)
+            _prune(run_dir, keep_last)
+    except Exception as e:
+        # a half-written checkpoint (a full disk) would keep the disk full: remove it, then report
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
-    if accelerator.is_main_process:
-        # replaces accelerate's plain model.safetensors with the checksummed reference layout
-        save_pretrained(accelerator.unwrap_model(model), tmp)
-        write_json(tmp / STATE_FILE, {**state, "step": step})
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        publish(run_dir, final)
-        _prune(run_dir, keep_last)
+        if isinstance(e, OSError):
+            e.filename = e.filename or str(final)
+            raise
+        hidden = from_message(e, str(final))  # torch / safetensors wrap ENOSPC in their own errors
+        if hidden is not None:
+            raise hidden from None
+        raise
     accelerator.wait_for_everyone()
     return final
 
