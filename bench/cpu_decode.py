@@ -21,7 +21,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -35,7 +34,7 @@ from bench.record import record
 from mmfree_cli.benchmark import timed
 from mmfree_cli.engines.cpu_int import CompiledModel
 from mmfree_cli.model import HGRNBitForCausalLM, preset
-from mmfree_cli.quant import intspec
+from mmfree_cli.quant.intmodel import int_model_from_float
 
 BENCH = "cpu_decode (integer engine against the memory bound and llama.cpp, 370M shape, batch 1)"
 THREADS = (1, 2)
@@ -90,7 +89,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     config = preset("370m", num_hidden_layers=args.layers)
-    int_model = intspec.int_model_from_float(HGRNBitForCausalLM(config).eval())
+    int_model = int_model_from_float(HGRNBitForCausalLM(config).eval())
     engines = {t: CompiledModel(int_model, threads=t) for t in THREADS}
     kernel = engines[THREADS[-1]].kernel
     state = np.zeros((config.num_hidden_layers, 1, config.hidden_size), dtype=np.int32)

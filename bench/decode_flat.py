@@ -27,9 +27,10 @@ import torch
 
 from bench.record import record
 from mmfree_cli.data.tokenizer import ByteTokenizer
-from mmfree_cli.engines.torch_engine import TorchEngine, freeze_ternary_weights
+from mmfree_cli.engines.torch_engine import TorchEngine
 from mmfree_cli.generate import SamplingParams, decode_step, start
 from mmfree_cli.model import HGRNBitConfig, HGRNBitForCausalLM
+from mmfree_cli.model.frozen import freeze_ternary_weights
 
 WINDOW = 200
 

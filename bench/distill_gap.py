@@ -14,8 +14,8 @@ both, so the gap is in the same unit (nats per byte). Records the validation los
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path

@@ -16,7 +16,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.record import record
-from mmfree_cli.quant.fidelity import compare
+from mmfree_cli.fidelity import compare
 
 BENCH = "int_fidelity (cpu integer engine vs float model, held-out text)"
 

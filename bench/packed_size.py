@@ -35,12 +35,12 @@ import torch
 import torch.nn.functional as F
 
 from bench.record import record
+from mmfree_cli.export.packed import quantize
+from mmfree_cli.export.packed_report import BF16_BYTES
 from mmfree_cli.fileio import load_safetensors
+from mmfree_cli.formats.packed import WEIGHTS
+from mmfree_cli.formats.ternary import open_model
 from mmfree_cli.model import HGRNBitForCausalLM, preset, save_pretrained
-from mmfree_cli.quant.load import load_packed_model
-from mmfree_cli.quant.packed import WEIGHTS
-from mmfree_cli.quant.quantize import quantize
-from mmfree_cli.quant.report import BF16_BYTES
 from mmfree_cli.quant.rowint8 import dequantize_rows, quantize_rows
 
 BENCH = "packed_size_370m"
@@ -117,7 +117,7 @@ def sizes() -> None:
 def held_out_windows(run: Path, context: int = 128, max_tokens: int = 16384) -> torch.Tensor:
     """[n, context] token windows of the held-out tail of the embedded corpus."""
     from mmfree_cli.data.tokenizer import load_tokenizer
-    from mmfree_cli.quant.fidelity import held_out_text
+    from mmfree_cli.fidelity import held_out_text
     ids = load_tokenizer(run).encode(held_out_text(None))[: max_tokens]
     n = len(ids) // context
     return torch.tensor(ids[: n * context]).reshape(n, context)
@@ -142,8 +142,8 @@ def compare(a, b, windows: torch.Tensor) -> dict:
 def accuracy(run: Path) -> None:
     run = run.resolve()
     with tempfile.TemporaryDirectory(prefix="mmfree-bench-") as tmp:
-        default = load_packed_model(quantize(run, Path(tmp) / "bf16", "tq1")[0])
-        int8 = load_packed_model(quantize(run, Path(tmp) / "int8", "tq1", embedding_dtype="int8")[0])
+        default = open_model(quantize(run, Path(tmp) / "bf16", "tq1")[0])
+        int8 = open_model(quantize(run, Path(tmp) / "int8", "tq1", embedding_dtype="int8")[0])
         windows = held_out_windows(run)
         c = compare(default, int8, windows)
         notes = (f"{run.name}: trained `mmfree train recipes/tiny.yaml`; tq1, floats bf16, embedding bf16 vs "

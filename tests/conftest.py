@@ -29,3 +29,14 @@ def small_model():
         model = HGRNBitForCausalLM(small_config(**kw)).to(dtype)
         return perturb(model).eval()
     return make
+
+
+@pytest.fixture
+def toy_run(tmp_path, small_model):
+    """(model, run directory) of a small model whose rows and columns are not ÷4 or ÷5."""
+    from mmfree_cli.model import save_pretrained
+    model = small_model(hidden_size=36, intermediate_size=44)
+    path = tmp_path / "runs" / "toy"
+    save_pretrained(model, path)
+    (path / "mmfree_tokenizer.json").write_text('{"type": "bytes"}\n')
+    return model, path

@@ -15,10 +15,10 @@ import socket
 import threading
 
 import cocotb
+from axi_mem import AxiLiteMaster, AxiMemory
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from axi_mem import AxiLiteMaster, AxiMemory
 from mmfree_cli.deploy.emulator.remote import read_request, send_reply
 
 POLL_CYCLES = 16

@@ -1,8 +1,6 @@
 """`mmfree bench`: the side-by-side engine table on the tiny model with the CPU engines."""
 
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -11,14 +9,11 @@ from mmfree_cli.benchmark import bench, packed_bytes_per_token, parse_engines
 from mmfree_cli.data.tokenizer import ByteTokenizer
 from mmfree_cli.errors import UserError
 from mmfree_cli.model import HGRNBitForCausalLM, preset, save_pretrained
+from tests.helpers import mmfree
 
 CPU_ENGINES = ["torch", "cpu", "onnx"]
 NUMBER = r"[\d,]+\.?\d*"
 
-
-def mmfree(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "mmfree_cli.cli", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -1,16 +1,10 @@
 """`mmfree info` and `mmfree env` as a user runs them: real subprocesses, exit codes, one-line errors."""
 
-import subprocess
-import sys
 
 import torch
 
 from mmfree_cli.model import save_pretrained
-
-
-def mmfree(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "mmfree_cli.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=120)
+from tests.helpers import mmfree
 
 
 def test_info_preset_counts():

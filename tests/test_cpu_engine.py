@@ -1,8 +1,6 @@
 """The CPU integer engine: bit-exact with the numpy reference, its export, and its CLI paths."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,16 +11,14 @@ from mmfree_cli.engines import load_engine
 from mmfree_cli.engines.cpu_int import CompiledModel, CpuIntEngine
 from mmfree_cli.engines.cpu_ternary import KERNELS, available, layout, matmul, padded, padded_rows
 from mmfree_cli.export import run_export
-from mmfree_cli.export.cpu import read_int_model
+from mmfree_cli.formats.intmodel import read_int_model
 from mmfree_cli.model import save_pretrained
 from mmfree_cli.quant import intref, intspec
+from mmfree_cli.quant.intmodel import int_model_from_float
+from tests.helpers import mmfree
 
 BYTE_VOCAB = dict(vocab_size=260, bos_token_id=256, eos_token_id=257)
 
-
-def mmfree(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "mmfree_cli.cli", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture
@@ -70,7 +66,7 @@ def test_ternary_kernels_are_exact(kernel, n, k, rows):
                                            (dict(hidden_size=130, intermediate_size=64, vocab_size=61,
                                                  num_hidden_layers=2), 3)])
 def test_engine_is_bit_exact_with_the_reference(small_model, shape, threads, kernel):
-    im = intspec.int_model_from_float(small_model(seed=3, **shape))
+    im = int_model_from_float(small_model(seed=3, **shape))
     compiled = CompiledModel(im, kernel, threads)  # one thread, and more threads than cores
     tokens = np.random.default_rng(1).integers(0, shape["vocab_size"], (3, 7))
     state0 = intref.new_state(im, 3)
@@ -155,8 +151,8 @@ def test_cli_eval_compare_reports_agreement_and_perplexities(run_dir, tmp_path):
 def test_a_trained_model_drifts_little(tmp_path):
     """The fidelity targets on a quickly trained tiny-shaped byte model: perplexity within 2% of
     the float model's, top-1 agreement ≥ 97% (random models are no test of drift)."""
+    from mmfree_cli.fidelity import HELD_OUT_FRACTION, compare
     from mmfree_cli.model import HGRNBitForCausalLM, preset
-    from mmfree_cli.quant.fidelity import HELD_OUT_FRACTION, compare
     from mmfree_cli.resources import embedded_corpus
     torch.manual_seed(0)
     data = np.frombuffer(embedded_corpus().read_bytes(), dtype=np.uint8).astype(np.int64)

@@ -12,7 +12,8 @@ from mmfree_cli import kernels
 from mmfree_cli.kernels import bitlinear as bl
 from mmfree_cli.kernels import hgrn
 from mmfree_cli.kernels.bitlinear.cpu import bitlinear_cpu, rms_norm_cpu
-from mmfree_cli.kernels.bitlinear.naive import bitlinear_naive, rms_norm as rms_norm_naive
+from mmfree_cli.kernels.bitlinear.naive import bitlinear_naive
+from mmfree_cli.kernels.bitlinear.naive import rms_norm as rms_norm_naive
 from mmfree_cli.kernels.hgrn.cpu import hgrn_scan_cpu
 from mmfree_cli.kernels.hgrn.naive import hgrn_recurrent_naive
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from test_deploy import FUSE_MISSING, emulated_card, make_bundle, make_run, run_cli
 from conftest import small_config
+from test_deploy import FUSE_MISSING, emulated_card, make_bundle, make_run, run_cli
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("iverilog") is None or FUSE_MISSING is not None,
@@ -50,10 +50,11 @@ def test_deploy_and_decode_on_the_rtl_behind_the_emulated_device(tmp_path):
     sim, errors = start_simulation(bundle, tmp_path, socket_path)
     tokens = [256, 72, 101, 108, 108, 111, 44, 32]
     with emulated_card(tmp_path / "mnt", None, "--connect", socket_path, ready_timeout=180) as device:
-        deployed = run_cli("deploy", str(bundle), "--device", str(device), "--timeout", "60")
+        deployed = run_cli("deploy", str(bundle), "--device", str(device), "--timeout", "600",
+                           timeout=3600)
         assert deployed.returncode == 0, deployed.stderr
         assert "self-test 16 golden decode steps bit-exact (logits and final state)" in deployed.stdout
-        fpga = load_engine("fpga", bundle, device=str(device), timeout=60)
+        fpga = load_engine("fpga", bundle, device=str(device), timeout=600)
         try:
             cpu = load_engine("cpu", run)
             state, ref_state = fpga.new_state(1), cpu.new_state(1)

@@ -17,6 +17,7 @@ from mmfree_cli.recipe import load_recipe, model_config
 from mmfree_cli.resources import embedded_corpus, recipes_dir
 from mmfree_cli.train.distill import LogitCache, distill_loss, make_objective, teacher_recipe
 from mmfree_cli.train.teacher import check_vocabulary, load_teacher
+from tests.helpers import mmfree as run_cli
 
 SMALL_STUDENT = {"preset": "tiny", "hidden_size": 32, "num_hidden_layers": 2, "intermediate_size": 64}
 
@@ -103,10 +104,8 @@ def student_recipe(tmp_path: Path, teacher: Path | None, tokenizer: str = "bytes
     return path
 
 
-def mmfree(*args, cwd, timeout=600):
-    return subprocess.run([sys.executable, "-m", "mmfree_cli.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-
+def mmfree(*args, **kw):
+    return run_cli(*args, **{"env": {"HF_HUB_OFFLINE": "1"}, **kw})
 
 def objective_for(path: Path, tokenizer):
     from accelerate import Accelerator

@@ -3,9 +3,6 @@ adapter on a local multiple-choice task, held to our own log-likelihood computat
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -14,6 +11,7 @@ from mmfree_cli.data.tokenizer import ByteTokenizer
 from mmfree_cli.engines import load_engine
 from mmfree_cli.evaluate import load_text, run_tasks, text_metrics
 from mmfree_cli.model import from_pretrained, save_pretrained
+from tests.helpers import mmfree as run_cli
 
 BYTE_VOCAB = dict(vocab_size=260, bos_token_id=256, eos_token_id=257)
 OFFLINE = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
@@ -22,10 +20,8 @@ QUESTIONS = [("What is 1 + 2?", ["3", "4", "twelve"], 0), ("Which is a colour?",
              ("", ["an empty question", "x"], 0)]
 
 
-def mmfree(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "mmfree_cli.cli", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=600, env={**os.environ, **OFFLINE})
-
+def mmfree(*args, **kw):
+    return run_cli(*args, **{"env": OFFLINE, **kw})
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
@@ -154,6 +150,7 @@ def test_cli_eval_bad_inputs_fail_in_one_line(run_dir, tmp_path):
 
 def test_unavailable_datasets_and_engines_are_user_errors(run_dir, tmp_path, monkeypatch):
     import datasets.config
+
     from mmfree_cli.errors import UserError
     from mmfree_cli.evaluate import evaluate
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)

@@ -5,9 +5,9 @@ import torch
 
 from mmfree_cli.data.tokenizer import ByteTokenizer
 from mmfree_cli.engines import load_engine
+from mmfree_cli.export.packed import quantize
 from mmfree_cli.model import save_pretrained
-from mmfree_cli.quant.load import DequantBitLinear
-from mmfree_cli.quant.quantize import quantize
+from mmfree_cli.model.frozen import FrozenBitLinear
 
 
 @pytest.mark.parametrize("layout", ["i2", "tq1"])
@@ -17,7 +17,7 @@ def test_torch_engine_runs_a_packed_model_like_the_run_it_came_from(tmp_path, sm
     ByteTokenizer().save(run)
     packed, _ = quantize(str(run), tmp_path / "packed", layout, "float32")
     engine = load_engine("torch", packed, dtype="float64")
-    assert any(isinstance(m, DequantBitLinear) for m in engine.model.modules())
+    assert any(isinstance(m, FrozenBitLinear) for m in engine.model.modules())
     reference = load_engine("torch", run, dtype="float64")
     ids = torch.randint(0, 256, (2, 40), generator=torch.Generator().manual_seed(0))
     got, state = engine.prefill(ids, engine.new_state(2))

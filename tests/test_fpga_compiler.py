@@ -1,5 +1,5 @@
 """The FPGA program compiler, held to the integer reference: the core's instruction set run by its
-numpy golden model (export/fpga/machine.py) must give intref.step's logits and state, bit for bit."""
+numpy golden model (hardware/machine.py) must give intref.step's logits and state, bit for bit."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from mmfree_cli.export.fpga.compiler import CoreParams, compile_model, state_stride
-from mmfree_cli.export.fpga.image import pack_ternary_rows, unpack_ternary_rows
-from mmfree_cli.export.fpga.isa import assemble, disassemble
-from mmfree_cli.export.fpga.machine import Machine
-from mmfree_cli.export.fpga.regmap import card_memory_map
+from mmfree_cli.hardware.image import pack_ternary_rows, unpack_ternary_rows
+from mmfree_cli.hardware.isa import assemble, disassemble
+from mmfree_cli.hardware.machine import Machine
+from mmfree_cli.hardware.regmap import card_memory_map
 from mmfree_cli.quant import intref
-from mmfree_cli.quant.intspec import int_model_from_float
+from mmfree_cli.quant.intmodel import int_model_from_float
 
 
 def card(compiled, params):

@@ -18,17 +18,16 @@ import numpy as np
 import pytest
 import torch
 
-from mmfree_cli.export.fpga.machine import Machine
 from mmfree_cli.export.fpga.rtl import verilog_sources
 from mmfree_cli.fileio import load_safetensors
+from mmfree_cli.hardware.machine import Machine
 from mmfree_cli.model import HGRNBitForCausalLM, save_pretrained
 from tests.conftest import small_config
+from tests.helpers import mmfree as run_cli
 
 
-def mmfree(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "mmfree_cli.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=1500)
-
+def mmfree(*args, **kw):
+    return run_cli(*args, **{"timeout": 1500, **kw})
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
@@ -117,15 +116,3 @@ def test_rtl_decodes_16_steps_bit_exact(bundle, tmp_path):
                                   "MMF_REPORT": report})
     steps = json.loads(report.read_text())["steps"]
     assert len(steps) == 16 and all(s["TMV_ACTIVE"] > 0 for s in steps)
-
-
-def test_vendor_bitstream_is_recorded_with_sha256(bundle, tmp_path):
-    bit = tmp_path / "card.bit"
-    bit.write_bytes(b"\x00\xff" * 1000)
-    r = mmfree("export", str(bundle.parent / "runs" / "tiny"), "--target", "fpga", "--bitstream", str(bit),
-               "-o", str(tmp_path / "out"))
-    assert r.returncode == 0, r.stderr
-    man = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    (entry,) = [a for a in man["artifacts"] if a["kind"] == "bitstream"]
-    assert entry["sha256"] == hashlib.sha256(bit.read_bytes()).hexdigest() and entry["xdma_capable"]
-    assert "untested here" in (tmp_path / "out" / "README.md").read_text()

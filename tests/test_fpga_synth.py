@@ -1,5 +1,12 @@
-"""`mmfree export --target fpga --synth ecp5`: the open flow on the small build, through the CLI.
-Slow (yosys + nextpnr take minutes); CI runs it with -m slow."""
+"""`mmfree export --target fpga --synth ecp5`: the open flow on the build the export ships, through
+the CLI. Slow (yosys + nextpnr twice take minutes); CI runs it with -m slow.
+
+Configuration checked: a 1-layer tiny model (tests.conftest.small_config), for which the export
+ships a 16-lane core (MEM_W 32) with a small scratch — the whole core (sequencer, every unit,
+AXI-Lite slave, AXI4 master), out of context on an LFE5U-85F. Place and route runs at speed −8
+and −6 WITHOUT --timing-allow-fail at the floors of synth.FLOOR_MHZ (100 and 80 MHz), so a change
+that drops the Fmax below a floor fails the export and this test.
+"""
 
 from __future__ import annotations
 
@@ -8,26 +15,29 @@ import json
 import pytest
 import torch
 
+from mmfree_cli.export.fpga.synth import EBR_LIMIT, FLOOR_MHZ
 from mmfree_cli.model import HGRNBitForCausalLM, save_pretrained
 from tests.conftest import small_config
-from tests.test_fpga_export import mmfree
+from tests.helpers import mmfree
 
 
 @pytest.mark.slow
-def test_synth_ecp5_reports_utilisation_fmax_and_bitstream(tmp_path):
+def test_synth_ecp5_closes_the_floors_and_reports_fmax_and_bitstream(tmp_path):
     torch.manual_seed(0)
     save_pretrained(HGRNBitForCausalLM(small_config(num_hidden_layers=1)).eval(), tmp_path / "run")
-    r = subprocess_export(tmp_path)
+    r = mmfree("export", str(tmp_path / "run"), "--target", "fpga", "--synth", "ecp5",
+               "-o", str(tmp_path / "out"))
     assert r.returncode == 0, r.stderr[-2000:]
     man = json.loads((tmp_path / "out" / "manifest.json").read_text())
     synth = json.loads((tmp_path / "out" / man["reports"]["synth"]).read_text())
-    assert synth["fmax_mhz"] > 0
+    assert synth["shipped_build"] and synth["build"] == man["rtl"]["parameters"]
+    for speed, floor in FLOOR_MHZ.items():
+        assert synth["speed_grades"][str(speed)]["fmax_mhz"] >= floor, (speed, synth["speed_grades"])
+    assert synth["fmax_mhz"] == synth["speed_grades"]["8"]["fmax_mhz"]
     assert synth["utilization"]["TRELLIS_COMB"]["used"] > 1000
+    assert synth["utilization"].get("DP16KD", {"used": 0})["used"] <= EBR_LIMIT
+    est = json.loads((tmp_path / "out" / man["reports"]["estimates"]).read_text())
+    assert any(row["clock"].startswith("measured") for row in est["rows"])
     bits = [a for a in man["artifacts"] if a["kind"] == "bitstream"]
     assert len(bits) == 1 and bits[0]["xdma_capable"] is False
     assert (tmp_path / "out" / bits[0]["path"]).stat().st_size > 100_000
-
-
-def subprocess_export(tmp_path):
-    return mmfree("export", str(tmp_path / "run"), "--target", "fpga", "--synth", "ecp5",
-                  "-o", str(tmp_path / "out"))

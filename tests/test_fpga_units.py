@@ -21,7 +21,7 @@ def test_tmv(tmp_path):
 def test_rowwise(tmp_path):
     from mmfree_cli.export.fpga.memimage import write_tables
     write_tables(tmp_path)
-    run_cocotb("mmf_rowwise", "tb_rowwise", [TEMPLATES / "mmf_rowwise.v"], tmp_path / "build",
+    run_cocotb("mmf_rowwise", "tb_rowwise", [TEMPLATES / "mmf_rowwise.v", TEMPLATES / "mmf_mul.v"], tmp_path / "build",
                parameters={"SIGMOID_HEX": f'"{tmp_path / "sigmoid.hex"}"'})
 
 

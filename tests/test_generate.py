@@ -3,15 +3,22 @@ streaming UTF-8, batched generation and prefix-state reuse, all on a small rando
 
 from __future__ import annotations
 
-import torch
 import pytest
+import torch
 
 from mmfree_cli.data.tokenizer import ByteTokenizer
 from mmfree_cli.engines import load_engine
 from mmfree_cli.engines.torch_engine import TorchEngine
 from mmfree_cli.errors import UserError
-from mmfree_cli.generate import (Generation, PrefixCache, SamplingParams, StopMatcher, Utf8Stream,
-                                 complete, generate_batch)
+from mmfree_cli.generate import (
+    Generation,
+    PrefixCache,
+    SamplingParams,
+    StopMatcher,
+    Utf8Stream,
+    complete,
+    generate_batch,
+)
 from mmfree_cli.model import HGRNBitConfig, HGRNBitForCausalLM, save_pretrained
 
 
@@ -81,7 +88,7 @@ def test_step_decoding_matches_full_forward(engine):
     logits, _ = engine.prefill(torch.tensor([ids]), engine.new_state(1))
     predicted = logits[0, len(gen.sequence.prompt_tokens) - 1:-1].argmax(-1).tolist()
     agree = sum(p == t for p, t in zip(predicted, gen.sequence.tokens)) / len(gen.sequence.tokens)
-    assert agree >= 0.95  # float32 + quantizers: agreement, not bit-equality (DESIGN.md §2)
+    assert agree >= 0.95  # float32 + quantizers: agreement, not bit-equality (docs/design.md §2)
 
 
 def test_sampling_is_seeded_and_params_matter(engine):
@@ -99,7 +106,10 @@ def test_repetition_penalty_changes_greedy_output(engine):
     plain.run()
     penal = Generation(engine, "aaaa", SamplingParams(max_new_tokens=40, repetition_penalty=5.0))
     penal.run()
-    repeats = lambda g: len(g.sequence.tokens) - len(set(g.sequence.tokens))
+
+    def repeats(g):
+        return len(g.sequence.tokens) - len(set(g.sequence.tokens))
+
     assert repeats(penal) < repeats(plain)
 
 
@@ -177,7 +187,7 @@ def test_stop_matcher_holds_back_possible_starts():
 
 def test_batched_generation_equals_one_by_one(model_dir):
     # float64: a batched matmul rounds differently from a single one, which in float32 can flip an
-    # int8 activation level and so a near-tied greedy token of a random model (DESIGN.md §2)
+    # int8 activation level and so a near-tied greedy token of a random model (docs/design.md §2)
     engine = load_engine("torch", model_dir, dtype="float64")
     prompts = ["Hello", "abc", "The quick brown fox", "x" * 50, "é"]
     alone = [complete(engine, p, max_new_tokens=30) for p in prompts]

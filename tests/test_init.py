@@ -1,16 +1,9 @@
 """`mmfree init`: the scaffold is copied from the installed package, existing files are never
 overwritten without --force, and a scaffolded project trains as it is."""
 
-import os
-import subprocess
-import sys
 
 from mmfree_cli.resources import recipes_dir
-
-
-def mmfree(*args, cwd, timeout=600):
-    return subprocess.run([sys.executable, "-m", "mmfree_cli.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout, env={**os.environ, "COLUMNS": "200"})
+from tests.helpers import mmfree
 
 
 def test_init_copies_scaffold_and_refuses_to_overwrite(tmp_path):

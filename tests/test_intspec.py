@@ -7,6 +7,7 @@ import torch
 
 from mmfree_cli.kernels.bitlinear import bitlinear_naive, ternarize, weight_scale
 from mmfree_cli.quant import intref, intspec
+from mmfree_cli.quant.intmodel import int_model_from_float
 
 TABLE_SHA256 = "f41d4ee11888f7004ac0d897c28989a9b86237916d236d36dd5d9feb38d7f053"
 
@@ -92,7 +93,7 @@ def test_bitlinear_int_matches_float_bitlinear():
 
 def test_reference_tracks_the_float64_model(small_model):
     model = small_model(torch.float64, vocab_size=97, hidden_size=64, intermediate_size=128)
-    im = intspec.int_model_from_float(model)
+    im = int_model_from_float(model)
     tokens = torch.randint(0, 97, (2, 24), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ref = model(tokens).logits.numpy()
@@ -105,7 +106,7 @@ def test_reference_tracks_the_float64_model(small_model):
 
 
 def test_prefill_equals_repeated_steps(small_model):
-    im = intspec.int_model_from_float(small_model())
+    im = int_model_from_float(small_model())
     tokens = np.array([[3, 1, 4, 1, 5], [9, 2, 6, 5, 3]])
     logits, state = intref.prefill(im, tokens, intref.new_state(im, 2))
     s = intref.new_state(im, 2)
@@ -117,7 +118,7 @@ def test_prefill_equals_repeated_steps(small_model):
 
 def test_constants_keep_the_float_models_ternary_codes(small_model):
     model = small_model()
-    im = intspec.int_model_from_float(model)
+    im = int_model_from_float(model)
     lin = model.model.layers[1].attn.f_proj
     want = ternarize(lin.weight.detach(), weight_scale(lin.weight.detach())).to(torch.int8).numpy()
     assert np.array_equal(im["layers.1.f.codes"], want)
@@ -128,4 +129,4 @@ def test_constants_keep_the_float_models_ternary_codes(small_model):
 
 def test_float_model_that_is_not_ternary_is_refused(small_model):
     with pytest.raises(ValueError, match="not ternary"):
-        intspec.int_model_from_float(small_model(ternary=False))
+        int_model_from_float(small_model(ternary=False))

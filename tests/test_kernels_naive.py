@@ -2,8 +2,15 @@
 
 import torch
 
-from mmfree_cli.kernels.bitlinear import (activation_scale, bitlinear_naive, quantize_activations,
-                                          quantize_weights, round_half_away, ternarize, weight_scale)
+from mmfree_cli.kernels.bitlinear import (
+    activation_scale,
+    bitlinear_naive,
+    quantize_activations,
+    quantize_weights,
+    round_half_away,
+    ternarize,
+    weight_scale,
+)
 from mmfree_cli.kernels.hgrn import hgrn_recurrent_naive, hgrn_scan_naive
 
 

@@ -1,7 +1,6 @@
 """The model against its own recurrent form, a from-scratch reference, presets and training checks."""
 
 import json
-import math
 
 import pytest
 import torch
@@ -69,7 +68,7 @@ def test_intermediate_sizes_follow_reference_rounding():
     assert [preset(n).intermediate_size for n in ("370m", "1.3b", "2.7b")] == [2816, 5632, 6912]
 
 
-# ---- a from-scratch reference: the equations of DESIGN.md §2 as a loop over time -------------
+# ---- a from-scratch reference: the equations of docs/design.md §2 as a loop over time -------------
 
 def _rms(x, g, eps):
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * g

@@ -69,7 +69,7 @@ def greedy(step, logits: torch.Tensor, state, n: int = 64) -> list[int]:
 
 
 def test_float64_graphs_equal_the_fake_quant_model(model64, export64):
-    """Exactness, as DESIGN.md §2 asks, in float64 where int8 rounding flips vanish: the graphs
+    """Exactness, as docs/design.md §2 asks, in float64 where int8 rounding flips vanish: the graphs
     compute the fake-quant model itself, prefill and decode, from a non-zero state."""
     engine = load_engine("auto", export64)
     cfg = model64.config
@@ -110,7 +110,7 @@ def reference32(tiny_model):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_float32_agrees_with_fake_quant_model(reference32, exports, fmt):
-    """float32 is judged as DESIGN.md §2 says: logits equal to 1e-3 except after the rare int8
+    """float32 is judged as docs/design.md §2 says: logits equal to 1e-3 except after the rare int8
     rounding flip (which PyTorch's own prefill and step also show), top-1 almost always equal."""
     tokens, start, ref_prefill, steps, ref_steps = reference32
     engine = load_engine("auto", exports[fmt])
@@ -147,7 +147,7 @@ def test_64_greedy_tokens_identical_float64(model64, export64):
 @pytest.fixture(scope="module")
 def decisive(tmp_path_factory):
     """A model with clear winners, like a trained one: a random model's top-2 logits are often within
-    1e-3 of each other, where one int8 rounding flip decides the greedy token (DESIGN.md §2). Here
+    1e-3 of each other, where one int8 rounding flip decides the greedy token (docs/design.md §2). Here
     the next token depends mostly on the current one (big embeddings, lm_head rows = permuted
     embeddings); the recurrence and GLU still act on every step. → (run dir, 64 greedy tokens)."""
     torch.manual_seed(1)

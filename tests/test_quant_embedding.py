@@ -13,14 +13,14 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 
 from mmfree_cli.errors import UserError
-from mmfree_cli.export.cuda import export_tensors
+from mmfree_cli.export.packed import quantize
+from mmfree_cli.formats.cuda import tensors_of
+from mmfree_cli.formats.packed import read_packed
+from mmfree_cli.formats.ternary import open_model, open_ternary
 from mmfree_cli.model import save_pretrained
-from mmfree_cli.quant.load import DequantBitLinear, load_model
-from mmfree_cli.quant.packed import read_packed
-from mmfree_cli.quant.quantize import quantize
+from mmfree_cli.model.frozen import FrozenBitLinear
 from mmfree_cli.quant.rowint8 import dequantize_rows, quantize_rows
-
-from test_quant_packed import _one_error_line, mmfree, run_dir  # noqa: F401  (fixture)
+from tests.helpers import mmfree, one_error_line
 
 EMB = "model.embeddings.weight"
 
@@ -46,8 +46,8 @@ def test_rows_round_trip_within_half_a_step(rows, cols, seed, zero_row):
     assert torch.equal(codes.abs().amax(dim=1)[scale > 0], torch.full_like(scale[scale > 0], 127, dtype=torch.int8))
 
 
-def test_pack_load_round_trip(run_dir, tmp_path):
-    model, path = run_dir
+def test_pack_load_round_trip(toy_run, tmp_path):
+    model, path = toy_run
     out, report = quantize(path, tmp_path / "p", "tq1", embedding_dtype="int8")
     emb = model.model.embeddings.weight.detach()
     with safe_open(str(out / "model.safetensors"), framework="pt") as f:
@@ -60,9 +60,9 @@ def test_pack_load_round_trip(run_dir, tmp_path):
     assert packed.embedding_dtype == "int8" and packed.floats[EMB].dtype == torch.float32
     assert torch.equal(packed.floats[EMB], codes.float() * scale[:, None])
     assert ((packed.floats[EMB] - emb).abs() <= bound).all()
-    loaded = load_model(out)
+    loaded = open_model(out)
     assert torch.equal(loaded.model.embeddings.weight, packed.floats[EMB])
-    assert isinstance(loaded.lm_head, DequantBitLinear)
+    assert isinstance(loaded.lm_head, FrozenBitLinear)
     ids = torch.arange(30)[None] % model.config.vocab_size
     with torch.no_grad():
         assert torch.isfinite(loaded(ids).logits).all()
@@ -74,8 +74,8 @@ def test_pack_load_round_trip(run_dir, tmp_path):
     assert report["groups"]["embeddings"]["bytes"] == v * d + 4 * v
 
 
-def test_repack_keeps_int8_rows_exactly_and_readers_dequantise(run_dir, tmp_path):
-    _, path = run_dir
+def test_repack_keeps_int8_rows_exactly_and_readers_dequantise(toy_run, tmp_path):
+    _, path = toy_run
     first = read_packed(quantize(path, tmp_path / "a", "i2", embedding_dtype="int8")[0])
     second = read_packed(quantize(tmp_path / "a", tmp_path / "b", "hf-bitnet", embedding_dtype="int8")[0])
     for got, want in zip(second.int8_rows[EMB], first.int8_rows[EMB]):
@@ -84,20 +84,20 @@ def test_repack_keeps_int8_rows_exactly_and_readers_dequantise(run_dir, tmp_path
     as_float = read_packed(quantize(tmp_path / "a", tmp_path / "c", "i2", "float32")[0])
     assert as_float.embedding_dtype == "float32" and not as_float.int8_rows
     assert torch.equal(as_float.floats[EMB], first.floats[EMB])
-    cuda = export_tensors(tmp_path / "a")  # the cuda export/engine reader: a bf16 embedding
+    cuda = tensors_of(open_ternary(tmp_path / "a"))  # the cuda export/engine reader: a bf16 embedding
     assert torch.equal(cuda[EMB], first.floats[EMB].to(torch.bfloat16))
 
 
-def test_default_embedding_dtype_follows_float_dtype(run_dir, tmp_path):
-    _, path = run_dir
+def test_default_embedding_dtype_follows_float_dtype(toy_run, tmp_path):
+    _, path = toy_run
     out, report = quantize(path, tmp_path / "p", "i2", "float16")
     with safe_open(str(out / "model.safetensors"), framework="pt") as f:
         assert f.get_tensor(EMB).dtype == torch.float16 and EMB + "_row_scale" not in f.keys()
     assert report["embedding_dtype"] == "float16" and read_packed(out).embedding_dtype == "float16"
 
 
-def test_library_refuses_bad_embedding_dtype_and_non_finite_rows(run_dir, tmp_path):
-    model, path = run_dir
+def test_library_refuses_bad_embedding_dtype_and_non_finite_rows(toy_run, tmp_path):
+    model, path = toy_run
     with pytest.raises(UserError, match="float8"):
         quantize(path, tmp_path / "p", embedding_dtype="float8")
     with torch.no_grad():
@@ -107,10 +107,10 @@ def test_library_refuses_bad_embedding_dtype_and_non_finite_rows(run_dir, tmp_pa
         quantize(tmp_path / "inf", tmp_path / "q", embedding_dtype="int8")
 
 
-def test_cli_embedding_dtype_and_info(run_dir, tmp_path):
-    _, path = run_dir
+def test_cli_embedding_dtype_and_info(toy_run, tmp_path):
+    _, path = toy_run
     root = path.parent.parent
-    line = _one_error_line(mmfree("quantize", "--embedding-dtype", "fp4", cwd=root), "fp4")
+    line = one_error_line(mmfree("quantize", "--embedding-dtype", "fp4", cwd=root), "fp4")
     assert "int8" in line and not (root / "exports").exists()
     r = mmfree("quantize", "--layout", "tq1", "--embedding-dtype", "int8", cwd=root)
     assert r.returncode == 0, r.stderr

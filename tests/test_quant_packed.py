@@ -2,46 +2,29 @@
 re-packing, and the `mmfree quantize` / `mmfree info` CLI including corrupt and truncated files."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from safetensors import safe_open
 
 from mmfree_cli.errors import UserError
+from mmfree_cli.export.packed import quantize
+from mmfree_cli.formats.packed import is_packed, read_packed
+from mmfree_cli.formats.ternary import open_model
 from mmfree_cli.kernels.bitlinear import ternarize, weight_scale
-from mmfree_cli.model import save_pretrained
+from mmfree_cli.model.frozen import FrozenBitLinear
 from mmfree_cli.model.layers import BitLinear
-from mmfree_cli.quant.load import DequantBitLinear, load_model, load_packed_model
-from mmfree_cli.quant.packed import is_packed, read_packed
-from mmfree_cli.quant.quantize import quantize
+from tests.helpers import mmfree, one_error_line
 
 LAYOUTS = ("i2", "tq1", "hf-bitnet")
 
 
-@pytest.fixture
-def run_dir(tmp_path, small_model):
-    model = small_model(hidden_size=36, intermediate_size=44)  # rows and columns not ÷4 or ÷5
-    path = tmp_path / "runs" / "toy"
-    save_pretrained(model, path)
-    (path / "mmfree_tokenizer.json").write_text('{"type": "bytes"}\n')
-    return model, path
-
-
-def mmfree(*args, cwd=None):
-    env = {**os.environ, "COLUMNS": "250"}  # rich wraps tables to 80 columns in a pipe otherwise
-    return subprocess.run([sys.executable, "-m", "mmfree_cli.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, env=env, timeout=300)
-
-
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_packed_model_gives_fake_quant_logits(run_dir, tmp_path, layout):
-    model, path = run_dir
+def test_packed_model_gives_fake_quant_logits(toy_run, tmp_path, layout):
+    model, path = toy_run
     out, report = quantize(path, tmp_path / f"p-{layout}", layout, float_dtype="float32")
-    packed = load_packed_model(out)
-    assert isinstance(packed.lm_head, DequantBitLinear)
+    packed = open_model(out)
+    assert isinstance(packed.lm_head, FrozenBitLinear)
     ids = torch.randint(0, model.config.vocab_size, (2, 29), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         want, got = model(ids).logits, packed(ids).logits
@@ -49,20 +32,20 @@ def test_packed_model_gives_fake_quant_logits(run_dir, tmp_path, layout):
     assert report["layout"] == layout and (out / "mmfree_tokenizer.json").is_file()
 
 
-def test_bf16_floats_match_the_model_with_bf16_floats(run_dir, tmp_path):
-    model, path = run_dir
+def test_bf16_floats_match_the_model_with_bf16_floats(toy_run, tmp_path):
+    model, path = toy_run
     out, _ = quantize(path, tmp_path / "p", "tq1")  # default: floats kept as bf16
     with torch.no_grad():
         for name, p in model.named_parameters():
             if not name.endswith("proj.weight") and name != "lm_head.weight":
                 p.copy_(p.to(torch.bfloat16).float())
         ids = torch.arange(40)[None] % model.config.vocab_size
-        diff = (load_packed_model(out)(ids).logits - model(ids).logits).abs().max().item()
+        diff = (open_model(out)(ids).logits - model(ids).logits).abs().max().item()
     assert diff <= 1e-5
 
 
-def test_beta_is_kept_exactly_and_codes_match_the_quantizer(run_dir, tmp_path):
-    model, path = run_dir
+def test_beta_is_kept_exactly_and_codes_match_the_quantizer(toy_run, tmp_path):
+    model, path = toy_run
     packed = read_packed(quantize(path, tmp_path / "p", "i2")[0])
     for name, module in model.named_modules():
         if isinstance(module, BitLinear):
@@ -71,11 +54,11 @@ def test_beta_is_kept_exactly_and_codes_match_the_quantizer(run_dir, tmp_path):
             assert torch.equal(packed.codes[f"{name}.weight"], ternarize(module.weight.detach(), beta).to(torch.int8))
 
 
-def test_hf_bitnet_file_reads_with_transformers(run_dir, tmp_path):
+def test_hf_bitnet_file_reads_with_transformers(toy_run, tmp_path):
     from transformers import BitNetQuantConfig
     from transformers.integrations.bitnet import unpack_weights
 
-    model, path = run_dir
+    model, path = toy_run
     out, _ = quantize(path, tmp_path / "hf", "hf-bitnet")
     config = json.loads((out / "config.json").read_text())
     assert BitNetQuantConfig.from_dict(config["quantization_config"]).linear_class == "bitlinear"
@@ -97,8 +80,8 @@ def test_hf_bitnet_file_reads_with_transformers(run_dir, tmp_path):
     assert checked == 3 * 6 + 1
 
 
-def test_repack_from_a_packed_directory_is_lossless(run_dir, tmp_path):
-    _, path = run_dir
+def test_repack_from_a_packed_directory_is_lossless(toy_run, tmp_path):
+    _, path = toy_run
     first = read_packed(quantize(path, tmp_path / "a", "hf-bitnet", "float32")[0])
     second = read_packed(quantize(tmp_path / "a", tmp_path / "b", "tq1", "float32")[0])
     assert second.layout == "tq1" and second.manifest["source"]["packed_layout"] == "hf-bitnet"
@@ -109,27 +92,19 @@ def test_repack_from_a_packed_directory_is_lossless(run_dir, tmp_path):
         assert torch.equal(first.floats[name], second.floats[name])
 
 
-def test_load_model_takes_both_kinds(run_dir, tmp_path):
-    _, path = run_dir
+def test_load_model_takes_both_kinds(toy_run, tmp_path):
+    _, path = toy_run
     out, _ = quantize(path, tmp_path / "p", "i2")
     assert is_packed(out) and is_packed(out / "model.safetensors") and not is_packed(path)
-    assert isinstance(load_model(out).lm_head, DequantBitLinear)
-    assert isinstance(load_model(path).lm_head, BitLinear)
+    assert isinstance(open_model(out).lm_head, FrozenBitLinear)
+    assert isinstance(open_model(path).lm_head, BitLinear)
 
 
-def _one_error_line(r, name):
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in r.stderr
-    assert name in lines[0]
-    return lines[0]
-
-
-def test_cli_quantize_info_and_refusals(run_dir, tmp_path):
+def test_cli_quantize_info_and_refusals(toy_run, tmp_path):
     """The real CLI end to end: newest run → packed dir → info; then a corrupt and a truncated file."""
-    _, path = run_dir
+    _, path = toy_run
     root = path.parent.parent
-    _one_error_line(mmfree("quantize", "--layout", "i3", cwd=root), "i3")
+    one_error_line(mmfree("quantize", "--layout", "i3", cwd=root), "i3")
     r = mmfree("quantize", "--layout", "tq1", cwd=root)
     assert r.returncode == 0, r.stderr
     assert "bits per ternary weight" in r.stdout and "smaller than bf16" in r.stdout
@@ -146,13 +121,13 @@ def test_cli_quantize_info_and_refusals(run_dir, tmp_path):
     data = bytearray(weights.read_bytes())
     data[-10] ^= 0xFF  # a flipped bit in a tensor
     weights.write_bytes(bytes(data))
-    assert "sha256" in _one_error_line(mmfree("info", str(out)), str(weights))
+    assert "sha256" in one_error_line(mmfree("info", str(out)), str(weights))
     weights.write_bytes(bytes(data[: len(data) // 2]))  # truncated
-    assert "truncated" in _one_error_line(mmfree("info", str(weights)), str(weights))
+    assert "truncated" in one_error_line(mmfree("info", str(weights)), str(weights))
 
 
-def test_library_refusals_name_the_file(run_dir, tmp_path):
-    _, path = run_dir
+def test_library_refusals_name_the_file(toy_run, tmp_path):
+    _, path = toy_run
     out, _ = quantize(path, tmp_path / "p", "i2")
     weights = out / "model.safetensors"
     data = bytearray(weights.read_bytes())

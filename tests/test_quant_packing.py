@@ -7,8 +7,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from mmfree_cli.quant.packing import (LAYOUTS, pack, pack_hf_bitnet, pack_i2, pack_tq1,
-                                      packed_shape, unpack, unpack_hf_bitnet, unpack_i2, unpack_tq1)
+from mmfree_cli.quant.packing import (
+    LAYOUTS,
+    pack,
+    pack_hf_bitnet,
+    pack_i2,
+    pack_tq1,
+    packed_shape,
+    unpack,
+    unpack_hf_bitnet,
+    unpack_i2,
+    unpack_tq1,
+)
 
 dims = st.integers(min_value=1, max_value=23)  # covers sizes not divisible by 4 or 5
 

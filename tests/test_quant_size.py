@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from mmfree_cli.export.packed import quantize
 from mmfree_cli.model import HGRNBitForCausalLM, preset, save_pretrained
-from mmfree_cli.quant.quantize import quantize
 
 
 @pytest.mark.slow

@@ -10,11 +10,7 @@ import yaml
 from mmfree_cli.errors import UserError
 from mmfree_cli.recipe import load_recipe, model_config, parse_overrides, recipe_from_dict
 from mmfree_cli.resources import recipes_dir
-
-
-def mmfree(*args, cwd=None, env=None):
-    return subprocess.run([sys.executable, "-m", "mmfree_cli.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=300)
+from tests.helpers import mmfree
 
 
 @pytest.mark.parametrize("name", ["tiny", "370m", "1.3b", "2.7b"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -46,7 +45,7 @@ def engine(model_dir):
 @pytest.fixture(scope="module")
 def server(model_dir):
     """float64, so that a request decoded in a batch of 8 rounds exactly as one decoded alone
-    (in float32 a batched matmul may flip a near-tied token of a random model: DESIGN.md §2)."""
+    (in float32 a batched matmul may flip a near-tied token of a random model: docs/design.md §2)."""
     port = free_port()
     proc = subprocess.Popen([MMFREE, "serve", str(model_dir), "--port", str(port), "--model-name", MODEL_ID,
                              "--dtype", "float64", "--max-batch", "8", "--max-tokens", "64"],

@@ -19,6 +19,7 @@ from mmfree_cli.model import from_pretrained
 from mmfree_cli.recipe import DataSection, ScheduleSection, recipe_from_dict
 from mmfree_cli.resources import embedded_corpus
 from mmfree_cli.train.schedules import lr_at, weight_decay_at
+from tests.helpers import mmfree
 
 SMALL_MODEL = {"preset": "tiny", "hidden_size": 32, "num_hidden_layers": 2, "intermediate_size": 64}
 
@@ -39,10 +40,6 @@ def write_recipe(tmp_path: Path, **sections) -> Path:
     path.write_text(json.dumps(recipe))  # JSON is YAML
     return path
 
-
-def mmfree(*args, cwd, env=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "mmfree_cli.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout)
 
 
 def test_schedule_warmup_decay_and_cut():

@@ -46,7 +46,7 @@ def _export(run_dir, out):
 
 def _assert_agree(a: torch.Tensor, b: torch.Tensor) -> None:
     """Logits [..., V] of two float32 paths with quantizers on agree: the median position to 1e-4
-    relative, every position to 0.1, top-1 at ≥ 95% of positions (DESIGN.md §2, Parity).
+    relative, every position to 0.1, top-1 at ≥ 95% of positions (docs/design.md §2, Parity).
 
     Not "most positions to 1e-3": two float32 paths that round differently (GPU against CPU, one
     kernel against another) now and then move one int8 activation by a level, and the recurrent

@@ -18,14 +18,15 @@ if not torch.cuda.is_available():
 pytest.importorskip("triton", reason="Triton is not installed on this platform (pyproject installs it on linux x86-64)")
 
 from mmfree_cli.kernels.bitlinear import fused as bl_fused  # noqa: E402
-from mmfree_cli.kernels.bitlinear.naive import bitlinear_naive, rms_norm as rms_norm_naive  # noqa: E402
+from mmfree_cli.kernels.bitlinear.naive import bitlinear_naive  # noqa: E402
+from mmfree_cli.kernels.bitlinear.naive import rms_norm as rms_norm_naive
 from mmfree_cli.kernels.hgrn.chunk import hgrn_chunk  # noqa: E402
 from mmfree_cli.kernels.hgrn.fused_recurrent import hgrn_fused_recurrent  # noqa: E402
 from mmfree_cli.kernels.hgrn.naive import hgrn_recurrent_naive  # noqa: E402
-from mmfree_cli.kernels.rowwise import fused as rw_fused, naive as rw_naive  # noqa: E402
+from mmfree_cli.kernels.rowwise import fused as rw_fused  # noqa: E402
+from mmfree_cli.kernels.rowwise import naive as rw_naive
 from mmfree_cli.kernels.ternary_gemm import decode as tg_decode  # noqa: E402
-from mmfree_cli.kernels.ternary_gemm.naive import (gemv_glu_naive, gemv_norm_naive, gemv_step_naive,  # noqa: E402
-                                                   ternary_gemm_naive)
+from mmfree_cli.kernels.ternary_gemm.naive import gemv_glu_naive, gemv_norm_naive, gemv_step_naive, ternary_gemm_naive  # noqa: E402
 from mmfree_cli.kernels.ternary_gemm.packed import ternary_gemm_packed  # noqa: E402
 from mmfree_cli.quant.packing import pack_i2  # noqa: E402
 

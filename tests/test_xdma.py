@@ -12,12 +12,12 @@ import time
 
 import pytest
 
+from conftest import small_config
 from mmfree_cli.deploy import xdma as xdma_mod
 from mmfree_cli.deploy.xdma import CardTimeout, Xdma
 from mmfree_cli.errors import UserError
-from mmfree_cli.export.fpga import regmap
+from mmfree_cli.hardware import regmap
 from test_deploy import FUSE_MISSING, emulated_card, make_bundle, make_run
-from conftest import small_config
 
 R = regmap.REGISTERS
 

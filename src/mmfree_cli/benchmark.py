@@ -23,8 +23,9 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -117,7 +118,7 @@ class PeakMemory:
     def __init__(self, cuda: bool) -> None:
         self.cuda, self.peak = cuda, 0
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         gc.collect()
         if self.cuda:
             torch.cuda.empty_cache()

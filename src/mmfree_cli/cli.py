@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
 
 from .errors import UserError
+from .extras import missing_extra
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode="rich",
@@ -62,8 +62,8 @@ def init(
 @app.command()
 def train(
     recipe: Path = typer.Argument(..., help="A recipe YAML file (see `mmfree init` or recipes/tiny.yaml)."),
-    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides: section.key=value ..."),
-    resume: Optional[str] = typer.Option(None, "--resume", help="auto (the newest unfinished run) or a run / checkpoint directory."),
+    overrides: list[str] | None = typer.Argument(None, help="Dotted overrides: section.key=value ..."),
+    resume: str | None = typer.Option(None, "--resume", help="auto (the newest unfinished run) or a run / checkpoint directory."),
 ):
     """Train a model from a recipe into runs/<name>/; runs/latest then points at it.
 
@@ -81,8 +81,8 @@ def train(
 @app.command()
 def distill(
     recipe: Path = typer.Argument(..., help="A recipe with a distill: section (recipes/distill-tiny.yaml, recipes/distill-370m.yaml)."),
-    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides: section.key=value ..."),
-    resume: Optional[str] = typer.Option(None, "--resume", help="auto (the newest unfinished run) or a run / checkpoint directory."),
+    overrides: list[str] | None = typer.Argument(None, help="Dotted overrides: section.key=value ..."),
+    resume: str | None = typer.Option(None, "--resume", help="auto (the newest unfinished run) or a run / checkpoint directory."),
 ):
     """Distil a full-precision teacher (transformers directory or mmfree run) into the recipe's ternary student.
 
@@ -99,11 +99,11 @@ def distill(
 
 @app.command()
 def quantize(
-    model: Optional[str] = typer.Argument(None, help="Run, reference checkpoint or packed model directory (default: the newest run)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: exports/packed/<model>-<layout>)."),
+    model: str | None = typer.Argument(None, help="Run, reference checkpoint or packed model directory (default: the newest run)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output directory (default: exports/packed/<model>-<layout>)."),
     layout: str = typer.Option("i2", "--layout", "-l", help="i2 (2 bits/weight) | tq1 (1.6 bits/weight) | hf-bitnet (transformers)"),
     float_dtype: str = typer.Option("bfloat16", "--float-dtype", help="Embeddings, norms and lower bounds: bfloat16 | float16 | float32"),
-    embedding_dtype: Optional[str] = typer.Option(None, "--embedding-dtype", help="The embedding table only: bfloat16 | float16 | float32 | int8 (per-row scale, ~half of bf16) (default: --float-dtype)"),
+    embedding_dtype: str | None = typer.Option(None, "--embedding-dtype", help="The embedding table only: bfloat16 | float16 | float32 | int8 (per-row scale, ~half of bf16) (default: --float-dtype)"),
 ):
     """Pack a model's ternary weights into a self-contained directory (packed safetensors, config, tokenizer, manifest).
 
@@ -113,20 +113,22 @@ def quantize(
       mmfree quantize runs/latest --layout tq1 --embedding-dtype int8
       mmfree quantize checkpoints/MMfreeLM-370M --layout hf-bitnet -o packed/370m-hf
     """
-    from .quant.quantize import quantize as run_quantize
-    from .quant.report import render
+    from .export.packed import quantize as run_quantize
+    from .export.packed_report import render
     path, report = run_quantize(model, out, layout, float_dtype, embedding_dtype=embedding_dtype)
     console.print(render(report, title=f"packed {layout} → {path}"))
 
 
 @app.command()
 def export(
-    model: Optional[str] = typer.Argument(None, help="Run or model directory (default: the newest run, runs/latest)."),
+    model: str | None = typer.Argument(None, help="Run or model directory (default: the newest run, runs/latest)."),
     target: str = typer.Option(..., "--target", "-t", help="cuda | cpu | onnx | fpga"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: exports/<target>/<model>-<time>)."),
-    synth: Optional[str] = typer.Option(None, help="fpga: open-flow synthesis (yowasp yosys + nextpnr) of a small build for ecp5 (ice40 is too small for the core)."),
-    bitstream: Optional[Path] = typer.Option(None, help="fpga: record a vendor-built bitstream (with its sha256) in the bundle."),
-    onnx_weights: Optional[str] = typer.Option(None, "--onnx-weights", help="onnx: nbits (MatMulNBits 2-bit, default, fastest in onnxruntime) | dq (standard INT2 DequantizeLinear, opset 25)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output directory (default: exports/<target>/<model>-<time>)."),
+    synth: str | None = typer.Option(None, help="fpga: open-flow synthesis (yowasp yosys + nextpnr) of the shipped build on an ECP5-85F at speed -8 and -6, failing below 100/80 MHz (ice40 is too small for the core)."),
+    bitstream: Path | None = typer.Option(None, help="fpga: record a Vivado-built bitstream after checking its .bit header, sync word and sidecar design ID (vivado/build.tcl writes FILE.json)."),
+    board: str | None = typer.Option(None, "--board", help="fpga: add vivado/ (build script, block design with XDMA + DDR4, constraints, README) for this board: vcu118."),
+    core_mhz: float | None = typer.Option(None, "--core-mhz", help="fpga --board: the core's clock in MHz (at most the --synth Fmax report; needed without --synth)."),
+    onnx_weights: str | None = typer.Option(None, "--onnx-weights", help="onnx: nbits (MatMulNBits 2-bit, default, fastest in onnxruntime) | dq (standard INT2 DequantizeLinear, opset 25)."),
 ):
     """Export a model for an inference target; `exports/<target>/latest` then points at it.
 
@@ -134,16 +136,19 @@ def export(
       mmfree export --target cpu
       mmfree export runs/latest --target onnx -o exports/onnx/mine
       mmfree export --target fpga --synth ecp5
+      mmfree export --target fpga --board vcu118 --synth ecp5
+      mmfree export --target fpga --board vcu118 --core-mhz 100 --bitstream vivado/out/mmf_vcu118.bit
     """
     from .export import run_export
-    options = {k: v for k, v in {"synth": synth, "bitstream": bitstream, "weights": onnx_weights}.items() if v is not None}
+    options = {k: v for k, v in {"synth": synth, "bitstream": bitstream, "weights": onnx_weights,
+                                 "board": board, "core_mhz": core_mhz}.items() if v is not None}
     path = run_export(target, model, out, **options)
     console.print(f"exported [bold]{target}[/] → {path}")
 
 
 @app.command()
 def generate(
-    args: Optional[list[str]] = typer.Argument(None, help="[MODEL] [PROMPT]: a model directory (default: the newest run) and the prompt (default: stdin)."),
+    args: list[str] | None = typer.Argument(None, help="[MODEL] [PROMPT]: a model directory (default: the newest run) and the prompt (default: stdin)."),
     engine: str = typer.Option("auto", "--engine", "-e", help="auto | torch | cuda | cpu | onnx | fpga"),
     max_tokens: int = typer.Option(200, "--max-tokens", "-n", help="Most tokens to generate."),
     temperature: float = typer.Option(0.0, "--temperature", "-t", help="0 = greedy."),
@@ -152,13 +157,13 @@ def generate(
     min_p: float = typer.Option(0.0, help="Drop tokens below min_p × the top probability (0 = off)."),
     repetition_penalty: float = typer.Option(1.0, help="> 1 discourages repeats (1 = off)."),
     seed: int = typer.Option(0, help="Random seed of the sampler."),
-    stop: Optional[list[str]] = typer.Option(None, "--stop", help="Stop string (repeat for several)."),
+    stop: list[str] | None = typer.Option(None, "--stop", help="Stop string (repeat for several)."),
     ignore_eos: bool = typer.Option(False, help="Keep going after the end-of-sequence token."),
     no_bos: bool = typer.Option(False, "--no-bos", help="No BOS before the prompt (default: BOS for HF tokenizers, none for byte-level runs, which train without it)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: text, token counts, tokens/s."),
-    dtype: Optional[str] = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
-    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads (default: torch's choice; the cpu engine uses one per core)."),
-    device: Optional[str] = typer.Option(None, "--device", help="fpga engine: the XDMA node prefix, e.g. /dev/xdma0 (or DIR/xdma0 of `mmfree fpga-emulator`)."),
+    dtype: str | None = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
+    threads: int | None = typer.Option(None, min=1, help="CPU threads (default: torch's choice; the cpu engine uses one per core)."),
+    device: str | None = typer.Option(None, "--device", help="fpga engine: the XDMA node prefix, e.g. /dev/xdma0 (or DIR/xdma0 of `mmfree fpga-emulator`)."),
 ):
     """Continue a prompt once, streaming the text as it is generated.
 
@@ -179,10 +184,10 @@ def generate(
 
 @app.command()
 def chat(
-    model: Optional[str] = typer.Argument(None, help="Model directory (default: the newest run)."),
+    model: str | None = typer.Argument(None, help="Model directory (default: the newest run)."),
     engine: str = typer.Option("auto", "--engine", "-e", help="auto | torch | cuda | cpu | onnx | fpga"),
     template: str = typer.Option("auto", help="Chat template: auto (tokenizer, then recipe, else none) | chatml | dialogue | FILE | none (plain continuation)."),
-    system: Optional[str] = typer.Option(None, help="System message (with a chat template)."),
+    system: str | None = typer.Option(None, help="System message (with a chat template)."),
     max_tokens: int = typer.Option(256, "--max-tokens", "-n", help="Most tokens per answer."),
     temperature: float = typer.Option(0.7, "--temperature", "-t", help="0 = greedy."),
     top_k: int = typer.Option(0, help="Sample from the k most likely tokens (0 = off)."),
@@ -190,9 +195,9 @@ def chat(
     min_p: float = typer.Option(0.0, help="Drop tokens below min_p × the top probability (0 = off)."),
     repetition_penalty: float = typer.Option(1.0, help="> 1 discourages repeats (1 = off)."),
     seed: int = typer.Option(0, help="Random seed of the sampler."),
-    dtype: Optional[str] = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
-    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads (default: torch's choice; the cpu engine uses one per core)."),
-    device: Optional[str] = typer.Option(None, "--device", help="fpga engine: the XDMA node prefix, e.g. /dev/xdma0 (or DIR/xdma0 of `mmfree fpga-emulator`)."),
+    dtype: str | None = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
+    threads: int | None = typer.Option(None, min=1, help="CPU threads (default: torch's choice; the cpu engine uses one per core)."),
+    device: str | None = typer.Option(None, "--device", help="fpga engine: the XDMA node prefix, e.g. /dev/xdma0 (or DIR/xdma0 of `mmfree fpga-emulator`)."),
 ):
     """Talk to a model in the terminal; answers stream as they are generated and the conversation
     is carried in the recurrent state. Commands: /reset /save /load /params /help /exit.
@@ -211,17 +216,17 @@ def chat(
 
 @app.command()
 def serve(
-    model: Optional[str] = typer.Argument(None, help="Model directory (default: the newest run)."),
+    model: str | None = typer.Argument(None, help="Model directory (default: the newest run)."),
     engine: str = typer.Option("auto", "--engine", "-e", help="auto | torch | cuda | cpu | onnx | fpga"),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 exposes it to the network)."),
     port: int = typer.Option(8000, "--port", "-p"),
     template: str = typer.Option("auto", help="Chat template for /v1/chat/completions: auto | chatml | dialogue | FILE."),
-    model_name: Optional[str] = typer.Option(None, help="The model id clients use (default: the directory name)."),
+    model_name: str | None = typer.Option(None, help="The model id clients use (default: the directory name)."),
     max_batch: int = typer.Option(8, help="Requests decoded together; more wait in a queue."),
     max_tokens: int = typer.Option(2048, help="Most tokens one request may generate."),
-    dtype: Optional[str] = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
-    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads (default: torch's choice; the cpu engine uses one per core)."),
-    device: Optional[str] = typer.Option(None, "--device", help="fpga engine: the XDMA node prefix, e.g. /dev/xdma0 (or DIR/xdma0 of `mmfree fpga-emulator`)."),
+    dtype: str | None = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
+    threads: int | None = typer.Option(None, min=1, help="CPU threads (default: torch's choice; the cpu engine uses one per core)."),
+    device: str | None = typer.Option(None, "--device", help="fpga engine: the XDMA node prefix, e.g. /dev/xdma0 (or DIR/xdma0 of `mmfree fpga-emulator`)."),
 ):
     """Serve a model over an OpenAI-compatible HTTP API: /v1/models, /v1/completions,
     /v1/chat/completions (with streaming), /health.
@@ -238,22 +243,22 @@ def serve(
 
 @app.command(name="eval")
 def eval_(
-    model: Optional[str] = typer.Argument(None, help="Run, packed or export directory (default: the newest run; with a named engine, its newest export)."),
-    data: Optional[str] = typer.Option(None, "--data", help="Held-out text: a UTF-8 file, a .jsonl/.parquet file, a Hub dataset NAME[:CONFIG] (cached or reachable), or 'embedded' (the last 10% of the embedded corpus)."),
-    tasks: Optional[str] = typer.Option(None, "--tasks", help="lm-evaluation-harness tasks, comma-separated: names (arc_easy,arc_challenge,hellaswag,openbookqa,piqa,winogrande) or task YAML files."),
-    include_path: Optional[list[Path]] = typer.Option(None, "--include-path", help="A directory of task YAML files for --tasks (repeatable)."),
+    model: str | None = typer.Argument(None, help="Run, packed or export directory (default: the newest run; with a named engine, its newest export)."),
+    data: str | None = typer.Option(None, "--data", help="Held-out text: a UTF-8 file, a .jsonl/.parquet file, a Hub dataset NAME[:CONFIG] (cached or reachable), or 'embedded' (the last 10% of the embedded corpus)."),
+    tasks: str | None = typer.Option(None, "--tasks", help="lm-evaluation-harness tasks, comma-separated: names (arc_easy,arc_challenge,hellaswag,openbookqa,piqa,winogrande) or task YAML files."),
+    include_path: list[Path] | None = typer.Option(None, "--include-path", help="A directory of task YAML files for --tasks (repeatable)."),
     compare: bool = typer.Option(False, "--compare", help="Hold an engine (default: the integer cpu engine) against the float model: top-1 agreement and both perplexities."),
     engine: str = typer.Option("auto", "--engine", "-e", help="auto | torch | cuda | cpu | onnx | fpga (--compare: the engine compared with the float model, default cpu)."),
-    context: Optional[int] = typer.Option(None, help="Tokens per window, each from a zero state (--data default 0: the whole text as one stream through the recurrent state; --compare default 128)."),
-    max_tokens: Optional[int] = typer.Option(None, help="Most held-out tokens to evaluate (--data default 0: all; --compare default 4096)."),
+    context: int | None = typer.Option(None, help="Tokens per window, each from a zero state (--data default 0: the whole text as one stream through the recurrent state; --compare default 128)."),
+    max_tokens: int | None = typer.Option(None, help="Most held-out tokens to evaluate (--data default 0: all; --compare default 4096)."),
     split: str = typer.Option("test", help="--data DATASET: the split to read."),
     text_field: str = typer.Option("text", help="--data DATASET/JSONL: the column holding the text."),
-    limit: Optional[int] = typer.Option(None, help="--tasks: at most this many examples per task."),
-    num_fewshot: Optional[int] = typer.Option(None, help="--tasks: few-shot examples (default: the task's, zero for the paper's suite)."),
+    limit: int | None = typer.Option(None, help="--tasks: at most this many examples per task."),
+    num_fewshot: int | None = typer.Option(None, help="--tasks: few-shot examples (default: the task's, zero for the paper's suite)."),
     batch_size: int = typer.Option(8, help="Sequences per engine call."),
-    dtype: Optional[str] = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
-    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads (default: torch's choice; the cpu engine uses one per core)."),
-    device: Optional[str] = typer.Option(None, "--device", help="fpga engine: the XDMA node prefix, e.g. /dev/xdma0."),
+    dtype: str | None = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
+    threads: int | None = typer.Option(None, min=1, help="CPU threads (default: torch's choice; the cpu engine uses one per core)."),
+    device: str | None = typer.Option(None, "--device", help="fpga engine: the XDMA node prefix, e.g. /dev/xdma0."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Evaluate a model: perplexity, bits per byte and top-1 on held-out text (--data), the paper's
@@ -270,8 +275,8 @@ def eval_(
     """
     import json
     if compare:
+        from .fidelity import compare as compare_engines
         from .paths import resolve_model
-        from .quant.fidelity import compare as compare_engines
         engine = "cpu" if engine == "auto" else engine
         report = compare_engines(resolve_model(model), engine, None if data in (None, "embedded") else Path(data),
                                  128 if context is None else context, 4096 if max_tokens is None else max_tokens)
@@ -295,14 +300,14 @@ def eval_(
 
 @app.command(name="bench")
 def bench_(
-    model: Optional[str] = typer.Argument(None, help="Run or packed model directory (default: the newest run)."),
-    engines: Optional[str] = typer.Option(None, "--engines", help="Comma-separated engines (default: torch,cpu,onnx, and cuda with a GPU)."),
+    model: str | None = typer.Argument(None, help="Run or packed model directory (default: the newest run)."),
+    engines: str | None = typer.Option(None, "--engines", help="Comma-separated engines (default: torch,cpu,onnx, and cuda with a GPU)."),
     prefill_tokens: int = typer.Option(128, help="Prompt length of the prefill figure."),
     decode_tokens: int = typer.Option(32, help="Batch-1 decode steps timed per repeat."),
     repeats: int = typer.Option(3, help="Repeats per figure (the median is shown)."),
-    bandwidth: Optional[float] = typer.Option(None, help="Memory bandwidth in GB/s for the bound (default: measured here)."),
-    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for every engine (default: each engine's choice)."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Also write the figures as a PNG bar chart to this file."),
+    bandwidth: float | None = typer.Option(None, help="Memory bandwidth in GB/s for the bound (default: measured here)."),
+    threads: int | None = typer.Option(None, min=1, help="CPU threads for every engine (default: each engine's choice)."),
+    plot: Path | None = typer.Option(None, "--plot", help="Also write the figures as a PNG bar chart to this file."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the table."),
 ):
     """Benchmark engines side by side on one model: prefill and decode tokens/s, memory, and
@@ -314,7 +319,9 @@ def bench_(
       mmfree bench --engines cpu --decode-tokens 128 --bandwidth 25 --json
     """
     import json
-    from .benchmark import bench, plot as plot_report, table
+
+    from .benchmark import bench, table
+    from .benchmark import plot as plot_report
     report = bench(model, engines, prefill_tokens, decode_tokens, repeats, bandwidth, threads)
     if plot is not None:
         report["plot"] = str(plot_report(report, plot))
@@ -328,11 +335,11 @@ def bench_(
 
 @app.command()
 def deploy(
-    bundle: Optional[Path] = typer.Argument(None, help="FPGA bundle directory (default: the newest, exports/fpga/latest)."),
+    bundle: Path | None = typer.Argument(None, help="FPGA bundle directory (default: the newest, exports/fpga/latest)."),
     device: str = typer.Option(..., "--device", "-d", help="XDMA node prefix: /dev/xdma0 means /dev/xdma0_user, _h2c_0, _c2h_0, _events_0."),
     force: bool = typer.Option(False, "--force", help="Deploy even when the card's design ID differs from the bundle's."),
-    program: Optional[str] = typer.Option(None, "--program", help="Run this programming tool first ({bitstream} = the bundle's XDMA-capable bitstream)."),
-    selftest_steps: Optional[int] = typer.Option(None, "--selftest-steps", help="Golden decode steps to run (default: all in the bundle)."),
+    program: str | None = typer.Option(None, "--program", help="Run this programming tool first ({bitstream} = the bundle's XDMA-capable bitstream)."),
+    selftest_steps: int | None = typer.Option(None, "--selftest-steps", help="Golden decode steps to run (default: all in the bundle)."),
     timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the card to finish one step."),
     wait: str = typer.Option("irq", "--wait", help="irq (block on _events_0) | poll (read STATUS)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
@@ -362,12 +369,12 @@ app.add_typer(emulator_app, name="fpga-emulator")
 @emulator_app.command("start")
 def fpga_emulator_start(
     directory: Path = typer.Argument(..., help="Empty directory to mount the nodes in (DIR/xdma0_user, ...)."),
-    bundle: Optional[Path] = typer.Option(None, "--bundle", help="The bundle whose design the card holds (default: exports/fpga/latest)."),
+    bundle: Path | None = typer.Option(None, "--bundle", help="The bundle whose design the card holds (default: exports/fpga/latest)."),
     name: str = typer.Option("xdma0", "--name", help="Node prefix inside DIR."),
-    memory: Optional[int] = typer.Option(None, "--memory", help="Card memory bytes (default: what the bundle needs, rounded up to 1 MiB)."),
-    design_id: Optional[str] = typer.Option(None, "--design-id", help="Report this DESIGN_ID instead of the bundle's (hex)."),
-    fault: Optional[list[str]] = typer.Option(None, "--fault", help="Inject a fault: hang | no-access | flip-bit:ADDR (repeatable)."),
-    connect: Optional[str] = typer.Option(None, "--connect", help="Serve a card server at this Unix socket (e.g. the RTL simulation) instead of the golden machine."),
+    memory: int | None = typer.Option(None, "--memory", help="Card memory bytes (default: what the bundle needs, rounded up to 1 MiB)."),
+    design_id: str | None = typer.Option(None, "--design-id", help="Report this DESIGN_ID instead of the bundle's (hex)."),
+    fault: list[str] | None = typer.Option(None, "--fault", help="Inject a fault: hang | no-access | flip-bit:ADDR (repeatable)."),
+    connect: str | None = typer.Option(None, "--connect", help="Serve a card server at this Unix socket (e.g. the RTL simulation) instead of the golden machine."),
 ):
     """Mount an emulated card (bit-exact golden machine) in DIR and serve it in the foreground; Ctrl-C unmounts.
 
@@ -387,6 +394,12 @@ def main() -> None:
     except UserError as e:
         Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
+    except ModuleNotFoundError as e:  # an optional extra (onnx, serve, cpu, fpga) not installed
+        hint = missing_extra(e)
+        if hint is None:
+            raise
+        Console(stderr=True).print(f"[bold red]error:[/] {hint}", highlight=False, soft_wrap=True)
+        sys.exit(hint.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     except SystemExit:

@@ -21,8 +21,10 @@ import codecs
 import dataclasses
 import time
 from collections import OrderedDict, deque
+from collections.abc import Iterator
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence as Seq
+from pathlib import Path
 
 import torch
 
@@ -76,7 +78,7 @@ class SamplingParams:
         return p
 
     @classmethod
-    def from_options(cls, **options) -> "SamplingParams":
+    def from_options(cls, **options) -> SamplingParams:
         """Build from keyword options, naming any that is not a sampling parameter."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(options) - names)
@@ -84,7 +86,7 @@ class SamplingParams:
             raise UserError(f"unknown sampling parameter(s) {', '.join(unknown)} — known: {', '.join(sorted(names))}")
         return cls(**options)
 
-    def replace(self, **changes) -> "SamplingParams":
+    def replace(self, **changes) -> SamplingParams:
         return dataclasses.replace(self, **changes)
 
 
@@ -214,7 +216,11 @@ class Sequence:
 
     def sample(self) -> str:
         """Choose the next token; return the text it makes safe to emit (maybe '')."""
-        token = choose_token(self.logits, self.params, self._seen, self.generator)
+        return self.accept(choose_token(self.logits, self.params, self._seen, self.generator))
+
+    def accept(self, token: int) -> str:
+        """Take `token` (chosen here or elsewhere, e.g. on the GPU) as the next one; return the text
+        it makes safe to emit (maybe '')."""
         eos = self.engine.tokenizer.eos_id
         if token == eos and not self.params.ignore_eos:
             self.finish_reason = "stop"
@@ -425,7 +431,7 @@ def generate_batch(engine: Engine, prompts: list[str], params: SamplingParams | 
 
 
 def open_engine(model: str | None, engine: str = "auto", dtype: str | None = None,
-                threads: int | None = None, device: str | None = None) -> tuple[Engine, "Path"]:
+                threads: int | None = None, device: str | None = None) -> tuple[Engine, Path]:
     """Resolve MODEL (default: the newest run, or the newest export of a named engine's target)
     and load it into `engine`."""
     from pathlib import Path

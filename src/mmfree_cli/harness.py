@@ -23,8 +23,8 @@ import torch
 from lm_eval.api.model import LM
 
 from .engines.base import Engine
-from .evaluate import score_windows
 from .generate import Generation, SamplingParams, default_add_bos, encode_prompt
+from .scoring import score_windows
 
 
 class EngineLM(LM):

@@ -24,9 +24,9 @@ def describe(path: str) -> Table:
 
     p = Path(path)
     loads = "n/a (preset)"
-    from .quant.packed import is_packed
+    from .formats.packed import is_packed
     if is_packed(p):
-        from .quant.report import describe_packed
+        from .export.packed_report import describe_packed
         return describe_packed(p)
     if path in presets() and not p.exists():
         from .model import preset

@@ -108,6 +108,9 @@ class TrainSection:
     sample_prompt: str = ""
     """A greedy sample from this prompt is printed at the end ("" skips it)."""
     sample_tokens: int = 200
+    activation_checkpointing: str = "none"
+    """none | selective (recompute each block's token mixer in backward) | full (whole blocks):
+    less activation memory for more compute; docs/benchmarks.md (train_step) has the measured costs."""
 
 
 @dataclass
@@ -296,6 +299,8 @@ def _check_values(r: Recipe, problems: list[str]) -> None:
     need(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optimizer.betas", "must be two numbers in [0, 1)", o.betas)
     need(o.eps > 0, "optimizer.eps", "must be > 0", o.eps)
     need(o.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0", o.weight_decay)
+    need(t.activation_checkpointing in ("none", "selective", "full"), "train.activation_checkpointing",
+         "must be none, selective or full", t.activation_checkpointing)
     need(s.kind in ("cosine", "linear", "constant"), "schedule.kind", "must be cosine, linear or constant", s.kind)
     need(s.warmup_steps >= 0, "schedule.warmup_steps", "must be >= 0", s.warmup_steps)
     need(0 <= s.min_lr_ratio <= 1, "schedule.min_lr_ratio", "must be in [0, 1]", s.min_lr_ratio)

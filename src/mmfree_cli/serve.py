@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -51,7 +51,7 @@ class _Sampling(BaseModel):
     """The request fields both endpoints share (OpenAI names, plus top_k, min_p, repetition_penalty)."""
     model_config = ConfigDict(extra="ignore")
     model: str
-    max_tokens: Optional[int] = None
+    max_tokens: int | None = None
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
@@ -59,28 +59,28 @@ class _Sampling(BaseModel):
     repetition_penalty: float = 1.0
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
-    stop: Optional[Union[str, list[str]]] = None
-    seed: Optional[int] = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
     n: int = 1
     stream: bool = False
-    stream_options: Optional[dict[str, Any]] = None
-    logprobs: Optional[Union[bool, int]] = None
+    stream_options: dict[str, Any] | None = None
+    logprobs: bool | int | None = None
 
 
 class CompletionRequest(_Sampling):
-    prompt: Union[str, list[str], list[int]]
+    prompt: str | list[str] | list[int]
     echo: bool = False
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "developer", "user", "assistant"]
-    content: Union[str, list[dict[str, Any]], None] = None
+    content: str | list[dict[str, Any]] | None = None
 
 
 class ChatRequest(_Sampling):
     messages: list[ChatMessage]
-    max_completion_tokens: Optional[int] = None
+    max_completion_tokens: int | None = None
 
 
 @dataclass
@@ -158,6 +158,24 @@ class Scheduler:
             running = [j for j in running if not j.sequence.finished]
 
 
+# ---- batched decoding on the device (serve_batch.py): the hook the app calls ----------------------
+def make_scheduler(engine: Engine, max_batch: int):
+    """The continuous-batching scheduler of serve_batch.py where the engine has a device-side batched
+    decoder (the cuda engine), else `Scheduler`."""
+    if hasattr(engine, "batched_decoder"):
+        from .serve_batch import BatchedScheduler
+        return BatchedScheduler(engine, max_batch)
+    return Scheduler(engine, max_batch)
+
+
+def scheduler_load(sched) -> dict[str, int]:
+    """/health's view of the queue: requests running and waiting for a slot."""
+    if sched is None:
+        return {"running": 0, "queue_depth": 0}
+    return {"running": getattr(sched, "running", 0), "queue_depth": sched.inbox.qsize()}
+# ---------------------------------------------------------------------------------------------------
+
+
 def sampling_params(req: _Sampling, limits: Limits, stops: tuple[str, ...] = ()) -> SamplingParams:
     """Check a request's sampling fields and turn them into SamplingParams (APIError 400 if bad)."""
     max_tokens = getattr(req, "max_completion_tokens", None) or req.max_tokens or limits.default_max_tokens
@@ -166,7 +184,7 @@ def sampling_params(req: _Sampling, limits: Limits, stops: tuple[str, ...] = ())
                        "max_tokens", "context_length_exceeded")
     for name in ("n", "presence_penalty", "frequency_penalty", "logprobs"):
         value = getattr(req, name)
-        if value not in ({1} if name == "n" else {0, None, False}):
+        if value not in ({1} if name == "n" else {0, None}):
             raise APIError(400, f"{name}={value!r} is not supported by this server", name, "unsupported_parameter")
     stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
     if len(stop) > 4:
@@ -224,7 +242,7 @@ def create_app(engine: Engine, model_id: str, template: ChatTemplate, limits: Li
 
     def scheduler() -> Scheduler:
         if app.state.scheduler is None:
-            app.state.scheduler = Scheduler(engine, max_batch)
+            app.state.scheduler = make_scheduler(engine, max_batch)
         return app.state.scheduler
 
     def check_model(name: str) -> None:
@@ -248,7 +266,8 @@ def create_app(engine: Engine, model_id: str, template: ChatTemplate, limits: Li
     async def health():
         sched = app.state.scheduler
         return {"status": "ok", "model": model_id, **engine.describe(), "max_batch": max_batch,
-                "batch_peak": sched.batch_peak if sched else 0, "prefix_cache_hits": sched.cache.hits if sched else 0}
+                "batch_peak": sched.batch_peak if sched else 0, "prefix_cache_hits": sched.cache.hits if sched else 0,
+                **scheduler_load(sched)}
 
     @app.get("/v1/models")
     async def models():
@@ -332,18 +351,27 @@ async def sse(job: Job, rid: str, kind: str, include_usage: bool, model_id: str)
     try:
         if chat:
             yield event("", None, first=True)
-        while True:
-            kind_, value = await job.events.get()
-            if kind_ == "text":
-                yield event(value, None)
-            elif kind_ == "error":
-                yield f"data: {json.dumps(error_body(str(value), 'server_error'))}\n\n"
+        done = False
+        while not done:
+            # every event already queued goes out in one write: a server busy with many streams sends
+            # a few tokens a write instead of falling behind its decoder (each token keeps its event)
+            events = [await job.events.get()]
+            while not job.events.empty():
+                events.append(job.events.get_nowait())
+            out = []
+            for kind_, value in events:
+                if kind_ == "text":
+                    out.append(event(value, None))
+                    continue
+                if kind_ == "error":
+                    out.append(f"data: {json.dumps(error_body(str(value), 'server_error'))}\n\n")
+                else:
+                    out.append(event(None, value.finish_reason))
+                    if include_usage:
+                        out.append(f"data: {json.dumps({**head, 'choices': [], 'usage': usage_of(value)})}\n\n")
+                done = True
                 break
-            else:
-                yield event(None, value.finish_reason)
-                if include_usage:
-                    yield f"data: {json.dumps({**head, 'choices': [], 'usage': usage_of(value)})}\n\n"
-                break
+            yield "".join(out)
         yield "data: [DONE]\n\n"
     finally:
         job.cancelled = True  # the client went away or we are done: the scheduler drops it

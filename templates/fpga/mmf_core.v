@@ -1,7 +1,13 @@
 `default_nettype none
 // The mmfree token-generation core: an instruction sequencer (isa.py) that fetches its program from
 // card memory and drives the ternary matrix-vector unit, the row-wise unit, the normalisation unit,
-// the scalar unit, three copies of the scratch memory and load/store to card memory.
+// the scalar unit, the scratch memory and load/store to card memory.
+//
+// The scratch is one block RAM with a read port and a write port (mmf_scratch, two-cycle reads).
+// A pass reads an element's operands one a cycle into operand registers (a, then b, then c: one
+// to three cycles an element, by op) and hands them to the unit, whose results go back through the
+// write port. Dispatch is registered: the memory address (base + imm) and the burst lengths
+// (rows·words for MATVEC) are computed in ST_DEC, a cycle before ST_NEXT issues them.
 //
 // Card memory is reached through a simple port (commands of N beats of MEM_W bits, in order;
 // single-beat writes with byte strobes) that mmf_axi_master turns into AXI4.
@@ -26,6 +32,7 @@ module mmf_core #(
     output wire                  busy,
     output reg                   done_pulse,
     output reg                   error_pulse,
+    output reg                   mem_error_pulse,
     output reg  [31:0]           error_pc,
     output reg  [31:0]           perf_cycles,
     output reg  [31:0]           perf_tmv_active,
@@ -44,7 +51,8 @@ module mmf_core #(
     output reg  [ADDR_W-1:0]     wr_addr,
     output reg  [2*LANES-1:0]    wr_data,
     output reg  [LANES/4-1:0]    wr_strb,
-    input  wire                  wr_idle
+    input  wire                  wr_idle,
+    input  wire [1:0]            mem_error      // sticky AXI error responses (read, write) this run
 );
     localparam MEM_W  = 2 * LANES;
     localparam EPW    = MEM_W / 32;                     // int32 elements per memory word
@@ -74,7 +82,7 @@ module mmf_core #(
 
     localparam ST_IDLE = 4'd0, ST_FETCH = 4'd1, ST_FDATA = 4'd2, ST_EXEC = 4'd3, ST_LOAD = 4'd4,
                ST_STORE = 4'd5, ST_MATVEC = 4'd6, ST_PASS = 4'd7, ST_DRAIN = 4'd8,
-               ST_SCALAR = 4'd9, ST_END = 4'd10, ST_NEXT = 4'd11;
+               ST_SCALAR = 4'd9, ST_END = 4'd10, ST_NEXT = 4'd11, ST_DEC = 4'd12;
     localparam OP_END = 4'd0, OP_LOAD = 4'd1, OP_STORE = 4'd2, OP_MATVEC = 4'd3, OP_ROW = 4'd4,
                OP_NORM = 4'd5, OP_SCALAR = 4'd6;
 
@@ -108,17 +116,22 @@ module mmf_core #(
                              (bsel == 2'd2) ? base_out : base_state;
     wire [63:0]       imm64 = {32'd0, imm};
     wire [ADDR_W-1:0] imm_ext = imm64[ADDR_W-1:0];
-    wire [ADDR_W-1:0] maddr = base + imm_ext;
+    reg  [ADDR_W-1:0] maddr;           // base + imm, registered in ST_DEC
+    reg  [31:0]       mv_beats;        // MATVEC: rows·words_per_row, registered in ST_DEC
+    reg  [31:0]       ld_beats;        // LOAD: words holding n elements
 
-    // ---- scratch: three read ports, one shared write port
+    // ---- scratch: one read port, one write port
     reg                we;
     reg  [SADDR_W-1:0] waddr;
     reg  [31:0]        wdata;
-    reg  [SADDR_W-1:0] ra, rb, rc;
-    wire [31:0]        da, db, dc;
-    mmf_scratch #(.ADDR_W(SADDR_W)) scr_a (.clk(clk), .we(we), .waddr(waddr), .wdata(wdata), .raddr(ra), .rdata(da));
-    mmf_scratch #(.ADDR_W(SADDR_W)) scr_b (.clk(clk), .we(we), .waddr(waddr), .wdata(wdata), .raddr(rb), .rdata(db));
-    mmf_scratch #(.ADDR_W(SADDR_W)) scr_c (.clk(clk), .we(we), .waddr(waddr), .wdata(wdata), .raddr(rc), .rdata(dc));
+    reg  [SADDR_W-1:0] ra;
+    wire [31:0]        da;
+    mmf_scratch #(.ADDR_W(SADDR_W)) scr (.clk(clk), .we(we), .waddr(waddr), .wdata(wdata), .raddr(ra), .rdata(da));
+    // operand registers of a pass, filled from the read port one operand a cycle
+    reg  [31:0]        opa, opb, opc;
+    reg  [1:0]         ph;                       // operand being read for element i_cnt
+    reg  [2:0]         rtag0, rtag1, rtag2;      // {valid, operand} of the read in flight
+    reg                rlast0, rlast1, rlast2;   // ... and it is the element's last operand
 
     // ---- units
     reg                tmv_start;
@@ -135,8 +148,7 @@ module mmf_core #(
         .r_we(tmv_r_we), .r_addr(tmv_r_addr), .r_data(tmv_r_data),
         .perf_active(tmv_active), .perf_window(tmv_window));
 
-    reg                p_issue;                 // a pass element's scratch read was issued
-    reg                p_valid;                 // ... and its data is on da/db/dc now
+    reg                p_valid;                 // a pass element's operands are in opa/opb/opc
     wire               row_valid, norm_valid;
     wire signed [31:0] row_y, norm_d;
     wire signed [7:0]  norm_q;
@@ -148,14 +160,17 @@ module mmf_core #(
     wire [5:0]         sc_me;
     wire               is_row = (op == OP_ROW);
     wire               requant = is_row && sub == 4'd5;
+    // operands an element reads: RECUR a, b, c; FGATE, ADD, NORM16MUL a, b; the rest a
+    wire [1:0]         nops = (is_row && sub == 4'd3) ? 2'd3 :
+                              ((is_row && (sub == 4'd2 || sub == 4'd4)) || (!is_row && sub == 4'd2)) ? 2'd2 : 2'd1;
     mmf_rowwise #(.SIGMOID_HEX(SIGMOID_HEX)) row (
         .clk(clk), .rst(rst), .in_valid(p_valid && is_row), .op(sub[2:0]), .frac(frac),
-        .a(da), .b(requant ? {1'b0, sc_mm} : db), .c(requant ? {26'd0, sc_me} : dc),
+        .a(opa), .b(requant ? {1'b0, sc_mm} : opb), .c(requant ? {26'd0, sc_me} : opc),
         .out_valid(row_valid), .y(row_y));
     reg norm_clear, pass_end, sc_cmd;
     mmf_norm norm (
         .clk(clk), .rst(rst), .clear(norm_clear), .in_valid(p_valid && !is_row), .op(sub[1:0]),
-        .a(da), .b(db), .k(sc_k), .recip(sc_recip), .out_valid(norm_valid), .d(norm_d),
+        .a(opa), .b(opb), .k(sc_k), .recip(sc_recip), .out_valid(norm_valid), .d(norm_d),
         .q(norm_q), .top(norm_top), .ss(norm_ss));
     wire sc_busy;
     mmf_scalar #(.RSQRT_HEX(RSQRT_HEX), .EPS_M(EPS_M), .EPS_S(EPS_S)) scalar (
@@ -170,7 +185,8 @@ module mmf_core #(
     reg [2:0]        drain;
     reg              started;
     reg [LOG_E:0]    scnt;              // STORE: elements gathered into wr_data
-    reg [1:0]        sphase;            // STORE: read / wait / capture / write
+    reg [2:0]        sphase;            // STORE: read / wait / wait / capture / write
+    reg              err_mem;           // the run ends early: an AXI error response
     wire             out_v = is_row ? row_valid : norm_valid;
     wire [LOG_L-1:0] lane = o_cnt[LOG_L-1:0];
     reg  [8*LANES-1:0] xpack;
@@ -183,6 +199,8 @@ module mmf_core #(
     wire [63:0]         pc64 = {32'd0, pc};
     wire [ADDR_W-1:0]   pc_ext = pc64[ADDR_W-1:0];
     wire _unused_ok = &{1'b0, ir[15], f_dst, f_c, f_a, wcat[31:0], scat[3:0], pc64, imm64, ibuf, 1'b0};
+    wire [15:0] op_base = (ph == 2'd0) ? f_a : (ph == 2'd1) ? f_b : f_c;
+    wire _unused_base = &{1'b0, op_base, 1'b0};   // only its low SADDR_W bits address the scratch
 
     assign rd_ready = (state == ST_FDATA) || (state == ST_LOAD && ucnt == 0) ||
                       (state == ST_MATVEC && tmv_w_ready);
@@ -196,8 +214,22 @@ module mmf_core #(
         sc_cmd <= 1'b0;
         done_pulse <= 1'b0;
         error_pulse <= 1'b0;
-        p_issue <= 1'b0;
-        p_valid <= p_issue;
+        mem_error_pulse <= 1'b0;
+        p_valid <= 1'b0;
+        // pass operand reads: two cycles through the scratch, then into the operand registers
+        rtag0 <= 3'd0;
+        rtag1 <= rtag0;
+        rtag2 <= rtag1;
+        rlast1 <= rlast0;
+        rlast2 <= rlast1;
+        if (rtag2[2]) begin
+            case (rtag2[1:0])
+                2'd0:    opa <= da;
+                2'd1:    opb <= da;
+                default: opc <= da;
+            endcase
+            p_valid <= rlast2;
+        end
         if (rd_cmd_valid && rd_cmd_ready) rd_cmd_valid <= 1'b0;
         if (wr_valid && wr_ready) wr_valid <= 1'b0;
         if (state != ST_IDLE) perf_cycles <= perf_cycles + 1'b1;
@@ -213,13 +245,19 @@ module mmf_core #(
         end else case (state)
             ST_IDLE: if (start) begin
                 pc <= 32'd0;
+                err_mem <= 1'b0;
                 perf_cycles <= 32'd0;
                 perf_tmv_active <= 32'd0;
                 perf_tmv_window <= 32'd0;
                 perf_instret <= 32'd0;
                 state <= ST_FETCH;
             end
-            ST_FETCH: begin
+            ST_FETCH: if (mem_error != 2'b00) begin
+                // every read of the previous instruction has returned: stop here
+                err_mem <= 1'b1;
+                error_pc <= pc - SLOT;
+                state <= ST_END;
+            end else begin
                 rd_cmd_valid <= 1'b1;
                 rd_cmd_addr <= base_prog + pc_ext;
                 rd_cmd_beats <= IBEATS;
@@ -233,7 +271,13 @@ module mmf_core #(
             end
             ST_EXEC: begin
                 ir <= ibuf[127:0];
-                state <= ST_NEXT;        // ST_NEXT dispatches on ir, one cycle later
+                state <= ST_DEC;         // ST_DEC computes addresses and lengths from ir
+            end
+            ST_DEC: begin
+                maddr <= base + imm_ext;
+                mv_beats <= {16'd0, n} * {16'd0, f_a};
+                ld_beats <= ({16'd0, n} + EPW - 1) >> LOG_E;
+                state <= ST_NEXT;        // ST_NEXT dispatches on ir and these
             end
             default: ;
         endcase
@@ -243,7 +287,8 @@ module mmf_core #(
                 o_cnt <= 16'd0;
                 ucnt <= 0;
                 scnt <= 0;
-                sphase <= 2'd0;
+                sphase <= 3'd0;
+                ph <= 2'd0;
                 started <= 1'b0;
                 drain <= 3'd0;
                 case (op)
@@ -251,7 +296,7 @@ module mmf_core #(
                     OP_LOAD: begin
                         rd_cmd_valid <= 1'b1;
                         rd_cmd_addr <= maddr;
-                        rd_cmd_beats <= ({16'd0, n} + EPW - 1) >> LOG_E;
+                        rd_cmd_beats <= ld_beats;
                         state <= (n == 16'd0) ? ST_FETCH : ST_LOAD;
                     end
                     OP_STORE: begin
@@ -262,7 +307,7 @@ module mmf_core #(
                     OP_MATVEC: begin
                         rd_cmd_valid <= 1'b1;
                         rd_cmd_addr <= maddr;
-                        rd_cmd_beats <= n * f_a;
+                        rd_cmd_beats <= mv_beats;
                         tmv_start <= 1'b1;
                         state <= ST_MATVEC;
                     end
@@ -274,8 +319,9 @@ module mmf_core #(
                         sc_cmd <= 1'b1;
                         state <= ST_SCALAR;
                     end
-                    default: begin
+                    default: begin               // an illegal instruction: ERROR (and DONE)
                         error_pulse <= 1'b1;
+                        done_pulse <= 1'b1;
                         error_pc <= pc - SLOT;
                         state <= ST_IDLE;
                     end
@@ -304,27 +350,28 @@ module mmf_core #(
                 // one element at a time: read (phase 0), wait for the RAM (1), capture (2);
                 // after EPW captures write the word (3) and move on
                 case (sphase)
-                    2'd0: begin
+                    3'd0: begin
                         ra <= f_a[SADDR_W-1:0] + i_cnt[SADDR_W-1:0];
-                        sphase <= 2'd1;
+                        sphase <= 3'd1;
                     end
-                    2'd1: sphase <= 2'd2;
-                    2'd2: begin
+                    3'd1: sphase <= 3'd2;
+                    3'd2: sphase <= 3'd3;
+                    3'd3: begin
                         wr_data <= wcat[MEM_W+31:32];
                         wr_strb <= scat[LANES/4+3:4];
                         i_cnt <= i_cnt + 16'd1;
                         scnt <= scnt + 1'b1;
                         if (scnt == EPW_C - 1'b1) begin
                             wr_valid <= 1'b1;
-                            sphase <= 2'd3;
+                            sphase <= 3'd4;
                         end else begin
-                            sphase <= 2'd0;
+                            sphase <= 3'd0;
                         end
                     end
                     default: if (wr_valid && wr_ready) begin
                         wr_addr <= wr_addr + (MEM_W / 8);
                         scnt <= 0;
-                        sphase <= 2'd0;
+                        sphase <= 3'd0;
                         if (i_cnt >= n) state <= ST_FETCH;
                     end
                 endcase
@@ -344,12 +391,16 @@ module mmf_core #(
             end
             ST_PASS: begin
                 if (i_cnt < n) begin
-                    ra <= f_a[SADDR_W-1:0] + i_cnt[SADDR_W-1:0];
-                    rb <= f_b[SADDR_W-1:0] + i_cnt[SADDR_W-1:0];
-                    rc <= f_c[SADDR_W-1:0] + i_cnt[SADDR_W-1:0];
-                    i_cnt <= i_cnt + 16'd1;
+                    ra <= op_base[SADDR_W-1:0] + i_cnt[SADDR_W-1:0];
+                    rtag0 <= {1'b1, ph};
+                    rlast0 <= (ph == nops - 2'd1);
+                    if (ph == nops - 2'd1) begin
+                        ph <= 2'd0;
+                        i_cnt <= i_cnt + 16'd1;
+                    end else begin
+                        ph <= ph + 2'd1;
+                    end
                 end
-                p_issue <= (i_cnt < n);
                 if (out_v) begin
                     o_cnt <= o_cnt + 16'd1;
                     if (is_row || sub == 4'd1 || sub == 4'd2) begin
@@ -372,12 +423,18 @@ module mmf_core #(
                 drain <= drain + 3'd1;
                 if (drain == 3'd1) begin
                     pass_end <= !is_row;
-                    state <= ST_FETCH;
+                    state <= ST_SCALAR;      // the scalar unit derives k from the pass: wait for it
                 end
             end
-            ST_SCALAR: if (!sc_busy) state <= ST_FETCH;
+            ST_SCALAR: if (!sc_busy && !pass_end && !sc_cmd) state <= ST_FETCH;
             ST_END: if (wr_idle && !wr_valid) begin
                 done_pulse <= 1'b1;
+                // a write response may carry an error: look once more now that all have come back
+                if (err_mem || mem_error != 2'b00) begin
+                    error_pulse <= 1'b1;
+                    mem_error_pulse <= 1'b1;
+                    if (!err_mem) error_pc <= pc - SLOT;
+                end
                 state <= ST_IDLE;
             end
             default: ;

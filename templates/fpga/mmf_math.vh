@@ -40,3 +40,39 @@ function signed [7:0] mmf_kfn;
         else mmf_kfn = $signed({1'b0, mmf_bitlen({32'd0, t})}) - 8'sd15;
     end
 endfunction
+
+// bit_length of an 8-bit value (0..8): the small priority encoder the tree leading-one counts
+// below are built from
+function [3:0] mmf_bitlen8;
+    input [7:0] v;
+    integer i;
+    begin
+        mmf_bitlen8 = 4'd0;
+        for (i = 0; i < 8; i = i + 1)
+            if (v[i]) mmf_bitlen8 = i[3:0] + 4'd1;
+    end
+endfunction
+
+// the byte of a 64-bit value that holds its leading one (stage 1 of the two-stage bit_length):
+// {any bit set, byte index, that byte}; stage 2 is mmf_bitlen_b
+function [11:0] mmf_bitlen_a;
+    input [63:0] v;
+    reg   [7:0]  nz;
+    reg   [3:0]  hb;
+    integer j;
+    begin
+        for (j = 0; j < 8; j = j + 1) nz[j] = |v[8*j +: 8];
+        hb = mmf_bitlen8(nz);
+        if (hb == 4'd0) mmf_bitlen_a = 12'd0;
+        else mmf_bitlen_a = {1'b1, hb[2:0] - 3'd1, v[8*(hb - 4'd1) +: 8]};
+    end
+endfunction
+
+// stage 2: bit_length = 8·(byte index) + bit_length(byte), 0 when no bit is set
+function [6:0] mmf_bitlen_b;
+    input [11:0] la;
+    begin
+        if (!la[11]) mmf_bitlen_b = 7'd0;
+        else mmf_bitlen_b = {1'b0, la[10:8], 3'b000} + {3'd0, mmf_bitlen8(la[7:0])};
+    end
+endfunction

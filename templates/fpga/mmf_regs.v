@@ -1,7 +1,8 @@
 `default_nettype none
 // AXI4-Lite register slave of the mmfree core. Offsets, fields and the host protocol are defined
-// in src/mmfree_cli/export/fpga/regmap.py (the one source of truth; keep the two in step).
+// in src/mmfree_cli/hardware/regmap.py (the one source of truth; keep the two in step).
 // Write address and data are accepted independently; one response per write, OKAY always.
+// Reads are registered twice: the address is captured, the register selected a cycle later.
 module mmf_regs #(
     parameter [31:0] DESIGN_ID = 32'h0,   // id of this build, compared by the host with the manifest
     parameter [31:0] CAPS      = 32'h0,   // LANES / SADDR_W / XADDR_W, packed as in regmap.py
@@ -37,6 +38,7 @@ module mmf_regs #(
     input  wire              busy,
     input  wire              done_pulse,
     input  wire              error_pulse,
+    input  wire              mem_error_pulse,   // ... and the cause was an AXI error response
     input  wire [31:0]       error_pc,
     input  wire [31:0]       perf_cycles,
     input  wire [31:0]       perf_tmv_active,
@@ -55,7 +57,7 @@ module mmf_regs #(
     end
 
     reg [31:0] addr_reg [0:9];   // WEIGHTS, PROG, IN, OUT, STATE: lo, hi pairs from 0x020
-    reg        irq_en, done, error;
+    reg        irq_en, done, error, mem_error;
     wire [63:0] w64 = {addr_reg[1], addr_reg[0]};
     wire [63:0] p64 = {addr_reg[3], addr_reg[2]};
     wire [63:0] i64 = {addr_reg[5], addr_reg[4]};
@@ -86,10 +88,12 @@ module mmf_regs #(
             irq_en <= 1'b0;
             done <= 1'b0;
             error <= 1'b0;
+            mem_error <= 1'b0;
             for (k = 0; k < 10; k = k + 1) addr_reg[k] <= 32'h0;
         end else begin
             if (done_pulse) done <= 1'b1;
             if (error_pulse) error <= 1'b1;
+            if (mem_error_pulse) mem_error <= 1'b1;
             s_awready <= !have_aw && !s_awready;
             s_wready <= !have_w && !s_wready;
             if (s_awvalid && s_awready) begin
@@ -114,6 +118,7 @@ module mmf_regs #(
                     10'h005: begin
                         if (wdata[1]) done <= 1'b0;
                         if (wdata[2]) error <= 1'b0;
+                        if (wdata[3]) mem_error <= 1'b0;
                     end
                     default:
                         if (awaddr[11:2] >= 10'h008 && awaddr[11:2] <= 10'h011)
@@ -125,24 +130,26 @@ module mmf_regs #(
     end
 
     // ---- reads
-    wire [9:0] ar_idx = s_araddr[11:2] - 10'd8;
+    reg  [11:0] araddr;
+    reg         ar_pend;
+    wire [9:0] ar_idx = araddr[11:2] - 10'd8;
     // byte strobes are ignored (registers are written whole); the low address bits are always 0
-    wire _unused_ok = &{1'b0, s_wstrb, s_araddr[1:0], awaddr[1:0], aw_idx[9:4], ar_idx[9:4], 1'b0};
+    wire _unused_ok = &{1'b0, s_wstrb, araddr[1:0], awaddr[1:0], aw_idx[9:4], ar_idx[9:4], 1'b0};
     reg [31:0] rd;
     always @(*) begin
-        case (s_araddr[11:2])
+        case (araddr[11:2])
             10'h000: rd = MAGIC;
             10'h001: rd = VERSION;
             10'h002: rd = DESIGN_ID;
             10'h003: rd = CAPS;
             10'h004: rd = {30'h0, irq_en, 1'b0};
-            10'h005: rd = {29'h0, error, done, busy};
+            10'h005: rd = {28'h0, mem_error, error, done, busy};
             10'h006: rd = error_pc;
             10'h014: rd = perf_cycles;
             10'h015: rd = perf_tmv_active;
             10'h016: rd = perf_tmv_window;
             10'h017: rd = perf_instret;
-            default: rd = (s_araddr[11:2] >= 10'h008 && s_araddr[11:2] <= 10'h011)
+            default: rd = (araddr[11:2] >= 10'h008 && araddr[11:2] <= 10'h011)
                           ? addr_reg[ar_idx[3:0]] : 32'h0;
         endcase
     end
@@ -152,12 +159,18 @@ module mmf_regs #(
             s_rvalid <= 1'b0;
             s_rresp <= 2'b00;
             s_rdata <= 32'h0;
+            ar_pend <= 1'b0;
         end else begin
-            s_arready <= !s_rvalid && !s_arready;
+            s_arready <= !s_rvalid && !s_arready && !ar_pend;
             if (s_arvalid && s_arready) begin
+                araddr <= s_araddr;
+                ar_pend <= 1'b1;
+                s_arready <= 1'b0;
+            end
+            if (ar_pend) begin
                 s_rdata <= rd;
                 s_rvalid <= 1'b1;
-                s_arready <= 1'b0;
+                ar_pend <= 1'b0;
             end
             if (s_rvalid && s_rready) s_rvalid <= 1'b0;
         end

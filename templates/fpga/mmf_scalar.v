@@ -1,8 +1,15 @@
 `default_nettype none
 // Scalar unit: the per-vector registers of the integer spec and the steps between passes
-// (see export/fpga/isa.py): rsqrt by table (intref.rsqrt_fixed), the quantiser's reciprocal by
+// (see hardware/isa.py): rsqrt by table (intref.rsqrt_fixed), the quantiser's reciprocal by
 // restoring division, the requantisation multiplier (intref.output_multiplier) and the RMSNorm eps
-// term (intref.eps_term). Multi-cycle; `busy` is high until the command's results are written.
+// term (intref.eps_term). Multi-cycle with a fixed cycle count per command (the cycle model needs
+// no data-dependent terms); `busy` is high until the command's results are written.
+//
+// Timing: every step is short. bit_length is a two-stage tree (the byte holding the leading one,
+// then the bit in it); variable shifts go through a two-stage shifter (by a multiple of 8, then
+// by 0..7); the wide products (amax·r, M·pp, EPS_M·z) are shift-and-add, one multiplier bit a
+// cycle into a 64-bit accumulator; the rsqrt table read, the difference of its two entries and
+// their interpolation product each have their own register stage.
 module mmf_scalar #(
     parameter        RSQRT_HEX = "rsqrt.hex",   // $readmemh image of intspec.RSQRT_TABLE (385 entries)
     parameter [30:0] EPS_M     = 31'd1125899907, // eps ≈ EPS_M·2^-EPS_S (intspec.EPS_M / EPS_S)
@@ -29,34 +36,52 @@ module mmf_scalar #(
 );
 `include "mmf_math.vh"
 
-    localparam S_IDLE = 3'd0, S_RSQ1 = 3'd1, S_RSQ2 = 3'd2, S_DIV = 3'd3, S_OUT2 = 3'd4,
-               S_EPS2 = 3'd5, S_EPS3 = 3'd6, S_DIVUP = 3'd7;
-    localparam signed [63:0] EPS_MAX = 64'sd1 << 56;
+    localparam [4:0] S_IDLE = 5'd0, S_BLA = 5'd1, S_BLB = 5'd2, S_SHA = 5'd3, S_SHB = 5'd4,
+                     S_MUL = 5'd5, S_RSQ1 = 5'd6, S_RSQ2 = 5'd7, S_RSQ3 = 5'd8, S_RSQ4 = 5'd9,
+                     S_RSQ5 = 5'd10, S_DIV = 5'd11, S_DIVUP = 5'd12, S_OUT1 = 5'd13,
+                     S_OUT2 = 5'd14, S_OUT3 = 5'd15, S_EPS1 = 5'd16, S_EPS2 = 5'd17,
+                     S_EPS3 = 5'd18, S_EPS4 = 5'd19, S_EPS5 = 5'd20, S_EPS6 = 5'd21;
+    localparam [63:0] EPS_MAX = 64'd1 << 56;
     localparam signed [15:0] EPS_S16 = EPS_S;
 
     reg [16:0] rsqrt_rom [0:384];
     initial $readmemh(RSQRT_HEX, rsqrt_rom);
 
-    reg        [2:0]  state;
+    reg        [4:0]  state, ret;
     reg        [31:0] amax;
     reg        [63:0] ss, z;
     reg signed [7:0]  kq, e;
     reg        [16:0] r;
     reg signed [15:0] p;
-    assign busy = (state != S_IDLE) | cmd;
+    // k = normalize16's shift of the last pass's max, two cycles after pass_end (tree bit_length)
+    reg        [1:0]  k_pend;
+    reg        [31:0] k_top;
+    reg        [11:0] k_bla;
+    assign busy = (state != S_IDLE) | cmd | (|k_pend);
+
+    // shared sub-steps: bit_length of bl_v (S_BLA, S_BLB -> bits), shift of sh_v by sh_n (right
+    // when !sh_left; S_SHA, S_SHB), shift-and-add product mul_x·mul_y over mul_n bits (S_MUL -> acc)
+    reg  [11:0] bl_a;
+    reg  [63:0] bl_v;
+    reg  [6:0]  bits;
+    reg  [63:0] sh_v;
+    reg  [5:0]  sh_n;
+    reg         sh_left;
+    reg  [63:0] mul_x, acc;
+    reg  [30:0] mul_y;
+    reg  [4:0]  mul_n;
 
     // rsqrt: e even, t = S >> e in [2^14, 2^16), idx = (t >> 7) - 128
-    wire        [6:0]  ss_bits = mmf_bitlen(ss);
-    wire signed [7:0]  e_raw   = $signed({1'b0, ss_bits}) - 8'sd15;
-    wire signed [7:0]  e_new   = (ss == 64'd0) ? 8'sd0 : ((e_raw >>> 1) <<< 1);
-    wire        [63:0] t_new   = e_new[7] ? (ss << (-e_new)) : (ss >> e_new);
-    wire        [63:0] i_raw   = (t_new >> 7) - 64'd128;
-    wire        [8:0]  idx_new = (t_new < 64'd16384) ? 9'd0 : (i_raw > 64'd383) ? 9'd383 : i_raw[8:0];
-    reg         [6:0]  t_frac;
-    wire signed [63:0] r_new = $signed({47'd0, lo}) + mmf_rsr(($signed({47'd0, hi}) - $signed({47'd0, lo}))
-                                                             * $signed({57'd0, t_frac}), 8'sd7);
+    wire signed [7:0]  e_raw  = $signed({1'b0, bits}) - 8'sd15;
+    wire signed [7:0]  e_even = (e_raw >>> 1) <<< 1;
+    wire        [63:0] i_raw  = (sh_v >> 7) - 64'd128;
+    wire        [8:0]  idx    = (sh_v < 64'd16384) ? 9'd0 : (i_raw > 64'd383) ? 9'd383 : i_raw[8:0];
     reg         [16:0] lo, hi;
+    reg         [6:0]  t_frac;
+    reg  signed [17:0] dlt;
+    reg  signed [25:0] dprod;
     reg                rsq_zero;
+    wire signed [25:0] dround = (dprod + 26'sd64) >>> 7;
 
     // division 127·2^32 / amax, one quotient bit a cycle from the top, then rounded up (S_DIVUP) as
     // intref.quantize_int8 specifies: a ceiling reciprocal makes exact ties round away from zero
@@ -64,27 +89,23 @@ module mmf_scalar #(
     reg [5:0]  div_i;
     reg [38:0] rem;
     wire [39:0] rem_sh = {rem, DIVIDEND[div_i]};
+    wire [39:0] amax_w = {8'd0, amax};
 
-    // output multiplier
-    wire signed [63:0] pp   = mmf_rsr($signed({32'd0, amax}) * $signed({47'd0, r}), 8'sd8);
+    // output multiplier: me = scale_shift + 23 + e/2 - kq - 32, clamped to 1..62
     wire signed [15:0] e16  = {{8{e[7]}}, e};
     wire signed [15:0] kq16 = {{8{kq[7]}}, kq};
     wire signed [15:0] me_w = $signed({1'b0, bimm[14:0]}) + 16'sd23 + (e16 >>> 1) - kq16 - 16'sd32;
-    wire signed [63:0] mm_full = mmf_rsr($signed({33'd0, imm[30:0]}) * pp, 8'sd24);
+    reg         [5:0]  me_n;
 
     // eps term: b = max(bitlen(z) - 31, 0); prod = EPS_M·(z >> b); shift = EPS_S - b + 2p
-    wire        [6:0]  z_bits = mmf_bitlen(z);
-    wire        [6:0]  b_cut  = (z_bits > 7'd31) ? z_bits - 7'd31 : 7'd0;
-    reg         [63:0] eps_prod;
+    reg         [5:0]  b_cut;
+    wire        [6:0]  cut7 = bits - 7'd31;
     reg  signed [15:0] eps_shift;
-    wire        [6:0]  prod_bits = mmf_bitlen(eps_prod);
-    wire               too_big = (eps_shift <= 0) &&
-                                 ($signed({9'd0, prod_bits}) - eps_shift > 16'sd56);
-    wire signed [15:0] sh_cl  = (eps_shift < -16'sd56) ? -16'sd56 : eps_shift;
-    wire signed [63:0] exact  = (eps_shift >= 16'sd64) ? 64'sd0 : mmf_rsr(eps_prod, sh_cl[7:0]);
-    wire signed [63:0] eps_e  = too_big ? EPS_MAX : (exact > EPS_MAX ? EPS_MAX : exact);
-    wire        [39:0] amax_w = {8'd0, amax};
-    wire _unused_ok = &{1'b0, bimm[15], sh_cl[15:8], rem_sh[39], r_new[63:17], mm_full[63:31], 1'b0};
+    reg                too_big, eps_zero;
+    reg         [63:0] eps_e;
+    wire signed [15:0] sh_cl = (eps_shift < -16'sd56) ? -16'sd56 : eps_shift;
+    wire        [63:0] half  = (sh_cl > 16'sd0) ? (64'd1 << (sh_cl[5:0] - 6'd1)) : 64'd0;
+    wire _unused_ok = &{1'b0, bimm[15], rem_sh[39], i_raw[63:9], sh_cl[15:6], dround[25:17], cut7[6], 1'b0};
 
     always @(posedge clk) begin
         if (rst) begin
@@ -92,24 +113,29 @@ module mmf_scalar #(
             k <= 0; kq <= 0; e <= 0; r <= 0; p <= 0;
             amax <= 0; ss <= 0; z <= 0;
             recip <= 0; mm <= 0; me <= 6'd1;
+            k_pend <= 2'd0;
         end else begin
+            // ---- end of a pass: reductions in, k two cycles later
+            k_pend <= {k_pend[0], 1'b0};
             if (pass_end && pass_op != 2'd3) begin
-                k <= mmf_kfn(pass_top);
+                k_top <= pass_top;
+                k_pend <= 2'b01;
                 if (pass_op != 2'd0) begin
                     ss <= pass_ss;
                     kq <= k;
                     amax <= pass_top;
                 end
             end
+            k_bla <= mmf_bitlen_a({32'd0, k_top});
+            if (k_pend[1]) k <= (k_top == 32'd0) ? 8'sd0 : $signed({1'b0, mmf_bitlen_b(k_bla)}) - 8'sd15;
+
             case (state)
                 S_IDLE: if (cmd) case (sub)
                     4'd0: begin                          // RSQRT
-                        e <= e_new;
-                        t_frac <= t_new[6:0];
+                        bl_v <= ss;
                         rsq_zero <= (ss == 64'd0);
-                        lo <= rsqrt_rom[idx_new];
-                        hi <= rsqrt_rom[idx_new + 9'd1];
-                        state <= S_RSQ1;
+                        ret <= S_RSQ1;
+                        state <= S_BLA;
                     end
                     4'd1: begin                          // RECIP
                         rem <= 39'd0;
@@ -117,22 +143,72 @@ module mmf_scalar #(
                         div_i <= 6'd38;
                         state <= S_DIV;
                     end
-                    4'd2: state <= S_OUT2;               // OUTMUL
+                    4'd2: state <= S_OUT1;               // OUTMUL
                     4'd3: p <= imm[15:0];                // PSET
                     4'd4: p <= p + {{8{kq[7]}}, kq};     // PADDK
                     4'd5: z <= ss;                       // ZSAVE
                     4'd6: z <= {32'd0, imm};             // ZSET
                     default: begin                       // EPS
-                        eps_prod <= {33'd0, EPS_M} * (z >> b_cut);
-                        eps_shift <= EPS_S16 - $signed({9'd0, b_cut}) + (p <<< 1);
-                        state <= S_EPS2;
+                        bl_v <= z;
+                        ret <= S_EPS1;
+                        state <= S_BLA;
                     end
                 endcase
-                S_RSQ1: state <= S_RSQ2;
+
+                // ---- shared sub-steps
+                S_BLA: begin
+                    bl_a <= mmf_bitlen_a(bl_v);
+                    state <= S_BLB;
+                end
+                S_BLB: begin
+                    bits <= mmf_bitlen_b(bl_a);
+                    state <= ret;
+                end
+                S_SHA: begin
+                    sh_v <= sh_left ? sh_v << {sh_n[5:3], 3'b000} : sh_v >> {sh_n[5:3], 3'b000};
+                    state <= S_SHB;
+                end
+                S_SHB: begin
+                    sh_v <= sh_left ? sh_v << sh_n[2:0] : sh_v >> sh_n[2:0];
+                    state <= ret;
+                end
+                S_MUL: begin
+                    if (mul_y[0]) acc <= acc + mul_x;
+                    mul_x <= mul_x << 1;
+                    mul_y <= mul_y >> 1;
+                    mul_n <= mul_n - 5'd1;
+                    if (mul_n == 5'd1) state <= ret;
+                end
+
+                // ---- RSQRT: bits -> e, t = ss >> e -> table -> interpolation
+                S_RSQ1: begin
+                    e <= rsq_zero ? 8'sd0 : e_even;
+                    sh_v <= ss;
+                    sh_left <= !rsq_zero && e_even[7];
+                    sh_n <= rsq_zero ? 6'd0 : e_even[7] ? 6'd0 - e_even[5:0] : e_even[5:0];
+                    ret <= S_RSQ2;
+                    state <= S_SHA;
+                end
                 S_RSQ2: begin
-                    r <= rsq_zero ? 17'd0 : r_new[16:0];
+                    t_frac <= sh_v[6:0];
+                    lo <= rsqrt_rom[idx];
+                    hi <= rsqrt_rom[idx + 9'd1];
+                    state <= S_RSQ3;
+                end
+                S_RSQ3: begin
+                    dlt <= $signed({1'b0, hi}) - $signed({1'b0, lo});
+                    state <= S_RSQ4;
+                end
+                S_RSQ4: begin
+                    dprod <= dlt * $signed({1'b0, t_frac});
+                    state <= S_RSQ5;
+                end
+                S_RSQ5: begin
+                    r <= rsq_zero ? 17'd0 : lo + dround[16:0];
                     state <= S_IDLE;
                 end
+
+                // ---- RECIP
                 S_DIV: begin
                     if (amax != 32'd0 && rem_sh >= amax_w) begin
                         rem <= rem_sh[38:0] - amax_w[38:0];
@@ -147,13 +223,68 @@ module mmf_scalar #(
                     if (amax != 32'd0 && rem != 39'd0) recip <= recip + 40'd1;
                     state <= S_IDLE;
                 end
+
+                // ---- OUTMUL: pp = rsr(amax·r, 8); mm = rsr(M·pp, 24)
+                S_OUT1: begin
+                    me_n <= (me_w < 16'sd1) ? 6'd1 : (me_w > 16'sd62) ? 6'd62 : me_w[5:0];
+                    mul_x <= {32'd0, amax};
+                    mul_y <= {14'd0, r};
+                    mul_n <= 5'd17;
+                    acc <= 64'd0;
+                    ret <= S_OUT2;
+                    state <= S_MUL;
+                end
                 S_OUT2: begin
-                    mm <= mm_full[30:0];
-                    me <= (me_w < 16'sd1) ? 6'd1 : (me_w > 16'sd62) ? 6'd62 : me_w[5:0];
+                    mul_x <= (acc + 64'd128) >> 8;
+                    mul_y <= imm[30:0];
+                    mul_n <= 5'd31;
+                    acc <= 64'd0;
+                    ret <= S_OUT3;
+                    state <= S_MUL;
+                end
+                S_OUT3: begin
+                    mm <= acc[54:24] + {30'd0, acc[23]};
+                    me <= me_n;
                     state <= S_IDLE;
                 end
-                S_EPS2: state <= S_EPS3;
+
+                // ---- EPS: bits of z -> b -> z >> b -> EPS_M·(z >> b) -> bits -> rounded shift
+                S_EPS1: begin
+                    b_cut <= (bits > 7'd31) ? cut7[5:0] : 6'd0;
+                    sh_v <= z;
+                    sh_left <= 1'b0;
+                    sh_n <= (bits > 7'd31) ? cut7[5:0] : 6'd0;
+                    ret <= S_EPS2;
+                    state <= S_SHA;
+                end
+                S_EPS2: begin
+                    eps_shift <= EPS_S16 - $signed({10'd0, b_cut}) + (p <<< 1);
+                    mul_x <= {33'd0, EPS_M};
+                    mul_y <= sh_v[30:0];
+                    mul_n <= 5'd31;
+                    acc <= 64'd0;
+                    ret <= S_EPS3;
+                    state <= S_MUL;
+                end
                 S_EPS3: begin
+                    bl_v <= acc;
+                    ret <= S_EPS4;
+                    state <= S_BLA;
+                end
+                S_EPS4: begin
+                    too_big <= (eps_shift <= 0) && ($signed({9'd0, bits}) - eps_shift > 16'sd56);
+                    eps_zero <= (eps_shift >= 16'sd64);
+                    sh_v <= acc + half;
+                    sh_left <= (sh_cl <= 16'sd0);
+                    sh_n <= (sh_cl <= 16'sd0) ? 6'd0 - sh_cl[5:0] : sh_cl[5:0];
+                    ret <= S_EPS5;
+                    state <= S_SHA;
+                end
+                S_EPS5: begin
+                    eps_e <= (too_big || (!eps_zero && sh_v > EPS_MAX)) ? EPS_MAX : eps_zero ? 64'd0 : sh_v;
+                    state <= S_EPS6;
+                end
+                S_EPS6: begin
                     ss <= ss + eps_e;
                     state <= S_IDLE;
                 end

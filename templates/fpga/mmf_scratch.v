@@ -1,6 +1,8 @@
 `default_nettype none
-// Scratch memory: DEPTH int32 words, one synchronous read port and one write port (a block RAM).
-// The core keeps three copies written together, so a row-wise step reads three operands a cycle.
+// Scratch memory: DEPTH int32 words in one block RAM with one read port and one write port (the
+// two ports of the device's dual-port RAM). Reads take two cycles: the RAM's own synchronous read,
+// then an output register, so the path out of a deep, many-block memory (its output multiplexer)
+// ends in a register instead of running on into the datapath.
 module mmf_scratch #(
     parameter ADDR_W = 12   // 2**ADDR_W words
 ) (
@@ -12,9 +14,11 @@ module mmf_scratch #(
     output reg  [31:0]       rdata
 );
     reg [31:0] mem [0:(1<<ADDR_W)-1];
+    reg [31:0] rd;
     always @(posedge clk) begin
         if (we) mem[waddr] <= wdata;
-        rdata <= mem[raddr];
+        rd <= mem[raddr];
+        rdata <= rd;
     end
 endmodule
 `default_nettype wire

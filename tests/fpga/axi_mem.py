@@ -15,11 +15,22 @@ def high(sig) -> bool:
     return str(sig.value) == "1"
 
 
-class AxiMemory:
-    """Serves m_axi_* bursts from a bytearray; `stall` is the chance of an idle cycle per beat."""
+SLVERR, DECERR = 2, 3
 
-    def __init__(self, dut, memory: bytearray, data_bytes: int, stall: float = 0.0, seed: int = 0):
+
+class AxiMemory:
+    """Serves m_axi_* bursts from a bytearray; `stall` is the chance of an idle cycle per beat.
+
+    `read_error` / `write_error`: (lo, hi, resp) — a read beat or write whose address lies in
+    [lo, hi) is answered with RRESP / BRESP = resp (SLVERR or DECERR) instead of OKAY.
+    `latency`: cycles from a burst's address handshake to its first data beat (a DRAM's read
+    latency); bursts are pipelined, so back-to-back bursts pay it once."""
+
+    def __init__(self, dut, memory: bytearray, data_bytes: int, stall: float = 0.0, seed: int = 0,
+                 read_error: tuple | None = None, write_error: tuple | None = None, latency: int = 0):
         self.dut, self.mem, self.nb, self.stall = dut, memory, data_bytes, stall
+        self.read_error, self.write_error, self.latency = read_error, write_error, latency
+        self.cycle = 0
         self.rng = random.Random(seed)
         self.bursts: deque = deque()
         dut.m_axi_arready.value = 0
@@ -35,6 +46,10 @@ class AxiMemory:
         cocotb.start_soon(self._r())
         cocotb.start_soon(self._w())
 
+    @staticmethod
+    def _resp(error: tuple | None, addr: int) -> int:
+        return error[2] if error is not None and error[0] <= addr < error[1] else 0
+
     def _idle(self) -> bool:
         return self.stall > 0 and self.rng.random() < self.stall
 
@@ -43,8 +58,10 @@ class AxiMemory:
         while True:
             d.m_axi_arready.value = int(not self._idle())
             await RisingEdge(d.clk)
+            self.cycle += 1
             if high(d.m_axi_arvalid) and high(d.m_axi_arready):
-                self.bursts.append((int(d.m_axi_araddr.value), int(d.m_axi_arlen.value) + 1))
+                self.bursts.append((int(d.m_axi_araddr.value), int(d.m_axi_arlen.value) + 1,
+                                    self.cycle + self.latency))
 
     async def _r(self):
         d = self.dut
@@ -53,7 +70,10 @@ class AxiMemory:
                 d.m_axi_rvalid.value = 0
                 await RisingEdge(d.clk)
                 continue
-            addr, beats = self.bursts.popleft()
+            addr, beats, due = self.bursts.popleft()
+            while self.cycle < due:
+                d.m_axi_rvalid.value = 0
+                await RisingEdge(d.clk)
             for i in range(beats):
                 while self._idle():
                     d.m_axi_rvalid.value = 0
@@ -61,6 +81,7 @@ class AxiMemory:
                 a = addr + i * self.nb
                 d.m_axi_rdata.value = int.from_bytes(self.mem[a:a + self.nb], "little")
                 d.m_axi_rlast.value = int(i == beats - 1)
+                d.m_axi_rresp.value = self._resp(self.read_error, a)
                 d.m_axi_rvalid.value = 1
                 await RisingEdge(d.clk)
                 while not high(d.m_axi_rready):
@@ -69,14 +90,15 @@ class AxiMemory:
 
     async def _w(self):
         d = self.dut
-        addrs, beats, responses = deque(), deque(), 0
+        addrs, beats, responses = deque(), deque(), deque()
         while True:
             d.m_axi_awready.value = int(not self._idle())
             d.m_axi_wready.value = int(not self._idle())
-            d.m_axi_bvalid.value = int(responses > 0)
+            d.m_axi_bvalid.value = int(bool(responses))
+            d.m_axi_bresp.value = responses[0] if responses else 0
             await RisingEdge(d.clk)
             if high(d.m_axi_bvalid) and high(d.m_axi_bready):
-                responses -= 1
+                responses.popleft()
             if high(d.m_axi_awvalid) and high(d.m_axi_awready):
                 addrs.append(int(d.m_axi_awaddr.value))
             if high(d.m_axi_wvalid) and high(d.m_axi_wready):
@@ -84,10 +106,11 @@ class AxiMemory:
             while addrs and beats:
                 addr, (data, strb) = addrs.popleft(), beats.popleft()
                 raw = data.to_bytes(self.nb, "little")
+                resp = self._resp(self.write_error, addr)
                 for j in range(self.nb):
-                    if strb >> j & 1:
+                    if strb >> j & 1 and resp == 0:
                         self.mem[addr + j] = raw[j]
-                responses += 1
+                responses.append(resp)
 
 
 class AxiLiteMaster:

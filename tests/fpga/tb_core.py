@@ -15,12 +15,12 @@ from pathlib import Path
 
 import cocotb
 import numpy as np
+from axi_mem import AxiLiteMaster, AxiMemory
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 
-from axi_mem import AxiLiteMaster, AxiMemory
-from mmfree_cli.export.fpga import regmap
 from mmfree_cli.fileio import load_safetensors
+from mmfree_cli.hardware import regmap
 
 R = regmap.REGISTERS
 
@@ -41,7 +41,8 @@ async def decode_steps(dut):
 
     cocotb.start_soon(Clock(dut.clk, 4, unit="ns").start())
     dut.aresetn.value = 0
-    AxiMemory(dut, mem, man["rtl"]["parameters"]["MEM_W"] // 8, stall=stall, seed=3)
+    AxiMemory(dut, mem, man["rtl"]["parameters"]["MEM_W"] // 8, stall=stall, seed=3,
+              latency=int(os.environ.get("MMF_LATENCY", "0")))
     host = AxiLiteMaster(dut)
     await ClockCycles(dut.clk, 5)
     dut.aresetn.value = 1

@@ -11,7 +11,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
-from mmfree_cli.export.fpga.machine import kfn
+from mmfree_cli.hardware.machine import kfn
 from mmfree_cli.quant import intref
 
 I32 = (-(1 << 31), (1 << 31) - 1)
@@ -51,7 +51,7 @@ async def run_vector(dut, op, a, b, k, recip):
             i += 1
         await RisingEdge(dut.clk)
     dut.in_valid.value = 0
-    await ClockCycles(dut.clk, 5)
+    await ClockCycles(dut.clk, 12)   # drain the pipeline (LAT 6) and the reductions
     mon.cancel()
     return out, dut.top.value.to_unsigned(), dut.ss.value.to_unsigned()
 

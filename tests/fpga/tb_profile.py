@@ -9,13 +9,13 @@ import os
 from pathlib import Path
 
 import cocotb
+from axi_mem import AxiLiteMaster, AxiMemory
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
-from axi_mem import AxiLiteMaster, AxiMemory
-from mmfree_cli.export.fpga import regmap
-from mmfree_cli.export.fpga.isa import decode
 from mmfree_cli.fileio import load_safetensors
+from mmfree_cli.hardware import regmap
+from mmfree_cli.hardware.isa import decode
 
 ST_IDLE, ST_NEXT = 0, 11
 
@@ -33,7 +33,8 @@ async def profile_one_step(dut):
     mem[regs["IN"]:regs["IN"] + 4 * d] = vec["embed_rows"].numpy()[0].astype("<i4").tobytes()
     cocotb.start_soon(Clock(dut.clk, 4, unit="ns").start())
     dut.aresetn.value = 0
-    AxiMemory(dut, mem, man["rtl"]["parameters"]["MEM_W"] // 8)
+    AxiMemory(dut, mem, man["rtl"]["parameters"]["MEM_W"] // 8,
+              latency=int(os.environ.get("MMF_LATENCY", "0")))
     host = AxiLiteMaster(dut)
     await ClockCycles(dut.clk, 5)
     dut.aresetn.value = 1

@@ -8,8 +8,8 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from mmfree_cli.export.fpga.isa import SCALAR_OPS
-from mmfree_cli.export.fpga.machine import kfn
+from mmfree_cli.hardware.isa import SCALAR_OPS
+from mmfree_cli.hardware.machine import kfn
 from mmfree_cli.quant import intref
 
 
@@ -27,6 +27,8 @@ async def pass_end(dut, op, top, ss):
     await RisingEdge(dut.clk)
     dut.pass_end.value = 0
     await RisingEdge(dut.clk)
+    while str(dut.busy.value) == "1":   # k is ready when busy falls
+        await RisingEdge(dut.clk)
 
 
 @cocotb.test()

@@ -13,9 +13,9 @@ import random
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge, ReadOnly
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
-from mmfree_cli.export.fpga.image import pack_ternary_rows, padded, words
+from mmfree_cli.hardware.image import pack_ternary_rows, padded, words
 
 LANES = int(os.environ.get("MMF_LANES", "16"))
 

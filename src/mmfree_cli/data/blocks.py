@@ -13,8 +13,8 @@ Streamed corpora are read in order from each process's shard; resuming skips wha
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch

@@ -1,4 +1,4 @@
-"""The host side of the mmfree core's protocol (export/fpga/regmap.py), over an XDMA transport:
+"""The host side of the mmfree core's protocol (hardware/regmap.py), over an XDMA transport:
 identify the card, upload and verify the weight image, and run decode steps.
 
 One decode step: the token's embedding row goes to IN (h2c), CONTROL = START | IRQ_ENABLE, wait for
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UserError
-from ..export.fpga import regmap
+from ..hardware import regmap
 from .xdma import CardTimeout, Xdma
 
 R = regmap.REGISTERS
@@ -106,10 +106,15 @@ class Card:
         """Run the program on one embedding row (int32 [d], Q15.16) → logits int32 [vocab] (Q15.16)."""
         x = self.xdma
         x.dma_write(self.regs["IN"], np.ascontiguousarray(embed_row, dtype="<i4").tobytes())
-        x.write32(R["STATUS"], regmap.STATUS_DONE | regmap.STATUS_ERROR)
+        x.write32(R["STATUS"], regmap.STATUS_DONE | regmap.STATUS_ERROR | regmap.STATUS_MEM_ERROR)
         x.write32(R["CONTROL"], regmap.CONTROL_START | regmap.CONTROL_IRQ_ENABLE)
         status = self._wait_done()
-        x.write32(R["STATUS"], regmap.STATUS_DONE | regmap.STATUS_ERROR)
+        x.write32(R["STATUS"], regmap.STATUS_DONE | regmap.STATUS_ERROR | regmap.STATUS_MEM_ERROR)
+        if status & regmap.STATUS_MEM_ERROR:
+            pc = x.read32(R["ERROR_PC"])
+            raise UserError(f"{x.prefix}: card memory answered the core with an AXI error response (SLVERR/DECERR) "
+                            f"near program offset {pc:#x}; the logits are not valid — check that the card's memory "
+                            "holds the bundle's whole memory map (mmfree deploy) and that the memory controller is up")
         if status & regmap.STATUS_ERROR:
             pc = x.read32(R["ERROR_PC"])
             raise UserError(f"{x.prefix}: the core stopped with ERROR at program offset {pc:#x} — the bundle "

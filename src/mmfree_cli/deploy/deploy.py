@@ -17,13 +17,13 @@ import shlex
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from ..errors import UserError
-from .bundle import Bundle
+from ..formats.fpga import Bundle
 from .card import Card
 from .xdma import Xdma
 

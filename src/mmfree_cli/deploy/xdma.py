@@ -1,6 +1,6 @@
 """The host side of Xilinx's XDMA driver: registers, DMA and user interrupts of one card.
 
-`--device /dev/xdma0` is a prefix, not a node (DESIGN.md §5):
+`--device /dev/xdma0` is a prefix, not a node (docs/design.md §5):
 
     /dev/xdma0_user       AXI-Lite registers: one aligned 32-bit pread/pwrite per call (the driver
                           answers EPROTO otherwise), or mmap the BAR (`use_mmap`)
@@ -183,7 +183,7 @@ class Xdma:
             self.bar.close()
             self.bar = None
 
-    def __enter__(self) -> "Xdma":
+    def __enter__(self) -> Xdma:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -33,12 +33,10 @@ def engine_class(name: str) -> type[Engine]:
 def auto_engine_name(path: Path) -> str:
     """The best engine for a model directory: its export target if it is an export, else torch
     (cuda when a GPU and the cuda engine are there)."""
-    from ..fileio import read_json
-    manifest = path / "manifest.json"
-    if manifest.is_file():
-        target = read_json(manifest).get("target")
-        if target in ENGINES:
-            return target
+    from ..formats.manifest import peek
+    target = (peek(path) or {}).get("target")  # checked by the engine's reader, not here
+    if target in ENGINES:
+        return target
     import torch
     if torch.cuda.is_available() and "cuda" in ENGINES:
         return "cuda"

@@ -22,11 +22,10 @@ import torch
 from numba import njit
 
 from ..quant import intspec
+from ..quant.intspec import EPS_M, EPS_S, EPS_TERM_MAX, FRAC_G, FRAC_H, FRAC_X, INT32_MAX, INT32_MIN, ONE_G
+from .base import Engine, State
 from .cpu_team import Team, barrier, share
 from .cpu_ternary import KERNELS, TILE, default_kernel, layout, matmul, padded
-from ..quant.intspec import (EPS_M, EPS_S, EPS_TERM_MAX, FRAC_G, FRAC_H, FRAC_X, INT32_MAX,
-                             INT32_MIN, ONE_G)
-from .base import Engine, State
 
 SIG = intspec.SIGMOID_TABLE.astype(np.int64)
 RSQ = intspec.RSQRT_TABLE.astype(np.int64)
@@ -362,11 +361,11 @@ class CpuIntEngine(Engine):
 
     @classmethod
     def load(cls, path: str | Path, threads: int | None = None, kernel: str | None = None,
-             **_options: Any) -> "CpuIntEngine":
+             **_options: Any) -> CpuIntEngine:
         """A cpu export or any model directory. threads: cores to use (default all);
         kernel: vnni | avxvnni | avx2 | popcount (default: the fastest this CPU runs)."""
         from ..data.tokenizer import load_tokenizer
-        from ..export.cpu import read_int_model
+        from ..formats.intmodel import read_int_model
         from ..model import HGRNBitConfig
         path = Path(path)
         config = HGRNBitConfig.load(path)

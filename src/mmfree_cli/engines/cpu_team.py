@@ -16,7 +16,6 @@ import threading
 import weakref
 
 import numpy as np
-
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils

@@ -7,8 +7,11 @@ recurrence + g_norm ⊙ silu(h) + o norm + quant] → o GEMM added into the resi
 gate norm + quant] → gate/up GEMM → [silu(gate)·up + down norm + quant] → down GEMM added into
 the residual. Prefill runs the same kernels over all B·T tokens, with the chunked scan for the
 recurrence. One token of one sequence (batch-1 decode) takes four launches a layer instead: GEMVs with
-the row work fused into their prologues (`_decode_one`). A decode step at a given batch size is
-captured once in a CUDA graph and replayed.
+the row work fused into their prologues (`_decode_one`). One token of each of several sequences
+(`decode_batch`) runs the batched kernels: row kernels writing planar int8 codes and a tensor-core
+product with fixed tiles (`kernels/ternary_gemm/batched.py`), whose rows do not depend on the batch.
+A decode step at a given batch size is captured once in a CUDA graph and replayed; `batched_decoder`
+keeps many sequences' states in slots on the GPU and chooses their tokens there (`cuda_batch.py`).
 
 State is float32 [L, B, d] on the GPU. The residual stream is float32; the embedding is bf16.
 It loads a cuda export, a run directory or a `mmfree quantize` output (ternarised/packed on load).
@@ -76,6 +79,11 @@ def build_layers(config: HGRNBitConfig, t: dict[str, torch.Tensor], device) -> l
     return layers
 
 
+BATCHED = True
+"""Batched decode (B ≥ 2, T = 1) on the batched kernels; False: the prefill kernels (rowwise row
+kernels and the autotuned GEMM), which bench/gpu_decode.py times as the baseline."""
+
+
 class CudaEngine(Engine):
     name = "cuda"
 
@@ -88,15 +96,16 @@ class CudaEngine(Engine):
         self.final_norm = tensors["model.norm.weight"].float().to(self.device)
         self.head = _projection(tensors, ["lm_head"], self.device)
         self.use_graph = cuda_graph and self.device.type == "cuda"
-        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._graphs: dict[int, tuple] = {}  # batch → (graph, tokens, state, logits, argmax)
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None, cuda_graph: bool = True,
-             **_options: Any) -> "CudaEngine":
+             **_options: Any) -> CudaEngine:
         """Load a cuda export, run directory or packed model directory onto the GPU."""
         from ..data.tokenizer import load_tokenizer
-        from ..export.cuda import export_tensors, is_cuda_export, read_export
         from ..fileio import read_json
+        from ..formats.cuda import is_cuda_export, read_cuda_export, tensors_of
+        from ..formats.ternary import open_ternary
         path = Path(path)
         device = device or "cuda"
         if torch.device(device).type == "cuda" and not torch.cuda.is_available():
@@ -104,9 +113,9 @@ class CudaEngine(Engine):
         if not (path / "config.json").is_file():
             raise UserError(f"{path}: no config.json — give a cuda export, run or model directory")
         if is_cuda_export(path):
-            config_dict, tensors = read_export(path)
+            config_dict, tensors = read_cuda_export(path)
         else:
-            config_dict, tensors = read_json(path / "config.json"), export_tensors(path)
+            config_dict, tensors = read_json(path / "config.json"), tensors_of(open_ternary(path))
         config = HGRNBitConfig.from_dict({k: v for k, v in config_dict.items() if k != "quantization_config"})
         tokenizer = load_tokenizer(path, bos_id=config.bos_token_id, eos_id=config.eos_token_id)
         return cls(config, tensors, tokenizer, device, cuda_graph)
@@ -126,6 +135,8 @@ class CudaEngine(Engine):
             logits = self._decode_one(tokens, state, new_state)
             state.copy_(new_state)
             return logits
+        if T == 1 and BATCHED:
+            return self.decode_batch(tokens.reshape(B), state)
         d, eps = self.config.hidden_size, self.config.rms_norm_eps
         x = self.embeddings[tokens.reshape(-1)].float()  # the residual stream, [B·T, d]
         for l, layer in enumerate(self.layers):
@@ -161,6 +172,29 @@ class CudaEngine(Engine):
             gemv_glu(y, layer.down.norms[0], layer.down.packed, layer.down.beta, out=x, accumulate=True)
         return gemv_norm(x, self.final_norm, eps, self.head.norms, self.head.packed, self.head.beta)
 
+    def decode_batch(self, tokens: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """One token for each of B sequences with the batched kernels (any B, 1 included): tokens [B] on
+        the device, state [L, B, d] (each layer's rows contiguous) stepped in place → logits [B, V]."""
+        from ..kernels.ternary_gemm import planar_gemm, rows_glu, rows_norm, rows_step
+        eps = self.config.rms_norm_eps
+        x = self.embeddings[tokens].float()  # the residual stream, [B, d]
+        for l, layer in enumerate(self.layers):
+            q, s = rows_norm(x, layer.attn_norm, eps, layer.ifg.norms)
+            y = planar_gemm(q, s, layer.ifg.packed, layer.ifg.beta)
+            q, s = rows_step(y, state[l], layer.lower_bound, layer.g_norm, layer.o.norms[0], eps)
+            planar_gemm(q, s, layer.o.packed, layer.o.beta, out=x, accumulate=True)
+            q, s = rows_norm(x, layer.mlp_norm, eps, layer.gate.norms)
+            y = planar_gemm(q, s, layer.gate.packed, layer.gate.beta)
+            q, s = rows_glu(y, layer.down.norms[0])
+            planar_gemm(q, s, layer.down.packed, layer.down.beta, out=x, accumulate=True)
+        q, s = rows_norm(x, self.final_norm, eps, self.head.norms)
+        return planar_gemm(q, s, self.head.packed, self.head.beta)
+
+    def batched_decoder(self, max_batch: int):
+        """Slots for up to `max_batch` sequences decoding together, tokens chosen on the device (serving)."""
+        from .cuda_batch import BatchedDecoder
+        return BatchedDecoder(self, max_batch)
+
     @torch.inference_mode()
     def prefill(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         state = state.clone()
@@ -168,12 +202,24 @@ class CudaEngine(Engine):
         return logits.view(*tokens.shape, -1).cpu(), state
 
     @torch.inference_mode()
+    def prefill_last(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """As `prefill`, but only the last position's logits [B, V] come to the host. A one-token prompt
+        runs the batched decode kernels at any B, so a row's result does not depend on the batch."""
+        state = state.clone()
+        tokens = tokens.to(self.device)
+        if tokens.shape[1] == 1:
+            logits = self.decode_batch(tokens[:, 0], state)
+        else:
+            logits = self.forward(tokens, state).view(*tokens.shape, -1)[:, -1]
+        return logits.cpu(), state
+
+    @torch.inference_mode()
     def step_device(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """One decode step, results left on the GPU: logits [B, V] and a new state."""
         if not self.use_graph:
             state = state.clone()
             return self.forward(tokens.to(self.device)[:, None], state), state
-        graph, g_tokens, g_state, g_logits = self._graph(tokens.shape[0])
+        graph, g_tokens, g_state, g_logits, _ = self._graph(tokens.shape[0])
         g_tokens.copy_(tokens)
         g_state.copy_(state)
         graph.replay()
@@ -183,6 +229,19 @@ class CudaEngine(Engine):
     def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         logits, state = self.step_device(tokens, state)
         return logits.cpu(), state
+
+    @torch.inference_mode()
+    def step_greedy(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """One decode step whose next tokens (greedy argmax) are chosen on the device: only the ids
+        [B] (int64, CPU) cross to the host, not the logits."""
+        if not self.use_graph:
+            logits, state = self.step_device(tokens, state)
+            return logits.argmax(-1).cpu(), state
+        graph, g_tokens, g_state, _, g_next = self._graph(tokens.shape[0])
+        g_tokens.copy_(tokens)
+        g_state.copy_(state)
+        graph.replay()
+        return g_next.cpu(), g_state.clone()
 
     def _graph(self, batch: int):
         """The decode step for `batch` sequences, captured once (after a warm-up that autotunes)."""
@@ -195,7 +254,8 @@ class CudaEngine(Engine):
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
                 logits = self.forward(tokens, state)
-            self._graphs[batch] = (graph, tokens.view(batch), state, logits)
+                chosen = logits.argmax(-1)  # for step_greedy; a few µs a step
+            self._graphs[batch] = (graph, tokens.view(batch), state, logits, chosen)
         return self._graphs[batch]
 
     def state_batch_select(self, state: State, index: list[int]) -> State:

@@ -1,6 +1,6 @@
 """The FPGA engine (`--engine fpga --device /dev/xdma0`): decode steps on an mmfree card over XDMA.
 
-The card runs one token of one sequence per START (export/fpga/regmap.py's protocol); the host
+The card runs one token of one sequence per START (hardware/regmap.py's protocol); the host
 only looks up the embedding row and samples. Callers own the recurrent state (engines/base.py), so
 each step writes that sequence's state to the card's STATE buffer and reads it back with the
 logits: L·d·4 bytes each way, small next to the weights the card streams per token. The logits
@@ -34,11 +34,11 @@ class FpgaEngine(Engine):
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None, timeout: float = 10.0, wait: str = "irq",
-             **_options: Any) -> "FpgaEngine":
+             **_options: Any) -> FpgaEngine:
         from ..data.tokenizer import load_tokenizer
-        from ..deploy.bundle import Bundle
         from ..deploy.card import Card
         from ..deploy.xdma import Xdma
+        from ..formats.fpga import Bundle
         from ..model import HGRNBitConfig
         if not device:
             raise UserError("--engine fpga needs --device, the XDMA node prefix (e.g. /dev/xdma0) — or mount "

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..fileio import read_json, sha256_file
+from ..fileio import read_json
+from ..formats.onnx import read_onnx_manifest
 from ..model.config import HGRNBitConfig
 from .base import Engine
 
@@ -34,22 +35,12 @@ class OnnxEngine(Engine):
         self._sessions: dict = {}
 
     @classmethod
-    def load(cls, path: str | Path, threads: int | None = None, verify: bool = True, **options) -> "OnnxEngine":
+    def load(cls, path: str | Path, threads: int | None = None, verify: bool = True, **options) -> OnnxEngine:
         """Open an onnx export directory; `verify` checks every file against the manifest's sha256."""
         if options:
             raise UserError(f"the onnx engine does not take {', '.join(options)}")
         path = Path(path)
-        manifest_path = path / "manifest.json"
-        if not manifest_path.is_file() or read_json(manifest_path).get("target") != "onnx":
-            raise UserError(f"{path}: not an onnx export — run `mmfree export {path} --target onnx` "
-                            "and use the directory it prints")
-        manifest = read_json(manifest_path)
-        if verify:
-            for name, digest in manifest.get("files", {}).items():
-                if not (path / name).is_file():
-                    raise UserError(f"{path / name}: missing from the onnx export — export again")
-                if sha256_file(path / name) != digest:
-                    raise UserError(f"{path / name}: checksum mismatch, the file is corrupt — export again")
+        manifest = read_onnx_manifest(path, check_files=verify)
         return cls(path, manifest, threads)
 
     def _session(self, kind: str):

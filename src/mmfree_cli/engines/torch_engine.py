@@ -4,8 +4,8 @@ It is the reference every faster engine is compared with, and the one that runs 
 directly (`runs/<name>/`: config.json + model.safetensors + tokenizer). State is the model's own
 `[L, B, d]` tensor, one recurrent vector per layer and sequence.
 
-A model loaded from disk gets its ternary weights quantized once (`FrozenBitLinear`) instead of
-at every token as training's fake-quant does: the same W_q, computed once per weight.
+A model loaded from disk gets its ternary weights quantized once (`model.frozen.FrozenBitLinear`)
+instead of at every token as training's fake-quant does: the same W_q, computed once per weight.
 """
 
 from __future__ import annotations
@@ -14,11 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from ..errors import UserError
-from ..kernels.bitlinear import BITLINEAR_NORM_EPS, quantize_activations, quantize_weights, rms_norm
 from .base import Engine, State
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -37,22 +34,23 @@ class TorchEngine(Engine):
         self.device, self.dtype = param.device, param.dtype
 
     @classmethod
-    def from_model(cls, model, tokenizer) -> "TorchEngine":
+    def from_model(cls, model, tokenizer) -> TorchEngine:
         """Wrap a model already in memory (e.g. at the end of training)."""
         return cls(model, tokenizer)
 
     @classmethod
     def load(cls, path: str | Path, dtype: str | torch.dtype | None = None,
-             device: str | None = None, **_options: Any) -> "TorchEngine":
+             device: str | None = None, **_options: Any) -> TorchEngine:
         """Load a run, model or packed (`mmfree quantize`) directory.
         dtype: float32 (default) | bfloat16 | float16 | float64."""
         from ..data.tokenizer import load_tokenizer
-        from ..quant.load import load_model
+        from ..formats.ternary import open_model
+        from ..model.frozen import freeze_ternary_weights
         path = Path(path)
         if not (path / "config.json").is_file():
             raise UserError(f"{path}: no config.json — give a run or model directory (e.g. runs/latest)")
-        # packed directories load with their stored β (DequantBitLinear, left alone by the freeze)
-        model = load_model(path, dtype=_dtype(dtype), device=device or "cpu")
+        # packed directories load frozen, with their stored codes and β
+        model = open_model(path, dtype=_dtype(dtype), device=device or "cpu")
         config = model.config
         if model.lm_head.weight.device.type == "cpu":  # on CUDA the fused kernel quantizes in-register
             freeze_ternary_weights(model)
@@ -80,29 +78,6 @@ class TorchEngine(Engine):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch.")}
-
-
-class FrozenBitLinear(nn.Module):
-    """An inference-only BitLinear whose weight is already β·{-1, 0, +1}: RMSNorm → int8 → linear."""
-
-    def __init__(self, norm_weight: torch.Tensor, quantized_weight: torch.Tensor):
-        super().__init__()
-        self.register_buffer("norm_weight", norm_weight.detach())
-        self.register_buffer("weight", quantized_weight.detach())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xq = quantize_activations(rms_norm(x, self.norm_weight, BITLINEAR_NORM_EPS))
-        return F.linear(xq, self.weight)
-
-
-@torch.no_grad()
-def freeze_ternary_weights(model: nn.Module) -> None:
-    """Replace every ternary BitLinear of `model` (in place) by a FrozenBitLinear."""
-    from ..model.layers import BitLinear
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, BitLinear) and child.ternary:
-                setattr(parent, name, FrozenBitLinear(child.norm.weight, quantize_weights(child.weight)))
 
 
 def _dtype(dtype: str | torch.dtype | None) -> torch.dtype:

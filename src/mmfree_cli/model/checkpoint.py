@@ -1,7 +1,7 @@
 """Load and save models in the reference checkpoint layout (config.json + model.safetensors).
 
 Reads what the released MMfreeLM checkpoints ship: a single `model.safetensors` or a sharded one
-with `model.safetensors.index.json`, in bf16 or fp32, keys as in DESIGN.md §2. Missing or
+with `model.safetensors.index.json`, in bf16 or fp32, keys as in docs/design.md §2. Missing or
 unexpected keys and shape mismatches are reported together in one error.
 """
 

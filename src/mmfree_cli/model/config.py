@@ -67,7 +67,7 @@ class HGRNBitConfig:
             raise UserError("model config: " + "; ".join(problems))
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "HGRNBitConfig":
+    def from_dict(cls, d: dict[str, Any]) -> HGRNBitConfig:
         d = dict(d)
         model_type = d.pop("model_type", MODEL_TYPE)
         if model_type != MODEL_TYPE:
@@ -89,7 +89,7 @@ class HGRNBitConfig:
         return d
 
     @classmethod
-    def load(cls, path: str | Path) -> "HGRNBitConfig":
+    def load(cls, path: str | Path) -> HGRNBitConfig:
         from ..fileio import read_json
         path = Path(path)
         return cls.from_dict(read_json(path / "config.json" if path.is_dir() else path))

@@ -1,6 +1,6 @@
 """The building blocks of HGRN-Bit: RMSNorm, BitLinear, the HGRN token mixer and the GLU channel mixer.
 
-Module and parameter names match the reference checkpoint keys (DESIGN.md §2), so a reference
+Module and parameter names match the reference checkpoint keys (docs/design.md §2), so a reference
 state dict loads with no renaming.
 """
 
@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
-from ..kernels.bitlinear import bitlinear, rms_norm
-from ..kernels.hgrn import hgrn_scan
+from ..kernels.bitlinear import bitlinear, glu_bitlinear, rms_norm
+from ..kernels.hgrn import hgrn_gated
+from ..kernels.numerics import BITLINEAR_NORM_EPS
+
+CHECKPOINTING = ("none", "selective", "full")
+"""Activation checkpointing: none; selective recomputes each block's token mixer (norm, three
+projections, scan, o_proj) in backward; full recomputes whole blocks."""
 
 
 class RMSNorm(nn.Module):
@@ -37,7 +42,7 @@ class BitLinear(nn.Module):
         super().__init__()
         self.in_features, self.out_features, self.ternary = in_features, out_features, ternary
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
-        self.norm = RMSNorm(in_features, eps=1e-6)  # eps as kernels.bitlinear.BITLINEAR_NORM_EPS
+        self.norm = RMSNorm(in_features, eps=BITLINEAR_NORM_EPS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return bitlinear(x, self.norm.weight, self.weight, quantize=self.ternary)
@@ -53,6 +58,9 @@ class HGRNBitAttention(nn.Module):
         i   = silu(i_proj(x)) · (1 - f)
         h_t = f_t ⊙ h_{t-1} + i_t
         out = o_proj(g_norm(g_proj(x)) ⊙ silu(h))     (the reference code's form, issue #37)
+
+    Everything between the projections is one call (`hgrn_gated`): on GPU training one kernel
+    family that keeps only the three projections' outputs for backward.
     """
 
     def __init__(self, hidden_size: int, eps: float, ternary: bool = True):
@@ -67,15 +75,9 @@ class HGRNBitAttention(nn.Module):
     def forward(self, x: torch.Tensor, lower_bound: torch.Tensor | None,
                 state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """x: [B, T, d]; lower_bound: [d] or None; state: [B, d] or None → (out [B, T, d], state [B, d])."""
-        f = torch.sigmoid(self.f_proj(x))
-        if lower_bound is not None:
-            f = lower_bound + (1 - lower_bound) * f
-        i = F.silu(self.i_proj(x)) * (1 - f)
-        # the scan runs in float32 (float64 stays float64) even under bf16 autocast
-        scan_dtype = torch.float64 if i.dtype == torch.float64 else torch.float32
-        h, last = hgrn_scan(i.to(scan_dtype), f.to(scan_dtype), state)
-        out = self.o_proj(self.g_norm(self.g_proj(x)) * F.silu(h).to(x.dtype))
-        return out, last
+        o, last = hgrn_gated(self.i_proj(x), self.f_proj(x), self.g_proj(x), lower_bound, self.g_norm.weight,
+                             self.g_norm.eps, state)
+        return self.o_proj(o), last
 
 
 class HGRNBitMLP(nn.Module):
@@ -87,8 +89,8 @@ class HGRNBitMLP(nn.Module):
         self.down_proj = BitLinear(intermediate_size, hidden_size, ternary)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_proj(x).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        d = self.down_proj
+        return glu_bitlinear(self.gate_proj(x), d.norm.weight, d.weight, d.ternary)
 
 
 class HGRNBitBlock(nn.Module):
@@ -100,10 +102,19 @@ class HGRNBitBlock(nn.Module):
         self.attn = HGRNBitAttention(hidden_size, eps, ternary)
         self.mlp_norm = RMSNorm(hidden_size, eps)
         self.mlp = HGRNBitMLP(hidden_size, intermediate_size, ternary)
+        self.checkpoint_mixer = False
+        """True (selective checkpointing): the token mixer's activations are recomputed in backward."""
+
+    def mix(self, x: torch.Tensor, lower_bound: torch.Tensor | None,
+            state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.attn(self.attn_norm(x), lower_bound, state)
 
     def forward(self, x: torch.Tensor, lower_bound: torch.Tensor | None,
                 state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        mixed, state = self.attn(self.attn_norm(x), lower_bound, state)
+        if self.checkpoint_mixer and torch.is_grad_enabled():
+            mixed, state = checkpoint(self.mix, x, lower_bound, state, use_reentrant=False)
+        else:
+            mixed, state = self.mix(x, lower_bound, state)
         x = x + mixed
         x = x + self.mlp(self.mlp_norm(x))
         return x, state

@@ -15,16 +15,19 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
+from ..errors import UserError
+from ..kernels.bitlinear import head_cross_entropy
 from .config import HGRNBitConfig
-from .layers import BitLinear, HGRNBitBlock, RMSNorm
+from .layers import CHECKPOINTING, BitLinear, HGRNBitBlock, RMSNorm
 
 IGNORE_INDEX = -100
 
 
 @dataclass
 class CausalLMOutput:
-    logits: torch.Tensor            # [B, T, V]
+    logits: torch.Tensor | None     # [B, T, V]; None when the fused head computed the loss without them
     state: torch.Tensor             # [L, B, d], the recurrent state after the last token
     loss: torch.Tensor | None = None
 
@@ -38,23 +41,27 @@ class HGRNBitModel(nn.Module):
         self.layers = nn.ModuleList(HGRNBitBlock(c.hidden_size, c.intermediate_size, c.rms_norm_eps, c.ternary)
                                     for _ in range(c.num_hidden_layers))
         self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        self.checkpoint_blocks = False
+        """True (full activation checkpointing): each block is recomputed in backward."""
 
     def layer_lower_bounds(self) -> list[torch.Tensor | None]:
         """lb = cumsum(softmax(lower_bounds, 0)) - softmax(...)[0]: layer ℓ's floor on its forget gate
         (ℓ/L at init). Layer 0 has none."""
-        if self.lower_bounds is None:
-            return [None] * len(self.layers)
-        p = self.lower_bounds.softmax(dim=0)
-        lb = p.cumsum(dim=0) - p[0]
-        return [None] + [lb[l] for l in range(1, len(self.layers))]
+        return layer_lower_bounds(self.lower_bounds, len(self.layers))
 
     def forward(self, input_ids: torch.Tensor, state: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """input_ids: [B, T]; state: [L, B, d] or None → (hidden [B, T, d], state [L, B, d])."""
         x = self.embeddings(input_ids)
+        if torch.is_autocast_enabled(x.device.type):  # the residual stream in the autocast dtype, not float32
+            x = x.to(torch.get_autocast_dtype(x.device.type))
         new_state = []
         for l, (layer, lb) in enumerate(zip(self.layers, self.layer_lower_bounds())):
-            x, s = layer(x, lb, None if state is None else state[l])
+            s = None if state is None else state[l]
+            if self.checkpoint_blocks and torch.is_grad_enabled():
+                x, s = checkpoint(layer, x, lb, s, use_reentrant=False)
+            else:
+                x, s = layer(x, lb, s)
             new_state.append(s)
         return self.norm(x), torch.stack(new_state)
 
@@ -84,15 +91,33 @@ class HGRNBitForCausalLM(nn.Module):
             else:
                 p.normal_(0.0, std)
 
+    def set_activation_checkpointing(self, mode: str) -> None:
+        """none | selective (recompute each block's token mixer) | full (recompute whole blocks)."""
+        if mode not in CHECKPOINTING:
+            raise UserError(f"activation checkpointing {mode!r} is not one of {', '.join(CHECKPOINTING)}")
+        self.model.checkpoint_blocks = mode == "full"
+        for layer in self.model.layers:
+            layer.checkpoint_mixer = mode == "selective"
+
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
-                state: torch.Tensor | None = None) -> CausalLMOutput:
-        """input_ids, labels: [B, T] (labels are shifted here; IGNORE_INDEX positions don't count)."""
+                state: torch.Tensor | None = None, reduction: str = "mean") -> CausalLMOutput:
+        """input_ids, labels: [B, T] (labels are shifted here; IGNORE_INDEX positions don't count).
+        With labels on the GPU the head and the loss are one chunked kernel and `logits` is None;
+        reduction: "mean" over counted positions or "sum"."""
         hidden, state = self.model(input_ids, state)
+        if labels is not None:
+            targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # position t predicts labels[t + 1]
+            h = self.lm_head
+            loss = head_cross_entropy(hidden, h.norm.weight, h.weight, targets, h.ternary, IGNORE_INDEX)
+            if loss is not None:
+                if reduction == "mean":
+                    loss = loss / (targets != IGNORE_INDEX).sum().clamp(min=1)
+                return CausalLMOutput(logits=None, state=state, loss=loss)
         logits = self.lm_head(hidden)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
-                                   ignore_index=IGNORE_INDEX)
+                                   ignore_index=IGNORE_INDEX, reduction=reduction)
         return CausalLMOutput(logits=logits, state=state, loss=loss)
 
     def step(self, input_ids: torch.Tensor, state: torch.Tensor | None = None
@@ -112,3 +137,13 @@ class HGRNBitForCausalLM(nn.Module):
         ternary = sum(m.weight.numel() for m in self.modules() if isinstance(m, BitLinear))
         total = sum(p.numel() for p in self.parameters())
         return {"ternary": ternary, "float": total - ternary, "total": total}
+
+
+def layer_lower_bounds(lower_bounds: torch.Tensor | None, layers: int) -> list[torch.Tensor | None]:
+    """Each layer's forget-gate floor from the `lower_bounds` parameter [L, d] (see
+    `HGRNBitModel.layer_lower_bounds`); also what the integer model is built from."""
+    if lower_bounds is None:
+        return [None] * layers
+    p = lower_bounds.softmax(dim=0)
+    lb = p.cumsum(dim=0) - p[0]
+    return [None] + [lb[l] for l in range(1, layers)]

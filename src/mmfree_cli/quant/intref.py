@@ -17,9 +17,30 @@ from __future__ import annotations
 
 import numpy as np
 
-from .intspec import (EPS_M, EPS_S, EPS_TERM_MAX, FRAC_G, FRAC_H, FRAC_X, INT8_MAX, INT16_MAX, INT16_MIN, INT32_MAX, INT32_MIN,
-                      NORM_BITS, NORM_Z_BITS, ONE_G, QUANT_RECIP_SHIFT, RSQRT_BASE, RSQRT_TABLE, SCALE_SHIFT_MAX,
-                      SCALE_SHIFT_MIN, SIGMOID_RANGE_LOG2, SIGMOID_STEP_LOG2, SIGMOID_TABLE)
+from .intspec import (
+    EPS_M,
+    EPS_S,
+    EPS_TERM_MAX,
+    FRAC_G,
+    FRAC_H,
+    FRAC_X,
+    INT8_MAX,
+    INT16_MAX,
+    INT16_MIN,
+    INT32_MAX,
+    INT32_MIN,
+    NORM_BITS,
+    NORM_Z_BITS,
+    ONE_G,
+    QUANT_RECIP_SHIFT,
+    RSQRT_BASE,
+    RSQRT_TABLE,
+    SCALE_SHIFT_MAX,
+    SCALE_SHIFT_MIN,
+    SIGMOID_RANGE_LOG2,
+    SIGMOID_STEP_LOG2,
+    SIGMOID_TABLE,
+)
 
 I64 = np.int64
 

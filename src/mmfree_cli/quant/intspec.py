@@ -2,8 +2,8 @@
 
 Everything an integer-only engine (numpy reference, CPU engine, FPGA core) needs besides the
 ternary codes lives here: the fixed-point formats as named constants, the two lookup tables
-(sigmoid, rsqrt) and `int_constants`, which turns a float model into the integer model once, on
-the host, at export time. Floats appear only in that conversion; the decode step never sees one.
+(sigmoid, rsqrt) and the per-projection constants `quant.intmodel` builds the integer model from,
+once, on the host, at export time. Floats appear only in that conversion; the decode step never sees one.
 
 An integer model is a flat dict of numpy arrays (names below), so it round-trips through
 safetensors unchanged:
@@ -27,6 +27,8 @@ import hashlib
 import math
 
 import numpy as np
+
+from ..kernels.numerics import BITLINEAR_NORM_EPS
 
 FRAC_X = 16
 """Fractional bits of the residual stream, projection outputs and logits: int32 Q15.16."""
@@ -57,8 +59,8 @@ RSQRT_FRAC = 16
 SCALE_SHIFT_MIN, SCALE_SHIFT_MAX = 1, 62
 """The requantisation shift is clamped to this range (saturating the multiplier's exponent)."""
 
-BITLINEAR_EPS = 1e-6
-"""eps of the RMSNorm inside every BitLinear (kernels.bitlinear.BITLINEAR_NORM_EPS)."""
+BITLINEAR_EPS = BITLINEAR_NORM_EPS
+"""eps of the RMSNorm inside every BitLinear (`kernels.numerics.BITLINEAR_NORM_EPS`)."""
 EPS_TERM_MAX = 1 << 56
 """The eps term added to a sum of squares saturates here (the sum itself is < 2^43)."""
 NORM_Z_BITS = 31
@@ -153,50 +155,3 @@ def embedding_q(emb: np.ndarray) -> np.ndarray:
 def logits_to_float(logits_q: np.ndarray) -> np.ndarray:
     """Host side: Q15.16 logits → float32 for sampling."""
     return (np.asarray(logits_q, dtype=np.float64) / (1 << FRAC_X)).astype(np.float32)
-
-
-def int_model_from_float(model) -> dict[str, np.ndarray]:
-    """The integer model of a float `HGRNBitForCausalLM` (ternary config), names as in the module doc.
-
-    β and the codes come from the same torch functions the float model uses, so the integer
-    model's ternary weights are exactly the float model's; a packed model's stored β is kept.
-    """
-    import torch
-
-    from ..kernels.bitlinear import ternarize, weight_scale
-
-    def np64(t: torch.Tensor) -> np.ndarray:
-        return t.detach().to(torch.float64).cpu().numpy()
-
-    def proj(lin) -> dict[str, np.ndarray]:
-        w = lin.weight.detach().float()
-        # a packed model's layer (quant.load.DequantBitLinear) holds codes·β and its stored β
-        beta = lin.beta.float() if hasattr(lin, "beta") else weight_scale(w)
-        codes = np64(ternarize(w, beta))
-        return projection_constants(codes, float(beta), np64(lin.norm.weight))
-
-    def put(prefix: str, consts: dict[str, np.ndarray]) -> None:
-        for k, v in consts.items():
-            out[f"{prefix}.{k}"] = v
-
-    if not model.config.ternary:
-        raise ValueError("int_model_from_float: the model is not ternary (config ternary=false)")
-    m = model.model
-    out: dict[str, np.ndarray] = {"embed": embedding_q(np64(m.embeddings.weight)),
-                                  "final_gain": gain_mantissas(np64(m.norm.weight))[0]}
-    put("lm_head", proj(model.lm_head))
-    with torch.no_grad():
-        bounds = m.layer_lower_bounds()
-    for l, layer in enumerate(m.layers):
-        p = f"layers.{l}"
-        out[f"{p}.attn_gain"] = gain_mantissas(np64(layer.attn_norm.weight))[0]
-        out[f"{p}.g_gain"], g_shift = gain_mantissas(np64(layer.attn.g_norm.weight))
-        out[f"{p}.g_gain_shift"] = np.array([g_shift], dtype=np.int64)
-        out[f"{p}.mlp_gain"] = gain_mantissas(np64(layer.mlp_norm.weight))[0]
-        lb = bounds[l]
-        out[f"{p}.lower_bound"] = lower_bound_q(np.zeros(model.config.hidden_size) if lb is None else np64(lb))
-        for name in "ifgo":
-            put(f"{p}.{name}", proj(getattr(layer.attn, f"{name}_proj")))
-        put(f"{p}.gate", proj(layer.mlp.gate_proj))
-        put(f"{p}.down", proj(layer.mlp.down_proj))
-    return out

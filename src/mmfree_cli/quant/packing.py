@@ -29,7 +29,7 @@ Bad values raise ValueError (a programming error); file readers turn that into a
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

@@ -21,7 +21,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import UserError
 from ..fileio import load_safetensors, save_safetensors, write_text
@@ -155,7 +154,8 @@ def run(recipe_path: str | Path, overrides: list[str] | None = None, resume: str
         console=None) -> Path:
     """Distil per the recipe (training its teacher first when none is named); returns the student's run directory."""
     from ..data.tokenizer import tokenizer_for_recipe
-    from .run import _absolute_paths, run as train
+    from .run import _absolute_paths
+    from .run import run as train
     overrides = list(overrides or [])
     recipe = _absolute_paths(load_recipe(recipe_path, overrides))
     if recipe.distill.teacher is None:
@@ -187,7 +187,8 @@ def teacher_recipe(recipe: Recipe, source: str) -> Recipe:
 
 def train_teacher(recipe: Recipe, source: str, console=None) -> Path:
     """Train the recipe's teacher, or reuse the finished one already in its run directory."""
-    from .run import SUMMARY_FILE, run as train
+    from .run import SUMMARY_FILE
+    from .run import run as train
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError("distill.teacher is null: train the teacher in a single process first "
                         f"(`mmfree distill {source}` without accelerate launch), or name one in distill.teacher")

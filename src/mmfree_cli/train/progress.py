@@ -21,7 +21,7 @@ class TrainProgress:
                                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console)
             self._task = self._bar.add_task("train", total=total_steps, completed=start_step, loss="-", tok_s="-")
 
-    def __enter__(self) -> "TrainProgress":
+    def __enter__(self) -> TrainProgress:
         if self._bar is not None:
             self._bar.start()
         return self

@@ -90,8 +90,9 @@ def _train(recipe: Recipe, run_dir: Path, checkpoint: Path | None, acc, console,
     digests = gather_object([tensors_digest(unwrapped.state_dict())])
     first_blocks = gather_object([trainer.seen_first_blocks])
     if acc.is_main_process:
+        from ..formats import run as run_format
         from ..model import save_pretrained
-        save_pretrained(unwrapped, run_dir)
+        save_pretrained(unwrapped, run_dir, metadata=run_format.metadata())
         log.close(recipe.logging.plot)
         summary = {"steps": trainer.step, "tokens_seen": trainer.tokens_seen, **val,
                    "wall_seconds": wall, "steps_this_session": trainer.step - start_step,

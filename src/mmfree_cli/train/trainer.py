@@ -16,11 +16,10 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from . import checkpoints
 from .metrics import MetricsLog
@@ -30,11 +29,10 @@ LossFn = Callable[[torch.nn.Module, torch.Tensor], tuple[torch.Tensor, int]]
 
 
 def lm_loss(model: torch.nn.Module, input_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Next-token cross-entropy summed over the block's predicted positions, and their count."""
-    logits = model(input_ids).logits
-    targets = input_ids[:, 1:]
-    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), reduction="sum")
-    return loss, targets.numel()
+    """Next-token cross-entropy summed over the block's predicted positions, and their count.
+    The model computes it (on GPU without materialising the logits: see HGRNBitForCausalLM.forward)."""
+    loss = model(input_ids, labels=input_ids, reduction="sum").loss
+    return loss, input_ids[:, 1:].numel()
 
 
 class Trainer:
@@ -46,6 +44,9 @@ class Trainer:
         self.loss_fn, self.eval_loss_fn = loss_fn, eval_loss_fn
         self.step, self.tokens_seen = 0, 0
         self.seen_first_blocks: list[int] = []  # a fingerprint of this rank's first batch (tests, logs)
+        unwrapped = accelerator.unwrap_model(model)
+        if hasattr(unwrapped, "set_activation_checkpointing"):
+            unwrapped.set_activation_checkpointing(recipe.train.activation_checkpointing)
 
     def resume(self, checkpoint: Path) -> None:
         state = checkpoints.load(self.acc, checkpoint)

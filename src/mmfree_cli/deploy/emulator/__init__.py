@@ -32,13 +32,11 @@ def _mount_dir(directory: Path) -> Path:
 
 def golden_backend(bundle: Path | None, memory: int | None, design_id: str | None, faults: list[str]):
     """A GoldenCard programmed with `bundle`'s design, memory sized for it unless given."""
-    from ...fileio import read_json
+    from ...formats.fpga import Bundle
     from ...paths import latest_export
     from .golden import Design, Faults, GoldenCard
     bundle = Path(bundle) if bundle else latest_export("fpga")
-    manifest = read_json(bundle / "manifest.json")
-    if manifest.get("target") != "fpga":
-        raise UserError(f"{bundle}: not an fpga bundle — give a directory written by `mmfree export --target fpga`")
+    manifest = Bundle.open(bundle).manifest  # format, version and every file's sha256 checked
     try:
         did = None if design_id is None else int(design_id, 16)
     except ValueError:

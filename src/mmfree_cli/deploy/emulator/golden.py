@@ -1,5 +1,5 @@
 """The emulated card's hardware: the core's register file and card memory, running programs on the
-numpy golden machine (export/fpga/machine.py), which is bit-exact with `quant.intref`.
+numpy golden machine (hardware/machine.py), which is bit-exact with `quant.intref`.
 
 Registers behave as templates/fpga/mmf_regs.v does (regmap.py is the contract): START is ignored
 while BUSY, DONE and ERROR are sticky until written 1, the IRQ line is DONE & IRQ_ENABLE. A run
@@ -17,8 +17,8 @@ import threading
 from dataclasses import dataclass, field
 
 from ...errors import UserError
-from ...export.fpga import regmap
-from ...export.fpga.machine import Machine
+from ...hardware import regmap
+from ...hardware.machine import Machine
 
 R = regmap.REGISTERS
 REG_SPACE = 0x1000
@@ -39,7 +39,7 @@ class Design:
         return self.lanes | self.saddr_w << 16 | self.xaddr_w << 24
 
     @classmethod
-    def from_manifest(cls, manifest: dict, design_id: int | None = None) -> "Design":
+    def from_manifest(cls, manifest: dict, design_id: int | None = None) -> Design:
         p = manifest["rtl"]["parameters"]
         did = int(manifest["design_id"], 16) if design_id is None else design_id
         return cls(did, int(p["LANES"]), int(p["SADDR_W"]), int(p["XADDR_W"]))
@@ -53,7 +53,7 @@ class Faults:
     flipped: list = field(default_factory=list)
 
     @classmethod
-    def parse(cls, specs: list[str]) -> "Faults":
+    def parse(cls, specs: list[str]) -> Faults:
         faults = cls()
         for spec in specs:
             name, _, arg = spec.partition(":")

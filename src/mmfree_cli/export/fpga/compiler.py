@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...errors import UserError
+from ...hardware.image import align, pack_ternary_rows, padded
+from ...hardware.isa import Instr, assemble
 from ...quant import intref
 from ...quant.intspec import FRAC_H, FRAC_X
-from .image import align, pack_ternary_rows, padded
-from .isa import Instr, assemble
 
 VEC_ALIGN = 64
 """Byte alignment of vectors inside a constants block and of per-layer state rows (≥ MEM_W/8)."""

@@ -1,11 +1,18 @@
-"""Tokens/s estimates for the bundle's reports/, derived from simulated cycles. ESTIMATES: nothing
-here ran on a card.
+"""Tokens/s ESTIMATES for the bundle's reports/, from a cycle model calibrated on RTL simulation.
+Nothing here ran on a card.
 
-The model: every instruction costs a + b·n cycles (n = elements, or weight words for MATVEC),
-with (a, b) per instruction kind fitted to the per-instruction cycle counts of the RTL simulating
-one decode step (where the profile has one size only, b is the structural one element a cycle) (bench/fpga_core.py writes calibration.json from tests/fpga/tb_profile.py).
-A model's cycles per token are that sum over its compiled program; MATVEC words are further
-bounded by memory bandwidth: a word of MEM_W bits a cycle needs clock·MEM_W/8 bytes/s.
+The cycle model: every instruction costs a + b·n cycles (n = elements, or weight words for
+MATVEC), with (a, b) per instruction kind fitted, per lane count, to the per-instruction cycle
+counts of the RTL simulating one decode step with a zero-latency memory (bench/fpga_core.py
+writes calibration.json from tests/fpga/tb_profile.py). Two terms are added:
+
+- read latency: every read round trip the sequencer waits for pays the memory's latency L once —
+  each instruction fetch, each LOAD and each MATVEC's first burst (later bursts are pipelined);
+- bandwidth: a MATVEC streams at most min(1, BW / (clock·MEM_W/8)) words a cycle.
+
+The same bench checks the model against RTL simulation with L = 100 (the error is in the
+calibration). Assumptions are named in every report: the clock (the measured Fmax of the same
+bundle's synthesis when there is one, and a what-if clock), the memory bandwidth and latency.
 """
 
 from __future__ import annotations
@@ -16,20 +23,28 @@ from pathlib import Path
 import numpy as np
 
 from ...fileio import write_json, write_text
+from ...hardware.isa import slot_bytes
 from ...model.config import presets
 from .compiler import Compiled, CoreParams, compile_program, fit_core
 
 CALIBRATION = Path(__file__).with_name("calibration.json")
 CLOCK_HZ = 250e6
-"""Assumed core clock: XDMA's axi_aclk on a PCIe Gen3 x16 UltraScale+ card (not measured here)."""
+"""What-if core clock: XDMA's axi_aclk on a PCIe Gen3 x16 UltraScale+ card (not measured here)."""
 MEM_BW = 19.2e9
 """Assumed card-memory bandwidth: one DDR4-2400 64-bit channel, bytes/s (not measured here)."""
-LABEL = ("ESTIMATE from simulated cycles (RTL simulation of the tiny model + a fitted per-instruction "
-         "cycle model) at an assumed clock and memory bandwidth; not measured on hardware")
+LATENCY = 100
+"""Assumed card-memory read latency in core cycles, address to first data (a DDR4 controller)."""
+LABEL = ("ESTIMATE from a cycle model calibrated on RTL simulation, at a stated clock, memory "
+         "bandwidth and read latency; not measured on hardware")
 
 
 def kind(op: str, sub: str | None) -> str:
     return f"{op}.{sub}" if op in ("SCALAR", "ROW", "NORM") else op
+
+
+def round_trips(op: str) -> int:
+    """Read round trips an instruction waits for: its fetch, plus the data of a LOAD or MATVEC."""
+    return 1 + (op in ("LOAD", "MATVEC"))
 
 
 def fit(profile: list[list]) -> dict:
@@ -41,8 +56,7 @@ def fit(profile: list[list]) -> dict:
     for k, pts in by.items():
         x, y = np.array(pts, dtype=float).T
         if np.ptp(x) == 0:
-            # one size only: take the pass engine's structural rate, one element a cycle
-            b = 1.0 if x[0] > 0 else 0.0
+            b = 1.0 if x[0] > 0 else 0.0   # one size only: the structural rate, one a cycle
             out[k] = [float((y - b * x).mean()), b]
         else:
             b, a = np.polyfit(x, y, 1)
@@ -50,27 +64,58 @@ def fit(profile: list[list]) -> dict:
     return out
 
 
+def costs_for(cal: dict, lanes: int) -> tuple[dict, int]:
+    """The calibration of this lane count, else of the nearest calibrated one (returned)."""
+    by = cal.get("by_lanes") or {str(cal.get("lanes", 64)): {"costs": cal["costs"]}}
+    near = min(by, key=lambda k: abs(int(k) - lanes))
+    return by[near]["costs"], int(near)
+
+
 def cycles_per_token(compiled: Compiled, params: CoreParams, costs: dict, clock_hz: float,
-                     mem_bw: float) -> dict:
+                     mem_bw: float, latency: float) -> dict:
     words_per_cycle = min(1.0, mem_bw / (clock_hz * params.mem_w / 8))
-    matvec = other = 0.0
+    matvec = other = wait = busy = 0.0
     for i in compiled.program:
         a, b = costs.get(kind(i.op, i.sub), costs.get(i.op, [0.0, 0.0]))
+        wait += latency * round_trips(i.op)
         if i.op == "MATVEC":
             matvec += a + max(b, 1.0 / words_per_cycle) * i.n * i.a
+            busy += i.n * i.a
         else:
             other += a + b * i.n
-    return {"cycles": matvec + other, "matvec_cycles": matvec, "other_cycles": other}
+    total = matvec + other + wait
+    return {"cycles": total, "matvec_cycles": matvec, "other_cycles": other, "latency_cycles": wait,
+            "matvec_busy": busy / total}
 
 
-def estimate(dims: dict, costs: dict, lanes: int | None = None, clock_hz: float = CLOCK_HZ,
-             mem_bw: float = MEM_BW) -> dict:
+def bytes_per_token(compiled: Compiled, params: CoreParams) -> int:
+    """Card-memory bytes one token moves: weight words, program, LOADs and STOREs."""
+    total = compiled.matvec_words * params.mem_w // 8 + len(compiled.program) * slot_bytes(params.mem_w)
+    for i in compiled.program:
+        if i.op in ("LOAD", "STORE"):
+            total += 4 * i.n
+    return total
+
+
+def estimate(dims: dict, cal: dict, lanes: int | None, clock_hz: float, mem_bw: float = MEM_BW,
+             latency: float = LATENCY) -> dict:
     params = fit_core(dims, lanes)
-    c = cycles_per_token(compile_program(dims, params), params, costs, clock_hz, mem_bw)
-    return {"lanes": params.lanes, "mem_w": params.mem_w, "clock_mhz": clock_hz / 1e6,
-            "mem_bw_gb_s": mem_bw / 1e9, "cycles_per_token": round(c["cycles"]),
-            "matvec_share": round(c["matvec_cycles"] / c["cycles"], 3),
-            "tokens_per_s": round(clock_hz / c["cycles"], 2)}
+    return row(compile_program(dims, params), params, cal, clock_hz, mem_bw, latency)
+
+
+def row(compiled: Compiled, params: CoreParams, cal: dict, clock_hz: float, mem_bw: float,
+        latency: float) -> dict:
+    costs, cal_lanes = costs_for(cal, params.lanes)
+    c = cycles_per_token(compiled, params, costs, clock_hz, mem_bw, latency)
+    nbytes = bytes_per_token(compiled, params)
+    tps = clock_hz / c["cycles"]
+    roof = mem_bw / nbytes
+    return {"lanes": params.lanes, "calibrated_at_lanes": cal_lanes, "clock_mhz": round(clock_hz / 1e6, 2),
+            "mem_bw_gb_s": mem_bw / 1e9, "latency_cycles": latency,
+            "cycles_per_token": round(c["cycles"]), "tokens_per_s": round(tps, 2),
+            "bytes_per_token": nbytes, "roofline_tokens_per_s": round(roof, 2),
+            "pct_of_roofline": round(100 * tps / roof, 1),
+            "matvec_busy_pct": round(100 * c["matvec_busy"], 1)}
 
 
 def preset_dims() -> dict[str, dict]:
@@ -83,31 +128,50 @@ def preset_dims() -> dict[str, dict]:
     return out
 
 
-def write_report(out: Path, compiled: Compiled, params: CoreParams) -> str:
-    """reports/estimates.json and .md: this model and the released sizes, labelled ESTIMATE."""
+COLUMNS = ("model", "lanes", "clock MHz", "cycles/token", "tokens/s", "bytes/token", "roofline tok/s",
+           "% of roofline", "matvec busy %")
+
+
+def _md_row(name: str, r: dict) -> str:
+    return (f"| {name} | {r['lanes']} | {r['clock_mhz']:g} | {r['cycles_per_token']} | {r['tokens_per_s']} | "
+            f"{r['bytes_per_token']} | {r['roofline_tokens_per_s']} | {r['pct_of_roofline']} | "
+            f"{r['matvec_busy_pct']} |")
+
+
+def write_report(out: Path, compiled: Compiled, params: CoreParams, fmax_mhz: float | None = None) -> str:
+    """reports/estimates.json and .md: this model and the released sizes, at the measured Fmax of
+    this bundle's synthesis (when given) and at the what-if clock, labelled ESTIMATE."""
     report: dict = {"label": LABEL, "matvec_words_per_token": compiled.matvec_words}
     if not CALIBRATION.is_file():
         report["note"] = "no calibration.json yet: run `python -m bench.fpga_core` to derive one"
         write_json(out / "estimates.json", report)
         return "reports/estimates.json"
     cal = json.loads(CALIBRATION.read_text())
-    costs = cal["costs"]
-    report["calibration"] = {k: cal[k] for k in ("source", "commit", "date", "lanes", "simulated")}
-    report["assumptions"] = {"clock_mhz": CLOCK_HZ / 1e6, "mem_bw_gb_s": MEM_BW / 1e9}
-    this = cycles_per_token(compiled, params, costs, CLOCK_HZ, MEM_BW)
-    report["this_model"] = {"lanes": params.lanes, "cycles_per_token": round(this["cycles"]),
-                            "tokens_per_s": round(CLOCK_HZ / this["cycles"], 2)}
-    report["released_sizes"] = {name: [estimate(dims, costs, lanes) for lanes in (64, 256)]
-                                for name, dims in preset_dims().items()}
-    write_json(out / "estimates.json", report)
+    clocks = {"what-if": CLOCK_HZ}
+    if fmax_mhz:
+        clocks["measured Fmax (this bundle's synth)"] = fmax_mhz * 1e6
+    report["calibration"] = {k: cal.get(k) for k in ("source", "commit", "date", "check")}
+    report["assumptions"] = {"clocks_mhz": {k: v / 1e6 for k, v in clocks.items()},
+                             "mem_bw_gb_s": MEM_BW / 1e9, "read_latency_cycles": LATENCY,
+                             "write_latency": "not modelled: writes are posted and only END waits for them",
+                             "lanes_not_calibrated": "use the nearest calibrated lane count's costs"}
+    report["rows"] = []
     lines = ["# Throughput estimates", "", f"**{LABEL}.**", "",
-             f"Clock {CLOCK_HZ / 1e6:g} MHz, card memory {MEM_BW / 1e9:g} GB/s (assumptions). "
-             f"Cycle model fitted to RTL simulation: {cal['source']} (commit {cal['commit']}, {cal['date']}).", "",
-             "| model | lanes | cycles/token | matvec share | tokens/s (estimate) |", "|---|---|---|---|---|",
-             f"| this model | {params.lanes} | {report['this_model']['cycles_per_token']} | "
-             f"{this['matvec_cycles'] / this['cycles']:.3f} | {report['this_model']['tokens_per_s']} |"]
-    for name, rows in report["released_sizes"].items():
-        lines += [f"| {name} | {r['lanes']} | {r['cycles_per_token']} | {r['matvec_share']} | {r['tokens_per_s']} |"
-                  for r in rows]
+             f"Memory {MEM_BW / 1e9:g} GB/s with {LATENCY} cycles of read latency (assumptions). Cycle model "
+             f"calibrated on RTL simulation: {cal['source']} (commit {cal['commit']}, {cal['date']}); "
+             f"checked against RTL with latency: {cal.get('check', {}).get('summary', 'no check recorded')}.",
+             "Roofline = bandwidth / bytes per token; matvec busy = cycles the matrix-vector unit takes "
+             "a weight word / all cycles of the token.", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for label, hz in clocks.items():
+        this = row(compiled, params, cal, hz, MEM_BW, LATENCY)
+        report["rows"].append({"model": "this model", "clock": label, **this})
+        lines.append(_md_row("this model", this))
+        for name, dims in preset_dims().items():
+            for lanes in (64, 256):
+                r = estimate(dims, cal, lanes, hz)
+                report["rows"].append({"model": name, "clock": label, **r})
+                lines.append(_md_row(name, r))
+    write_json(out / "estimates.json", report)
     write_text(out / "estimates.md", "\n".join(lines) + "\n")
     return "reports/estimates.json"

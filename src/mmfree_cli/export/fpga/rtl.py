@@ -19,7 +19,7 @@ from ...resources import templates_dir
 from .compiler import CoreParams
 from .memimage import write_tables
 
-SOURCES = ("mmf_math.vh", "mmf_scratch.v", "mmf_tmv.v", "mmf_rowwise.v", "mmf_norm.v",
+SOURCES = ("mmf_math.vh", "mmf_scratch.v", "mmf_mul.v", "mmf_tmv.v", "mmf_rowwise.v", "mmf_norm.v",
            "mmf_scalar.v", "mmf_regs.v", "mmf_axi_master.v", "mmf_core.v")
 TOP = "mmf_top.v"
 ADDR_W = 64

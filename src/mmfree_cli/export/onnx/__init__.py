@@ -35,11 +35,12 @@ import torch
 
 from ...data.tokenizer import copy_tokenizer_files
 from ...errors import UserError
-from ...fileio import read_json, sha256_file, write_bytes, write_json
+from ...fileio import read_json, write_bytes, write_json
+from ...formats.onnx import FORMAT_VERSION, write_onnx_manifest
+from ...formats.ternary import open_model
 from .graph import FLOAT_TYPES, OPSET, build
 from .weights import ExternalWeights, add_model
 
-FORMAT_VERSION = 1
 WEIGHT_FORMATS = ("nbits", "dq")
 GRAPH_FILES = {"prefill": "prefill.onnx", "decode": "decode.onnx"}
 WEIGHTS_FILE = "weights.bin"
@@ -52,7 +53,7 @@ def export(model_dir: Path, out_dir: Path, weights: str = "nbits", precision: st
 
     `weights`: "nbits" (default) or "dq" (see the module docstring). `precision`: "float32", or
     "float64" (with "dq" only) for reference graphs that check parity with the PyTorch model
-    without int8 rounding flips (DESIGN.md §2, Parity).
+    without int8 rounding flips (docs/design.md §2, Parity).
     """
     if options:
         raise UserError(f"--target onnx does not take {', '.join('--' + k for k in options)}")
@@ -72,24 +73,14 @@ def export(model_dir: Path, out_dir: Path, weights: str = "nbits", precision: st
     model.config.save(out_dir / "config.json")
     tokenizer_files = copy_tokenizer_files(model_dir, out_dir, required=True)
     write_json(out_dir / CONFIG_FILE, _onnx_config(model.config, weights, precision, tokenizer_files, model_dir))
-    files = [WEIGHTS_FILE, *GRAPH_FILES.values(), "config.json", *tokenizer_files, CONFIG_FILE]
-    write_json(out_dir / "manifest.json", {
-        "target": "onnx", "format_version": FORMAT_VERSION, "source": str(model_dir),
-        "weights": weights, "precision": precision, "opset": OPSET[weights], **_versions(),
-        "files": {name: sha256_file(out_dir / name) for name in files}})
-
+    write_onnx_manifest(out_dir, source=str(model_dir), weights=weights, precision=precision,
+                        opset=OPSET[weights], **_versions())
 
 def _load_model(model_dir: Path, dtype: torch.dtype):
     """A run directory (latent weights) or a `mmfree quantize` output (packed codes and β)."""
     if not (model_dir / "config.json").is_file():
         raise UserError(f"{model_dir}: no config.json — give a run, quantize output or model directory")
-    try:
-        from ...quant.load import load_model
-    except ModuleNotFoundError as e:  # a build without mmfree_cli.quant reads latent weights only
-        if not (e.name or "").startswith("mmfree_cli"):
-            raise
-        from ...model import from_pretrained as load_model
-    model = load_model(model_dir, dtype)
+    model = open_model(model_dir, dtype)
     if not model.config.ternary:
         raise UserError(f"{model_dir}: the model is not ternary (ternary: false) — the onnx export "
                         "packs ternary weights; export a ternary model")

@@ -28,7 +28,6 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from ...fileio import atomic_path
-from ...kernels.bitlinear import ternarize, weight_scale
 
 NBITS_BLOCK = 128
 """MatMulNBits block size: 2-bit blocks above 256 are refused by ORT and 128 measured fastest."""
@@ -36,16 +35,6 @@ NBITS_REAL = NBITS_BLOCK - 1
 """Real columns per block; the last column of every block is the 127 pad (see module docstring)."""
 ALIGN = 4096
 """Offsets of tensors in weights.bin are page-aligned so a runtime may map them."""
-
-
-def ternary_codes(weight: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """A latent weight [N, K] → (codes in {-1, 0, 1} as int8 [N, K], β as a 0-dim array) exactly as
-    the fake-quant model computes them (`kernels.bitlinear.weight_scale` / `ternarize`, in float32,
-    or float64 for a float64 model)."""
-    w = weight.detach()
-    w = w if w.dtype == torch.float64 else w.to(torch.float32)
-    beta = weight_scale(w)
-    return ternarize(w, beta).to(torch.int8).numpy(), beta.numpy()
 
 
 def nbits_blocks(k: int) -> int:
@@ -170,14 +159,8 @@ def add_model(weights: ExternalWeights, model, fmt: str, dtype=np.float32) -> No
 
 
 def _ternary_layers(model):
-    """(module name, codes int8 [N, K], β) of every ternary projection. A latent BitLinear is
-    ternarized here; a layer loaded from a packed directory (it holds `beta` and W = codes·β)
-    gives back its stored codes and β, never a re-derived one."""
-    from ...model.layers import BitLinear
-    for name, module in model.named_modules():
-        if isinstance(module, BitLinear):
-            yield (name, *ternary_codes(module.weight))
-        elif isinstance(getattr(module, "beta", None), torch.Tensor) and hasattr(module, "weight"):
-            beta = module.beta.to(torch.float32)  # stored as float32 by mmfree_cli.quant
-            codes = torch.round(module.weight.to(torch.float32) / beta).to(torch.int8).numpy()
-            yield name, codes, beta.numpy()
+    """(module name, codes int8 [N, K], β) of every ternary projection (`quant.ternary.ternary_layers`:
+    a latent BitLinear ternarised as the fake-quant forward does, a packed one's stored codes and β)."""
+    from ...quant.ternary import ternary_layers
+    for key, (codes, beta) in ternary_layers(model).items():
+        yield key.removesuffix(".weight"), codes.numpy(), beta.numpy()

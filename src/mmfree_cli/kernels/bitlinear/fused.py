@@ -22,7 +22,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .naive import ACT_SCALE_FLOOR, BITLINEAR_NORM_EPS
+from ..interpret import interpreting as _interpreting
+from .naive import ACT_SCALE_FLOOR, BITLINEAR_NORM_EPS, WEIGHT_SCALE_FLOOR
 
 FORWARD_MATMUL = os.environ.get("MMFREE_BITLINEAR_MATMUL", "int8")
 """"int8": int8 tensor-core GEMM with the ·β/s rescale fused; "float": x_q·β in the activation dtype
@@ -30,10 +31,6 @@ times the codes (cuBLAS). bench/train_step.py measures both."""
 
 MODE_INT8, MODE_SCALED, MODE_PLAIN = 0, 1, 2
 """What the norm kernel writes: int8 codes q and scale s; x_q·mul in a float dtype; x̂·mul (no quant)."""
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 @triton.jit
@@ -246,7 +243,7 @@ def rms_norm_fused(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.T
 
 def _weight_scale(weight: torch.Tensor) -> torch.Tensor:
     """β = max(mean|W|, floor) in float32, as a 1-element device tensor (no host sync)."""
-    return weight.float().abs().mean().clamp(min=1e-5).reshape(1)
+    return weight.float().abs().mean().clamp(min=WEIGHT_SCALE_FLOOR).reshape(1)
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:

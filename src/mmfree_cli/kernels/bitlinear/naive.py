@@ -18,12 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-BITLINEAR_NORM_EPS = 1e-6
-"""eps of the RMSNorm inside every BitLinear (the fused path the released checkpoints used)."""
-ACT_SCALE_FLOOR = 1e-5
-"""Lower bound of a token's absmax before the int8 scale 127/absmax is taken."""
-WEIGHT_SCALE_FLOOR = 1e-5
-"""Lower bound of the per-tensor weight scale β = mean|W|."""
+from ..numerics import ACT_SCALE_FLOOR, BITLINEAR_NORM_EPS, WEIGHT_SCALE_FLOOR
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:

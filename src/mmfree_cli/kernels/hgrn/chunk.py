@@ -15,18 +15,14 @@ both alive anyway). Everything is computed in float32.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from ..interpret import interpreting as _interpreting
+
 CHUNK = 64
 """Time steps per chunk (BT)."""
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 @triton.jit
@@ -34,7 +30,6 @@ def _chunk_local_kernel(X, F, H, P, T, D, BT: tl.constexpr, BD: tl.constexpr, RE
     """Local scan of one chunk from zero; forward gate f_t, reverse gate f_{t+1} (0 past the end)."""
     i_d, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     cols = i_d * BD + tl.arange(0, BD)
-    cmask = cols < D
     base = i_b.to(tl.int64) * T * D
     h = tl.zeros([BD], dtype=tl.float32)
     p = tl.full([BD], 1.0, dtype=tl.float32)

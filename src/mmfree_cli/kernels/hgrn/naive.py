@@ -10,6 +10,9 @@ Two forms that must agree:
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+
+from ..bitlinear.naive import rms_norm
 
 
 def hgrn_scan_naive(i: torch.Tensor, f: torch.Tensor, h0: torch.Tensor | None = None
@@ -37,3 +40,22 @@ def hgrn_recurrent_naive(i: torch.Tensor, f: torch.Tensor, h0: torch.Tensor | No
         h = f[:, t] * h + i[:, t]
         out.append(h)
     return torch.stack(out, dim=1), h
+
+
+def hgrn_gated_naive(yi: torch.Tensor, yf: torch.Tensor, yg: torch.Tensor, lb: torch.Tensor | None,
+                     gain: torch.Tensor, eps: float, h0: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The token mixer between its projections and o_proj, in float32 (float64 stays float64):
+
+        f = lb + (1 − lb)·sigmoid(yf);  i = silu(yi)·(1 − f);  h = scan(i, f, h0)
+        o = rms_norm(yg)·gain ⊙ silu(h)   (in yg's dtype)
+
+    yi, yf, yg: [B, T, D]; lb, gain: [D] → (o [B, T, D], h_T [B, D])."""
+    dtype = torch.float64 if yg.dtype == torch.float64 else torch.float32
+    f = torch.sigmoid(yf.to(dtype))
+    if lb is not None:
+        f = lb.to(dtype) + (1 - lb.to(dtype)) * f
+    i = F.silu(yi.to(dtype)) * (1 - f)
+    h, last = hgrn_scan_naive(i, f, None if h0 is None else h0.to(dtype))
+    o = rms_norm(yg.to(dtype), gain, eps) * F.silu(h)
+    return o.to(yg.dtype), last

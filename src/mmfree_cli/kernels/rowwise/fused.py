@@ -8,18 +8,13 @@ gate step of a decode: gates, state update in place, output gate, norms and quan
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
 from ..bitlinear.fused import quantize_row
 from ..bitlinear.naive import BITLINEAR_NORM_EPS
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+from ..interpret import interpreting as _interpreting
 
 
 @triton.jit

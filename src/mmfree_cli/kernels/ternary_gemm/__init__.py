@@ -1,14 +1,17 @@
 """int8 activations × 2-bit packed ternary weights (W1.58A8 inference). `ternary_gemm` picks the
 kernel by device: the Triton kernel (`packed.py`) for CUDA tensors, else the PyTorch twin.
-`gemv_norm`, `gemv_step`, `gemv_glu`: one token's product with the work before it fused (`decode.py`)."""
+`gemv_norm`, `gemv_step`, `gemv_glu`: one token's product with the work before it fused (`decode.py`).
+`rows_norm`, `rows_step`, `rows_glu`, `planar_gemm`: a decode step of many sequences (`batched.py`)."""
 
 from __future__ import annotations
 
 import torch
 
+from . import naive
 from .naive import gemv_glu_naive, gemv_norm_naive, gemv_step_naive, ternary_gemm_naive, unpack_i2_codes
 
-__all__ = ["ternary_gemm", "ternary_gemm_naive", "unpack_i2_codes", "gemv_norm", "gemv_step", "gemv_glu"]
+__all__ = ["ternary_gemm", "ternary_gemm_naive", "unpack_i2_codes", "gemv_norm", "gemv_step", "gemv_glu",
+           "rows_norm", "rows_step", "rows_glu", "planar_gemm"]
 
 
 def ternary_gemm(q: torch.Tensor, s: torch.Tensor, packed: torch.Tensor, beta: torch.Tensor,
@@ -52,3 +55,33 @@ def gemv_glu(y: torch.Tensor, down_norm: torch.Tensor, packed: torch.Tensor, bet
     from .decode import MODE_GLU, decode_gemv
     return decode_gemv(MODE_GLU, y, None, down_norm[None], packed, beta, y.shape[-1] // 2, out=out,
                        accumulate=accumulate)
+
+
+def _batched(name: str, x: torch.Tensor):
+    """The Triton kernel `name` of batched.py for CUDA tensors, else its twin `naive.<name>_naive`."""
+    if x.is_cuda:
+        from . import batched
+        return getattr(batched, name)
+    return getattr(naive, f"{name}_naive")
+
+
+def rows_norm(x: torch.Tensor, pre: torch.Tensor | None, pre_eps: float, gains: torch.Tensor):
+    """x [M, K] → planar int8 codes [G, M, 4·ceil(K/4)] and scales [G, M] of rms_norm(pre) → G BitLinear norms."""
+    return _batched("rows_norm", x)(x, pre, pre_eps, gains)
+
+
+def rows_step(y: torch.Tensor, state: torch.Tensor, lb: torch.Tensor | None, g_norm: torch.Tensor,
+              o_norm: torch.Tensor, eps: float):
+    """y = [yi | yf | yg] [M, 3d]; state [M, d] stepped in place → o_proj's planar codes and scales."""
+    return _batched("rows_step", y)(y, state, lb, g_norm, o_norm, eps)
+
+
+def rows_glu(y: torch.Tensor, down_norm: torch.Tensor):
+    """y = [gate | up] [M, 2I] → down_proj's planar codes and scales."""
+    return _batched("rows_glu", y)(y, down_norm)
+
+
+def planar_gemm(q: torch.Tensor, s: torch.Tensor, packed: torch.Tensor, beta: torch.Tensor,
+                out: torch.Tensor | None = None, accumulate: bool = False) -> torch.Tensor:
+    """Planar codes q [G, M, 4·KB] × `i2` weights [G·Ng, KB] → float32 [M, N] (see batched.py)."""
+    return _batched("planar_gemm", q)(q, s, packed, beta, out, accumulate)

@@ -55,18 +55,14 @@ What the batch-1 step's speed came from (1.3B shape, H200, bench/gpu_decode.py -
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from ..interpret import interpreting as _interpreting
+
 MODE_NORM, MODE_STEP, MODE_GLU = 0, 1, 2
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def _pdl_supported() -> bool:

@@ -64,3 +64,39 @@ def gemv_glu_naive(y: torch.Tensor, down_norm: torch.Tensor, packed: torch.Tenso
     """y = [gate | up] [1, 2I] → down_proj's product [1, N]."""
     q, s = glu_quant_naive(y, down_norm)
     return ternary_gemm_naive(q, s, packed, beta, out, accumulate)
+
+
+def to_planar(q: torch.Tensor) -> torch.Tensor:
+    """Codes [..., K] → planar order [..., 4·ceil(K/4)]: element k at column (k mod 4)·KB + k div 4,
+    padding 0 (the order `batched.py`'s product reads)."""
+    k = q.shape[-1]
+    kb = -(-k // 4)
+    padded = torch.nn.functional.pad(q, (0, 4 * kb - k))
+    return padded.reshape(*q.shape[:-1], kb, 4).transpose(-1, -2).reshape(*q.shape[:-1], 4 * kb).contiguous()
+
+
+def from_planar(q: torch.Tensor) -> torch.Tensor:
+    """Inverse of `to_planar`, padding kept: [..., 4·KB] → [..., 4·KB] in element order."""
+    kb = q.shape[-1] // 4
+    return q.reshape(*q.shape[:-1], 4, kb).transpose(-1, -2).reshape(q.shape).contiguous()
+
+
+def planar_gemm_naive(q: torch.Tensor, s: torch.Tensor, packed: torch.Tensor, beta: torch.Tensor,
+                      out: torch.Tensor | None = None, accumulate: bool = False) -> torch.Tensor:
+    """Twin of `batched.planar_gemm`: planar codes q [G, M, 4·KB] → `ternary_gemm_naive`."""
+    return ternary_gemm_naive(from_planar(q), s, packed, beta, out, accumulate)
+
+
+def rows_norm_naive(x, pre, pre_eps, gains):
+    q, s = norm_quant_naive(x, gains, pre, pre_eps)
+    return to_planar(q), s
+
+
+def rows_step_naive(y, state, lb, g_norm, o_norm, eps):
+    q, s = hgrn_step_naive(y, state, lb, g_norm, o_norm, eps)
+    return to_planar(q), s
+
+
+def rows_glu_naive(y, down_norm):
+    q, s = glu_quant_naive(y, down_norm)
+    return to_planar(q), s

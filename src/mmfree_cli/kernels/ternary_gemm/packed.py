@@ -14,15 +14,11 @@ and stores, or adds into the output (the residual stream, updated in place).
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+from ..interpret import interpreting as _interpreting
 
 
 def _zero_output(nargs) -> None:
@@ -34,9 +30,12 @@ def _zero_output(nargs) -> None:
 def _gemm_configs():
     if _interpreting():
         return [triton.Config({"BM": 16, "BN": 16, "BK": 64, "SPLIT_K": 2}, num_warps=4, pre_hook=_zero_output)]
-    batch = [(bm, bn, bk, sk, w, 4) for bm, bn, bk, sk, w in
-             [(16, 16, 128, 1, 4), (16, 32, 256, 2, 4), (16, 64, 256, 1, 4), (64, 32, 256, 2, 4), (64, 64, 256, 1, 4),
-              (64, 64, 128, 4, 4), (64, 128, 128, 2, 8), (64, 64, 256, 2, 4)]]
+    # no split-K (SPLIT_K = 1): partial sums added atomically in a varying order would make a prompt's
+    # logits depend on the timing, and serve.py's batched scheduler promises each request the tokens it
+    # gets alone; batched decode has its own kernels (batched.py)
+    batch = [(bm, bn, bk, 1, w, 4) for bm, bn, bk, w in
+             [(16, 16, 128, 4), (16, 32, 256, 4), (16, 64, 256, 4), (64, 32, 256, 4), (64, 64, 256, 4),
+              (64, 64, 128, 4), (64, 128, 128, 8)]]
     large = [(bm, bn, bk, 1, w, st) for bm, bn, bk, w, st in
              [(128, 128, 128, 8, 3), (128, 256, 64, 8, 3), (128, 128, 64, 4, 4), (64, 128, 128, 4, 4),
               (128, 256, 128, 8, 3)]]
@@ -58,10 +57,10 @@ def _prune(configs, named_args, **kwargs):
     return keep or [min(fits or configs, key=lambda c: (c.kwargs["BN"], c.kwargs["BM"]))]
 
 
-@triton.autotune(configs=_gemm_configs(), key=["M", "N", "K", "NG"], prune_configs_by={"early_config_prune": _prune},
-                 restore_value=["C"])
+@triton.autotune(configs=_gemm_configs(), key=["M_KEY", "N", "K", "NG"],
+                 prune_configs_by={"early_config_prune": _prune}, restore_value=["C"])
 @triton.jit
-def _packed_gemm_kernel(A, W, C, S, BETA, M, N, K, NG, stride_ag, stride_am, stride_sg, stride_wn, stride_cm,
+def _packed_gemm_kernel(A, W, C, S, BETA, M, N, K, NG, stride_ag, stride_am, stride_sg, stride_wn, stride_cm, M_KEY,
                         ACCUMULATE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
                         SPLIT_K: tl.constexpr):
     """Tensor cores: a [BN, BK/4] byte tile widens to [BN, BK] codes (byte j repeated 4 times, then
@@ -158,7 +157,21 @@ def ternary_gemm_packed(q: torch.Tensor, s: torch.Tensor, packed: torch.Tensor, 
     if M <= GEMV_MAX_M:
         grid = lambda meta: (triton.cdiv(N, meta["BN"]),)  # noqa: E731
         _packed_gemv_kernel[grid](*args, ACCUMULATE=accumulate)
+    elif M <= FIXED_MAX_M and not _interpreting():
+        bm, bn, bk, warps, stages = next(t for m, t in FIXED_TILES if M <= m)
+        while G > 1 and ng % bn:
+            bn //= 2
+        grid = (triton.cdiv(M, bm), triton.cdiv(N, bn), 1)
+        _packed_gemm_kernel.fn[grid](*args, triton.next_power_of_2(M), ACCUMULATE=accumulate, BM=bm, BN=bn, BK=bk,
+                                     SPLIT_K=1, num_warps=warps, num_stages=stages)
     else:
         grid = lambda meta: (triton.cdiv(M, meta["BM"]), triton.cdiv(N, meta["BN"]), meta["SPLIT_K"])  # noqa: E731
-        _packed_gemm_kernel[grid](*args, ACCUMULATE=accumulate)
+        _packed_gemm_kernel[grid](*args, triton.next_power_of_2(M), ACCUMULATE=accumulate)
     return out
+
+
+FIXED_MAX_M = 256
+FIXED_TILES = [(16, (16, 64, 256, 4, 4)), (64, (64, 64, 256, 4, 4)), (256, (64, 128, 128, 8, 4))]
+"""Up to FIXED_MAX_M rows (a server's prompts read together) the GEMM runs these (BM, BN, BK, warps,
+stages) by row count instead of autotuning: a server meets many row counts, and each new one stopped
+it for seconds of tuning. Beyond, the autotuner's pick is kept per power of two of M (`M_KEY`)."""

@@ -1,4 +1,4 @@
-"""Packed ternary model directories: the on-disk format `mmfree quantize` writes, and its reader.
+"""Packed ternary model directories: the format `mmfree quantize` writes, its reader and writer.
 
 A packed model directory is self-contained (format_version 1):
 
@@ -31,19 +31,23 @@ Dequantised weight: `W = (w.float() · β).to(dtype)`, as the fake-quant forward
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..errors import UserError
-from ..fileio import load_safetensors, read_json, save_safetensors, sha256_file, write_json
-from .packing import LAYOUTS, pack, packed_shape, unpack
-from .rowint8 import check_rows, dequantize_rows, quantize_rows
+from ..fileio import load_safetensors, read_json, save_safetensors
+from ..kernels.numerics import BITLINEAR_NORM_EPS
+from ..quant.packing import LAYOUTS, pack, packed_shape, unpack
+from ..quant.rowint8 import check_rows, dequantize_rows, quantize_rows
+from ..quant.ternary import TernaryModel
+from .manifest import MANIFEST, peek
+from .manifest import read_manifest as read_any_manifest
+from .manifest import write_manifest as write_any_manifest
 
 FORMAT = "mmfree-packed"
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
+REMAKE = "re-run `mmfree quantize`"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 BETA_SUFFIX = ".weight_beta"
@@ -55,26 +59,6 @@ EMBEDDING_DTYPES = (*FLOAT_DTYPES, "int8")
 META = {"format": "mmfree.format", "version": "mmfree.format_version", "layout": "mmfree.layout",
         "float_dtype": "mmfree.float_dtype", "embedding_dtype": "mmfree.embedding_dtype",
         "shapes": "mmfree.ternary_shapes"}
-
-
-@dataclass
-class TernaryModel:
-    """A model as quantization sees it: ternary codes with their β, and the float rest.
-
-    `codes[name]` is int8 [N, K] of -1/0/+1 for the BitLinear weight `name` (a `...weight` key),
-    `betas[name]` its float32 0-dim scale; `floats` holds every other tensor by checkpoint key
-    (int8 rows dequantised to float32); `int8_rows[name]` the stored (codes, row scales) of such a
-    tensor, reused as they are when it is packed as int8 again.
-    """
-    config: dict
-    codes: dict[str, torch.Tensor]
-    betas: dict[str, torch.Tensor]
-    floats: dict[str, torch.Tensor]
-    layout: str | None = None
-    float_dtype: str = "float32"
-    embedding_dtype: str | None = None
-    manifest: dict = field(default_factory=dict)
-    int8_rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 
 def is_embedding(name: str) -> bool:
@@ -97,7 +81,7 @@ def quantization_config(layout: str) -> dict:
     if layout == "hf-bitnet":
         # transformers.BitNetQuantConfig fields; our BitLinears carry their own RMSNorm (`<m>.norm`)
         return {"quant_method": "bitnet", "linear_class": "bitlinear", "quantization_mode": "offline",
-                "modules_to_not_convert": None, "use_rms_norm": True, "rms_norm_eps": 1e-6}
+                "modules_to_not_convert": None, "use_rms_norm": True, "rms_norm_eps": BITLINEAR_NORM_EPS}
     return {"quant_method": "mmfree", "layout": layout, "format_version": FORMAT_VERSION}
 
 
@@ -138,25 +122,19 @@ def write_packed_weights(model: TernaryModel, path: Path, layout: str, float_dty
 def write_manifest(directory: Path, layout: str, float_dtype: str, source: dict, report: dict,
                    embedding_dtype: str | None = None) -> None:
     """manifest.json listing every other file of `directory` with its sha256; written last."""
-    files = {p.name: sha256_file(p) for p in sorted(directory.iterdir())
-             if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")}
-    write_json(directory / MANIFEST, {"format": FORMAT, "format_version": FORMAT_VERSION,
-                                      "layout": layout, "float_dtype": float_dtype,
-                                      "embedding_dtype": embedding_dtype or float_dtype, "weights": WEIGHTS,
-                                      "files": files, "source": source, "report": report})
+    write_any_manifest(directory, FORMAT, FORMAT_VERSION, layout=layout, float_dtype=float_dtype,
+                       embedding_dtype=embedding_dtype or float_dtype, weights=WEIGHTS, source=source,
+                       report=report)
 
 
 def is_packed(path: str | Path) -> bool:
     """True for a packed model directory or a packed .safetensors file (by its markers, not checked)."""
     path = Path(path)
     if path.is_dir():
-        manifest = path / MANIFEST
-        if not manifest.is_file():
+        if not (path / MANIFEST).is_file():
             return False
-        try:
-            return json.loads(manifest.read_text()).get("format") == FORMAT
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-            return True  # ours by name but damaged: let the reader name the problem
+        found = peek(path)
+        return found is None or found.get("format") == FORMAT  # damaged: let the reader name the problem
     if path.is_file() and path.suffix == ".safetensors":
         from safetensors import safe_open
         try:
@@ -169,21 +147,7 @@ def is_packed(path: str | Path) -> bool:
 
 def read_manifest(directory: Path) -> dict:
     """The manifest of a packed directory, with every listed file's sha256 checked."""
-    manifest = read_json(directory / MANIFEST)
-    if manifest.get("format") != FORMAT:
-        raise UserError(f"{directory / MANIFEST}: not a packed mmfree model (format {manifest.get('format')!r})")
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise UserError(f"{directory / MANIFEST}: format_version {version!r} is not supported "
-                        f"(this mmfree reads {FORMAT_VERSION}) — re-run `mmfree quantize`")
-    for name, want in (manifest.get("files") or {}).items():
-        path = directory / name
-        if not path.is_file():
-            raise UserError(f"{path}: missing from the packed model — re-run `mmfree quantize`")
-        if sha256_file(path) != want:
-            raise UserError(f"{path}: sha256 does not match manifest.json, the file is corrupt or "
-                            "was changed — re-run `mmfree quantize`")
-    return manifest
+    return read_any_manifest(directory, FORMAT, FORMAT_VERSION, REMAKE)
 
 
 def read_packed_weights(path: Path) -> TernaryModel:
@@ -193,7 +157,7 @@ def read_packed_weights(path: Path) -> TernaryModel:
         raise UserError(f"{path}: not a packed mmfree safetensors file (no {META['format']} marker)")
     if meta.get(META["version"]) != str(FORMAT_VERSION):
         raise UserError(f"{path}: packed format_version {meta.get(META['version'])!r} is not supported "
-                        f"(this mmfree reads {FORMAT_VERSION})")
+                        f"(this mmfree reads {FORMAT_VERSION}) — {REMAKE}")
     layout = meta.get(META["layout"])
     try:
         shapes = {k: tuple(v) for k, v in json.loads(meta[META["shapes"]]).items()}

@@ -38,7 +38,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from ...errors import UserError
+from ..errors import UserError
 
 OPCODES = {"END": 0, "LOAD": 1, "STORE": 2, "MATVEC": 3, "ROW": 4, "NORM": 5, "SCALAR": 6}
 ROW_OPS = {"SIGMOID": 0, "SILU": 1, "FGATE": 2, "RECUR": 3, "ADD": 4, "REQUANT": 5}

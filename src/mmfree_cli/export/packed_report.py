@@ -14,7 +14,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from .packed import FLOAT_DTYPES, TernaryModel, is_embedding, packed_bytes
+from ..formats.packed import FLOAT_DTYPES, is_embedding, packed_bytes
+from ..quant.ternary import TernaryModel
 
 LAYOUT_BITS = {"i2": 2.0, "tq1": 8 / 5, "hf-bitnet": 2.0}
 """Bits per ternary weight each layout stores, padding aside."""
@@ -107,7 +108,7 @@ def _table(report: dict, title: str) -> Table:
 
 def describe_packed(path: Path) -> Group:
     """`mmfree info` for a packed directory (loaded to prove it works) or a bare packed file."""
-    from .packed import WEIGHTS, read_packed
+    from ..formats.packed import WEIGHTS, read_packed
     packed = read_packed(path)  # checks manifest, sha256s and the safetensors checksum
     weights = path / packed.manifest.get("weights", WEIGHTS) if path.is_dir() else path
     report = size_report(packed, weights, packed.layout, packed.float_dtype, packed.embedding_dtype)
@@ -124,6 +125,6 @@ def _config_line(config: dict) -> str | None:
 
 
 def _loads_line(path: Path) -> str:
-    from .load import load_packed_model
-    model = load_packed_model(path)
+    from ..formats.ternary import open_model
+    model = open_model(path)
     return f"loads: yes ({sum(1 for _ in model.modules())} modules, dequantised torch path)"

@@ -11,7 +11,10 @@ per call). 64-bit addresses are two registers, low word first; the core uses the
     0x00C CAPS          RO  [15:0] LANES, [23:16] SADDR_W, [31:24] XADDR_W
     0x010 CONTROL       RW  bit 0 START (write 1: run the program once; reads 0), bit 1 IRQ_ENABLE
     0x014 STATUS        RW  bit 0 BUSY, bit 1 DONE (sticky; write 1 to clear), bit 2 ERROR (sticky,
-                            write 1 to clear: an illegal instruction stopped the run)
+                            write 1 to clear: an illegal instruction or an AXI error response
+                            stopped the run; DONE is set with it), bit 3 MEM_ERROR (sticky, write 1
+                            to clear: the cause was card memory answering a read (RRESP) or a
+                            write (BRESP) with SLVERR/DECERR)
     0x018 ERROR_PC      RO  byte offset (from PROG) of the instruction that raised ERROR
     0x020 WEIGHTS_LO/HI RW  card address of weights.bin (the program addresses blocks relative to it)
     0x028 PROG_LO/HI    RW  card address of the program (block `program` of weights.bin)
@@ -32,6 +35,7 @@ Host protocol for one decode step (the host only fetches the embedding row and s
             poll STATUS until DONE; write STATUS = DONE to clear it (and the IRQ); read logits
             (int32 [vocab], Q15.16) from OUT (c2h); sample on the host.
     ERROR set: the run stopped at ERROR_PC; the bundle does not match the card — re-export.
+    ERROR and MEM_ERROR set: a card-memory access failed; OUT holds no valid logits.
 
 The IRQ line (user IRQ 0) is high while STATUS.DONE and CONTROL.IRQ_ENABLE are both set.
 """
@@ -54,6 +58,7 @@ CONTROL_IRQ_ENABLE = 1 << 1
 STATUS_BUSY = 1 << 0
 STATUS_DONE = 1 << 1
 STATUS_ERROR = 1 << 2
+STATUS_MEM_ERROR = 1 << 3
 IRQ_DONE = 0
 """The XDMA user interrupt the core raises when a run is done."""
 

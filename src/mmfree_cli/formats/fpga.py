@@ -1,5 +1,11 @@
-"""Reading an FPGA bundle (export/fpga/bundle.py writes it) for the host: the manifest, the weight
-image checked against its recorded sha256, the int32 embedding table and the golden vectors."""
+"""The FPGA bundle format (docs/design.md §5): its manifest header, and the host's
+reader: the manifest (format mmfree-fpga-bundle, version and every file's sha256 checked), the
+weight image checked against its recorded sha256, the int32 embedding table and the golden vectors.
+
+`export/fpga/bundle.py` writes the bundle's files and manifest body; `write_bundle_manifest` adds
+the format header and the file list, last. Version 1 (`schema_version: 1`, no `format`) is
+refused with the command that writes version 2.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,18 @@ import numpy as np
 
 from ..errors import UserError
 from ..fileio import load_safetensors, read_json
+from .manifest import check_version, verify, write_manifest
+
+FORMAT = "mmfree-fpga-bundle"
+FORMAT_VERSION = 2
+TARGET = "fpga"
+REMAKE = "re-export it with `mmfree export --target fpga`"
+
+
+def write_bundle_manifest(out_dir: Path, body: dict) -> dict:
+    """manifest.json of a bundle: format, version, `body` (export.fpga.bundle.manifest) and every
+    file's sha256; written last."""
+    return write_manifest(out_dir, FORMAT, FORMAT_VERSION, target=TARGET, **body)
 
 
 @dataclass
@@ -19,7 +37,7 @@ class Bundle:
     manifest: dict
 
     @classmethod
-    def open(cls, path: str | Path) -> "Bundle":
+    def open(cls, path: str | Path) -> Bundle:
         path = Path(path)
         if not (path / "manifest.json").is_file():
             raise UserError(f"{path}: no manifest.json — give an fpga bundle (`mmfree export --target fpga`)")
@@ -27,6 +45,8 @@ class Bundle:
         if manifest.get("target") != "fpga":
             raise UserError(f"{path}: a {manifest.get('target')!r} export, not an fpga bundle — "
                             "run `mmfree export --target fpga`")
+        check_version(manifest, path / "manifest.json", FORMAT, FORMAT_VERSION, REMAKE)
+        verify(path, manifest, REMAKE)
         return cls(path, manifest)
 
     def artifact_sha(self, rel: str) -> str | None:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError
+from .errors import UserError
 
 HELD_OUT_FRACTION = 0.1
 
@@ -27,7 +27,7 @@ HELD_OUT_FRACTION = 0.1
 def held_out_text(path: str | Path | None = None) -> str:
     """The text to evaluate on: a UTF-8 file, or the tail of the embedded corpus."""
     if path is None:
-        from ..resources import embedded_corpus
+        from .resources import embedded_corpus
         text = embedded_corpus().read_text(encoding="utf-8")
         return text[int(len(text) * (1 - HELD_OUT_FRACTION)):]
     path = Path(path)
@@ -50,10 +50,10 @@ def _windows(ids: list[int], context: int, max_tokens: int) -> np.ndarray:
 def compare(model_dir: str | Path, engine: str = "cpu", data: str | Path | None = None,
             context: int = 128, max_tokens: int = 4096, batch: int = 8) -> dict[str, Any]:
     """Float model vs `engine` on held-out text → perplexities, their delta and top-1 agreement."""
-    from ..data.tokenizer import load_tokenizer
-    from ..engines import load_engine
-    from ..model import HGRNBitConfig
-    from .load import load_model
+    from .data.tokenizer import load_tokenizer
+    from .engines import load_engine
+    from .formats.ternary import open_model as load_model
+    from .model import HGRNBitConfig
     model_dir = Path(model_dir)
     if context < 2:
         raise UserError(f"--context must be at least 2, got {context}")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...quant import intref
-from ...quant.intspec import INT8_MAX, INT16_MAX, INT16_MIN, QUANT_RECIP_SHIFT
+from ..quant import intref
+from ..quant.intspec import INT8_MAX, INT16_MAX, INT16_MIN, QUANT_RECIP_SHIFT
 from .image import unpack_ternary_rows
 from .isa import INSTR_BYTES, Instr, decode, slot_bytes
 

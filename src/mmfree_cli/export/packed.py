@@ -10,49 +10,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from ..data.tokenizer import copy_tokenizer_files
 from ..errors import UserError
-from ..fileio import atomic_dir, read_json, sha256_file, write_json
-from ..kernels.bitlinear import ternarize, weight_scale
+from ..fileio import atomic_dir, sha256_file, write_json
+from ..formats.packed import CONFIG, WEIGHTS, check_dtypes, quantization_config, write_manifest, write_packed_weights
+from ..formats.ternary import open_ternary
 from ..paths import EXPORTS_DIR, point_latest, resolve_model
-from .packed import (CONFIG, WEIGHTS, TernaryModel, check_dtypes, is_packed, quantization_config, read_packed,
-                     write_manifest, write_packed_weights)
-from .packing import LAYOUTS
-from .report import size_report
+from ..quant.packing import LAYOUTS
+from ..quant.ternary import TernaryModel
+from .packed_report import size_report
 
 PACKED_DIR = "packed"
 """Default outputs go to exports/packed/<model>-<layout>/, with exports/packed/latest."""
-
-
-def ternary_from_model(model) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """{weight key: (int8 codes [N, K], float32 β)} for every BitLinear of an HGRNBitForCausalLM."""
-    from ..model.layers import BitLinear
-    out = {}
-    with torch.no_grad():
-        for name, module in model.named_modules():
-            if isinstance(module, BitLinear):
-                w = module.weight.detach()
-                beta = weight_scale(w)
-                out[f"{name}.weight"] = (ternarize(w, beta).to(torch.int8), beta.to(torch.float32))
-    return out
-
-
-def load_ternary(source: Path) -> TernaryModel:
-    """Codes, β and float tensors of a run / reference checkpoint (latent weights) or packed directory."""
-    if is_packed(source):
-        return read_packed(source)
-    from ..model import from_pretrained
-    model = from_pretrained(source)  # float32: the precision β and the codes are defined in
-    if not model.config.ternary:
-        raise UserError(f"{source}: config.json has ternary: false (a full-precision model) — "
-                        "quantize a ternary run or reference checkpoint")
-    ternary = ternary_from_model(model)
-    floats = {k: v for k, v in model.state_dict().items() if k not in ternary}
-    return TernaryModel(config=read_json(source / CONFIG),
-                        codes={k: c for k, (c, _) in ternary.items()},
-                        betas={k: b for k, (_, b) in ternary.items()}, floats=floats)
 
 
 def default_out(source: Path, layout: str, root: str | Path = ".") -> Path:
@@ -77,7 +46,7 @@ def quantize(model: str | Path | None = None, out: str | Path | None = None, lay
         raise UserError(f"{out}: is the source model — choose another -o")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out}: already exists and is not empty — choose another -o or remove it")
-    ternary = load_ternary(source)
+    ternary = open_ternary(source)
     with atomic_dir(out) as tmp:
         report = _write_directory(ternary, source, tmp, layout, float_dtype, embedding_dtype)
     if out.parent.name == PACKED_DIR and out.parent.parent.name == EXPORTS_DIR:
