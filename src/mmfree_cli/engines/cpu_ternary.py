@@ -205,11 +205,13 @@ def matmul_simd(kernel, weights, q, mm, me, out, lo, hi):
     groups, n_seq, kp = q.shape
     rows_per_group, n_out = weights.shape[0] // groups, out.shape[1] // groups
     nblocks = kp // (4 * WIDTH[kernel])
-    qsum = np.zeros((groups, n_seq), dtype=np.int64)
+    qsum = np.empty((groups, n_seq), dtype=np.int64)
     for g in range(groups):
         for r in range(n_seq):
+            total = np.int64(0)  # a local sum, so the loop vectorises
             for k in range(kp):
-                qsum[g, r] += q[g, r, k]
+                total += q[g, r, k]
+            qsum[g, r] = total
     acc = np.empty(TILE, dtype=np.int64)
     for t in range(lo // TILE, (hi + TILE - 1) // TILE):
         g = t * TILE // rows_per_group
