@@ -48,7 +48,7 @@ def bundle(tmp_path_factory) -> Path:
 
 def test_bundle_manifest_and_blocks(bundle):
     man = json.loads((bundle / "manifest.json").read_text())
-    assert man["target"] == "fpga" and man["schema_version"] == 1
+    assert man["target"] == "fpga" and (man["format"], man["format_version"]) == ("mmfree-fpga-bundle", 2)
     image = (bundle / "weights.bin").read_bytes()
     assert len(image) == man["weights"]["bytes"] and len(image) % 4096 == 0
     for block in man["weights"]["blocks"]:

@@ -38,8 +38,8 @@ foreach f $MMF(rtl_sources) {
     add_files -norecurse [file join $mmf_bundle $f]
 }
 foreach f $MMF(rtl_headers) {
-    set added [add_files -norecurse [file join $mmf_bundle $f]]
-    set_property file_type {Verilog Header} $added
+    add_files -norecurse [file join $mmf_bundle $f]
+    set_property file_type {Verilog Header} [get_files [file join $mmf_bundle $f]]
 }
 set_property include_dirs [list [file join $mmf_bundle rtl]] [current_fileset]
 foreach f $MMF(rtl_tables) {

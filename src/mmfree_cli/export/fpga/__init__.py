@@ -75,6 +75,10 @@ def export(model_dir: Path, out_dir: Path, synth: str | None = None, bitstream: 
         artifacts += [bundle.artifact(out_dir, rel, "vivado", f"generated for --board {target_board.name}; "
                                       "never run here (no Vivado)") for rel in vivado.vivado_files(out_dir)]
     if bitstream is not None:
+        if board_info is not None and checked["core_clock_mhz"] != board_info["core_clock_mhz"]:
+            raise UserError(f"--bitstream {bitstream}: built with a core clock of {checked['core_clock_mhz']} MHz, "
+                            f"this export's is {board_info['core_clock_mhz']} MHz — pass "
+                            f"--core-mhz {checked['core_clock_mhz']} so the bundle describes the card")
         artifacts += record_bitstream(out_dir, Path(bitstream), checked)
     man = bundle.manifest(compiled, params, rtl_info, config, bundle.model_hash(Path(model_dir)),
                           golden, artifacts, reports)

@@ -45,6 +45,8 @@ class Board:
     """Card memory behind the DDR4 controller the design uses; the card address map starts at 0."""
     ddr4_axi_addr_w: int
     ddr4_axi_width: int
+    ddr4_clk_ref_mhz: float
+    """Frequency of the oscillator behind interfaces['ddr4_clk'] (the DDR4 controller's reference)."""
     flash: dict[str, str] = field(default_factory=dict)
     """Configuration flash: the part Vivado's hardware manager names and write_cfgmem's interface and size (MB)."""
     config: dict[str, str] = field(default_factory=dict)
@@ -78,6 +80,7 @@ BOARDS: dict[str, Board] = {
         ddr4_bytes=2 << 30,
         ddr4_axi_addr_w=31,
         ddr4_axi_width=512,
+        ddr4_clk_ref_mhz=250.0,
         flash={"part": "mt25qu01g-spi-x1_x2_x4_x8", "interface": "SPIx8", "size_mb": "256"},
         config={
             "CONFIG_VOLTAGE": "1.8",

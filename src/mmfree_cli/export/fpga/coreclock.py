@@ -81,7 +81,9 @@ def choose(board: Board, synth_report: dict | None, stated_mhz: float | None) ->
         source = "stated with --core-mhz" + ("" if fmax is None else f" (Fmax report: {fmax:g} MHz)")
     elif fmax is not None:
         mhz = reachable_at_most(board.core_clk_ref_mhz, fmax)
-        source = f"Fmax report reports/synth.json ({fmax:g} MHz, {synth_report.get('device', 'open flow')})"
+        grade = f", speed grade {synth_report['speed_grade']}" if "speed_grade" in synth_report else ""
+        build = "" if synth_report.get("shipped_build", True) else ", of the largest build that fits that part"
+        source = f"Fmax report reports/synth.json ({fmax:g} MHz on {synth_report.get('device', 'the open flow')}{grade}{build})"
     else:
         raise UserError(f"--board {board.name}: no core clock — add --synth ecp5 (measures the core's Fmax, "
                         "takes minutes) or --core-mhz N (a clock you choose)")

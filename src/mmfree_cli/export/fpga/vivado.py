@@ -83,7 +83,7 @@ def settings_tcl(board: Board, clock: dict, design_id: str, rtl_files: list[str]
         "pcie_lanes": board.pcie_lanes, "pcie_speed": board.pcie_speed,
         "xdma_axi_width": board.xdma_axi_width, "xdma_aclk_mhz": board.xdma_aclk_mhz,
         "ddr4_axi_width": board.ddr4_axi_width, "ddr4_axi_addr_w": board.ddr4_axi_addr_w,
-        "ddr4_clk_hz": 250_000_000,
+        "ddr4_clk_hz": int(board.ddr4_clk_ref_mhz * 1e6),
         "reset_polarity": "ACTIVE_HIGH" if board.reset_active_high else "ACTIVE_LOW",
         "reset_type": "ACTIVE_HIGH" if board.reset_active_high else "ACTIVE_LOW",
         "flash_interface": board.flash["interface"], "flash_size_mb": board.flash["size_mb"],
