@@ -68,17 +68,9 @@ def _numpy_reader(words: np.ndarray, threads: int):
     return read
 
 
-def _torch_reader(words: np.ndarray, threads: int):
+def _torch_reader(words: np.ndarray):
     tensor = torch.from_numpy(words.view(np.int64))
-
-    def read():
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            tensor.sum()
-        finally:
-            torch.set_num_threads(before)
-    return read
+    return lambda: tensor.sum()  # on torch's intra-op threads, set by `measure`
 
 
 def _team_reader(words: np.ndarray, team: Team):
@@ -91,16 +83,21 @@ def measure(threads: int, repeats: int = 5, team: Team | None = None,
     """GB/s of each reader over one buffer of `nbytes` (default `buffer_bytes()`), `repeats` reads
     each, the readers interleaved so they see the same machine state."""
     words = np.ones((nbytes or buffer_bytes()) // 8, dtype=np.uint64)
-    readers = {"numpy": _numpy_reader(words, threads), "torch": _torch_reader(words, threads),
+    readers = {"numpy": _numpy_reader(words, threads), "torch": _torch_reader(words),
                "engine team": _team_reader(words, team or Team(threads))}
-    for read in readers.values():
-        read()  # compile, fault the pages in, start threads
-    results: dict[str, list[float]] = {name: [] for name in readers}
-    for _ in range(repeats):
-        for name, read in readers.items():
-            start = time.perf_counter()
-            read()
-            results[name].append(words.nbytes / (time.perf_counter() - start) / 1e9)
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)  # outside the timed reads: resizing torch's pool is not a read
+    try:
+        for read in readers.values():
+            read()  # compile, fault the pages in, start threads
+        results: dict[str, list[float]] = {name: [] for name in readers}
+        for _ in range(repeats):
+            for name, read in readers.items():
+                start = time.perf_counter()
+                read()
+                results[name].append(words.nbytes / (time.perf_counter() - start) / 1e9)
+    finally:
+        torch.set_num_threads(torch_threads)
     return results
 
 

@@ -2,10 +2,11 @@
 against llama.cpp's ternary types, in interleaved rounds.
 
 Each round, on the same machine state (the load average is recorded before and after):
-- the streaming-read bound at 1 and 2 threads (`bench.bandwidth`: best of numpy, torch and the
-  engine's own thread team over a buffer 8x the last-level cache);
+- the streaming-read bandwidth at 1 and 2 threads, before and after the engine (`bench.bandwidth`:
+  best of numpy, torch and the engine's own thread team over a buffer 8x the last-level cache);
 - the engine's decode tokens/s at 1 and 2 threads, hence the fraction of the bound it reaches:
-  (ternary weight bytes per token x tokens/s) / bound; a fraction above 1 stops the run;
+  (ternary weight bytes per token x tokens/s) / bound, the bound being the best reading of the
+  whole run at that thread count; a fraction above 1 stops the run;
 - llama.cpp's TQ2_0 and TQ1_0 at 1 and 2 threads (`bench.peer_llamacpp`: a Llama-shaped GGUF
   with the same 341,049,344 ternary weights), when llama-bench is installed;
 then prefill tokens/s of the engine once. Rows are recorded per metric over the rounds (median,
@@ -54,17 +55,17 @@ def engine_tokens_per_s(compiled: CompiledModel, state: np.ndarray, steps: int, 
 
 
 def one_round(engines: dict, state: np.ndarray, args, peer: tuple | None) -> dict[str, float]:
-    """Every figure of one round (see the module docstring), keyed by metric name."""
+    """Every figure of one round (see the module docstring), keyed by metric name; the bound is read
+    before and after the engine's timing."""
     load_before = os.getloadavg()[0]
     out: dict[str, float] = {}
     for threads, compiled in engines.items():
-        bound, reader = bandwidth.best(bandwidth.measure(threads, args.bw_repeats, compiled.team))
+        before = bandwidth.best(bandwidth.measure(threads, args.bw_repeats, compiled.team))[0]
         tps = engine_tokens_per_s(compiled, state, args.steps, args.repeats)
-        fraction = compiled.weight_bytes() * tps / 1e9 / bound
-        print(f"  {threads} thread(s): bound {bound:.1f} GB/s ({reader}), engine {tps:.1f} tok/s = "
-              f"{fraction:.2f} of it", flush=True)
-        bandwidth.check_fraction(fraction, f"engine at {threads} thread(s)")
-        out[f"bound {threads}"], out[f"engine {threads}"], out[f"fraction {threads}"] = bound, tps, fraction
+        after = bandwidth.best(bandwidth.measure(threads, args.bw_repeats, compiled.team))[0]
+        print(f"  {threads} thread(s): bound {max(before, after):.1f} GB/s, engine {tps:.1f} tok/s "
+              f"= {compiled.weight_bytes() * tps / 1e9:.1f} GB/s", flush=True)
+        out[f"bound {threads}"], out[f"engine {threads}"] = max(before, after), tps
     if peer:
         llama_bench, files = peer
         for qtype, path in files.items():
@@ -74,6 +75,16 @@ def one_round(engines: dict, state: np.ndarray, args, peer: tuple | None) -> dic
                 out[f"{qtype} {threads}"] = tps
     out["load before"], out["load after"] = load_before, os.getloadavg()[0]
     return out
+
+
+def add_fractions(rounds: list[dict], weight_bytes: int) -> None:
+    """The bound at each thread count is the best reading of the whole run (the machine's, not the
+    round's); each round's fraction of it, checked to be at most 1."""
+    for t in THREADS:
+        bound = max(r[f"bound {t}"] for r in rounds)
+        for i, r in enumerate(rounds):
+            r[f"fraction {t}"] = weight_bytes * r[f"engine {t}"] / 1e9 / bound
+            bandwidth.check_fraction(r[f"fraction {t}"], f"engine at {t} thread(s), round {i + 1}")
 
 
 def main() -> None:
@@ -101,6 +112,11 @@ def main() -> None:
     if llama_bench:
         d, inner, vocab = config.hidden_size, config.intermediate_size, config.vocab_size
         files = {q: peer_llamacpp.gguf_file(q, d, inner, args.layers, vocab) for q in peer_llamacpp.TYPES}
+        try:  # one short run each, so a llama-bench that cannot run these files fails before the rounds
+            for path in files.values():
+                peer_llamacpp.decode_tokens_per_s(llama_bench, path, 1, tokens=2, repeats=1)
+        except RuntimeError as e:
+            raise SystemExit(f"llama.cpp comparison failed: {e}") from None
         peer = (llama_bench, files)
         peer_note = (f"; llama.cpp ({peer_llamacpp.build_info(llama_bench)}) llama-bench tg{args.steps}, "
                      f"Llama-shaped GGUF with {peer_llamacpp.ternary_weight_count(d, inner, args.layers, vocab):,} "
@@ -112,6 +128,7 @@ def main() -> None:
     for i in range(args.rounds):
         print(f"round {i + 1}/{args.rounds}", flush=True)
         rounds.append(one_round(engines, state, args, peer))
+    add_fractions(rounds, engines[THREADS[-1]].weight_bytes())
     prompt = np.random.default_rng(0).integers(0, config.vocab_size, (1, args.prefill))
     prefill = timed(lambda: engines[THREADS[-1]].forward(prompt, state), 3)
     _record(rounds, engines, kernel, args, peer_note, [args.prefill / t for t in prefill])
@@ -122,14 +139,16 @@ def _record(rounds: list[dict], engines: dict, kernel: str, args, peer_note: str
     weight_bytes = engines[THREADS[-1]].weight_bytes()
     notes = (f"{args.layers} layers x d=1024, I=2816, V=32000, {kernel} kernel, {len(rounds)} interleaved "
              f"rounds; load average (1 min) before->after each round: {loads}; bound = best streaming "
-             f"read of {bandwidth.buffer_bytes() >> 20} MiB (numpy, torch, engine team) at that thread count")
+             f"read of {bandwidth.buffer_bytes() >> 20} MiB (numpy, torch, engine team) at that thread count, "
+             "read before and after the engine in every round; fraction = round's engine GB/s / that bound")
 
     def col(key):
         return [r[key] for r in rounds]
 
     record(BENCH, "weight bytes read per token", float(weight_bytes), "bytes", notes=notes)
     for t in THREADS:
-        record(BENCH, f"streaming read bound, {t} thread(s)", col(f"bound {t}"), "GB/s", notes=notes)
+        record(BENCH, f"streaming read bandwidth, best of the round, {t} thread(s)", col(f"bound {t}"), "GB/s",
+               notes=notes)
         record(BENCH, f"decode tokens/s, engine, {t} thread(s)", col(f"engine {t}"), "tokens/s", notes=notes)
         fraction = col(f"fraction {t}")
         record(BENCH, f"fraction of the bandwidth bound, {t} thread(s)", fraction, "ratio",

@@ -71,9 +71,10 @@ def test_engine_is_bit_exact_with_the_reference(small_model, shape, threads, ker
     tokens = np.random.default_rng(1).integers(0, shape["vocab_size"], (3, 7))
     state0 = intref.new_state(im, 3)
     state0[:] = np.random.default_rng(2).integers(-2**21, 2**21, state0.shape)  # a non-zero start
-    got, got_state = compiled.forward(tokens, state0)
     want, want_state = intref.prefill(im, tokens, state0)
-    assert np.array_equal(got, want) and np.array_equal(got_state, want_state)
+    for _ in range(2):  # the second call reuses the kept thread team
+        got, got_state = compiled.forward(tokens, state0)
+        assert np.array_equal(got, want) and np.array_equal(got_state, want_state)
 
 
 def test_steps_after_prefill_continue_the_same_sequence(run_dir):
@@ -171,3 +172,17 @@ def test_a_trained_model_drifts_little(tmp_path):
     report = compare(tmp_path / "run", "cpu", max_tokens=2048)
     assert report["ppl_float"] < 12  # it learned something
     assert abs(report["ppl_delta"]) <= 0.02 and report["top1_agreement"] >= 0.97, report
+
+
+def test_llama_cpp_comparison_model_has_our_ternary_weights(tmp_path):
+    """bench/peer_llamacpp's GGUF: every matrix of ours, in the ternary type, and nothing more."""
+    import gguf  # the `bench` extra, also in `dev`
+
+    from bench.peer_llamacpp import ternary_weight_count, write_gguf
+    d, inner, layers, vocab = 256, 512, 2, 1000
+    reader = gguf.GGUFReader(write_gguf(tmp_path / "m.gguf", "TQ2_0", d, inner, layers, vocab))
+    ternary = [t for t in reader.tensors if t.tensor_type == gguf.GGMLQuantizationType.TQ2_0]
+    assert sum(int(t.n_elements) for t in ternary) == ternary_weight_count(d, inner, layers, vocab)
+    assert len(ternary) == 7 * layers + 1 and not list(tmp_path.glob("*.tmp"))
+    assert ternary_weight_count(1024, 2816, 24, 32000) == 341_049_344  # the 370M shape
+

@@ -1,13 +1,14 @@
 """The CPU integer engine (`--engine cpu`): numba kernels bit-exact with `quant.intref`.
 
 The arithmetic is docs/integer-spec.md, unit by unit, on int64 scalars in compiled loops (no
-per-element Python); the ternary products are `cpu_ternary`'s packed kernels (AVX-512 VNNI, AVX-VNNI,
-AVX2 or popcount: the fastest this CPU runs). A forward call is one compiled function run by a
-team of threads kept for the model's life, one per core (`cpu_team`): each product is split by weight rows over the team, the
-element-wise steps between products run on thread 0. Rows of a batch are the tokens of all
-sequences (row b·T + t), so a prefill runs each projection once as a matrix-matrix product; only
-the recurrence itself walks the positions in order. State is an int32 numpy array [L, B, d]
-(Q11.20), as in the reference.
+per-element Python); the ternary products are `cpu_ternary`'s packed kernels (AVX-512 VNNI,
+AVX-VNNI, AVX2 or popcount: the fastest this CPU runs). A forward call is one compiled function
+run by a team of threads kept for the model's life, one per core (`cpu_team`): each product is
+split by weight rows over the team, the per-channel steps (recurrence, SiLU of the gate) by
+channels, and the other element-wise steps between products run on thread 0. Rows of a batch are
+the tokens of all sequences (row b·T + t), so a prefill runs each projection once as a
+matrix-matrix product; only the recurrence itself walks the positions in order. State is an int32
+numpy array [L, B, d] (Q11.20), as in the reference.
 """
 
 from __future__ import annotations
