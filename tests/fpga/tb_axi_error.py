@@ -13,10 +13,10 @@ import os
 from pathlib import Path
 
 import cocotb
+from axi_mem import DECERR, SLVERR, AxiLiteMaster, AxiMemory
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 
-from axi_mem import DECERR, SLVERR, AxiLiteMaster, AxiMemory
 from mmfree_cli.hardware import regmap
 
 R = regmap.REGISTERS
