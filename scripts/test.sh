@@ -4,10 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages: an RTL simulator (Icarus) and FUSE for the emulated FPGA card.
+# System packages: an RTL simulator (Icarus), FUSE for the emulated FPGA card, and tclsh (the
+# bundle's Vivado scripts are checked as Tcl).
 if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   missing=""
-  for pkg in iverilog fuse3 libfuse3-dev; do dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"; done
+  for pkg in iverilog fuse3 libfuse3-dev tcl; do dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"; done
   if [ -n "$missing" ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
   fi

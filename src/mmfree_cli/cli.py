@@ -125,7 +125,9 @@ def export(
     target: str = typer.Option(..., "--target", "-t", help="cuda | cpu | onnx | fpga"),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output directory (default: exports/<target>/<model>-<time>)."),
     synth: str | None = typer.Option(None, help="fpga: open-flow synthesis (yowasp yosys + nextpnr) of the shipped build on an ECP5-85F at speed -8 and -6, failing below 100/80 MHz (ice40 is too small for the core)."),
-    bitstream: Path | None = typer.Option(None, help="fpga: record a vendor-built bitstream (with its sha256) in the bundle."),
+    bitstream: Path | None = typer.Option(None, help="fpga: record a Vivado-built bitstream after checking its .bit header, sync word and sidecar design ID (vivado/build.tcl writes FILE.json)."),
+    board: str | None = typer.Option(None, "--board", help="fpga: add vivado/ (build script, block design with XDMA + DDR4, constraints, README) for this board: vcu118."),
+    core_mhz: float | None = typer.Option(None, "--core-mhz", help="fpga --board: the core's clock in MHz (at most the --synth Fmax report; needed without --synth)."),
     onnx_weights: str | None = typer.Option(None, "--onnx-weights", help="onnx: nbits (MatMulNBits 2-bit, default, fastest in onnxruntime) | dq (standard INT2 DequantizeLinear, opset 25)."),
 ):
     """Export a model for an inference target; `exports/<target>/latest` then points at it.
@@ -134,9 +136,12 @@ def export(
       mmfree export --target cpu
       mmfree export runs/latest --target onnx -o exports/onnx/mine
       mmfree export --target fpga --synth ecp5
+      mmfree export --target fpga --board vcu118 --synth ecp5
+      mmfree export --target fpga --board vcu118 --core-mhz 100 --bitstream vivado/out/mmf_vcu118.bit
     """
     from .export import run_export
-    options = {k: v for k, v in {"synth": synth, "bitstream": bitstream, "weights": onnx_weights}.items() if v is not None}
+    options = {k: v for k, v in {"synth": synth, "bitstream": bitstream, "weights": onnx_weights,
+                                 "board": board, "core_mhz": core_mhz}.items() if v is not None}
     path = run_export(target, model, out, **options)
     console.print(f"exported [bold]{target}[/] → {path}")
 

@@ -168,6 +168,15 @@ def make_scheduler(engine: Engine, max_batch: int):
     return Scheduler(engine, max_batch)
 
 
+def submit(sched, job) -> None:
+    """Queue a job; a full queue of the batched scheduler is a 503 the client may retry."""
+    from .serve_batch import ServerBusy
+    try:
+        sched.submit(job)
+    except ServerBusy as e:
+        raise APIError(503, str(e), code="server_busy", kind="server_error") from None
+
+
 def scheduler_load(sched) -> dict[str, int]:
     """/health's view of the queue: requests running and waiting for a slot."""
     if sched is None:
@@ -284,7 +293,7 @@ def create_app(engine: Engine, model_id: str, template: ChatTemplate, limits: Li
                 raise APIError(400, "send one prompt per request", "prompt")
             prompt = prompt[0]
         job = Job(encode(prompt), sampling_params(req, limits), asyncio.get_running_loop())
-        scheduler().submit(job)
+        submit(scheduler(), job)
         return await respond(job, req, "text_completion", model_id)
 
     @app.post("/v1/chat/completions")
@@ -302,7 +311,7 @@ def create_app(engine: Engine, model_id: str, template: ChatTemplate, limits: Li
         prefix = encode(system) if system and text.startswith(system) else []
         ids = encode(text[len(system):], add_bos=False) if prefix else encode(text)
         job = Job(ids, sampling_params(req, limits, template.stop), asyncio.get_running_loop(), prefix)
-        scheduler().submit(job)
+        submit(scheduler(), job)
         return await respond(job, req, "chat.completion", model_id)
 
     return app

@@ -24,6 +24,10 @@ import torch
 
 from .generate import PrefixCache, Sequence, start
 
+
+class ServerBusy(Exception):
+    """The queue is full (back-pressure): serve answers 503 with this message."""
+
 PREFILL_TOKENS = 256
 """Most prompt tokens read by one prefill of a group: the prefill GEMM has fixed tiles up to 256 rows
 (kernels/ternary_gemm/packed.py) and would otherwise tune itself for each new row count."""
@@ -54,9 +58,8 @@ class BatchedScheduler:
 
     def submit(self, job) -> None:
         if self.inbox.qsize() >= self.max_queue:
-            from .serve import APIError
-            raise APIError(503, f"the server is busy ({self.running} requests running, {self.inbox.qsize()} waiting) "
-                           "— retry shortly", code="server_busy", kind="server_error")
+            raise ServerBusy(f"the server is busy ({self.running} requests running, {self.inbox.qsize()} "
+                             "waiting) — retry shortly")
         self.inbox.put(job)
 
     # ---- the scheduler thread -------------------------------------------------------------------

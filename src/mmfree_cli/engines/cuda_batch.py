@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import torch
 
-from ..generate import SamplingParams
 from ..kernels.sampling import apply_penalty, choose_tokens
 
 
@@ -55,9 +54,10 @@ class BatchedDecoder:
     def bucket(self, n: int) -> int:
         return next(b for b in self.buckets if b >= n)
 
-    def put(self, slot: int, state: torch.Tensor, token: int, params: SamplingParams, seen: list[int]) -> None:
+    def put(self, slot: int, state: torch.Tensor, token: int, params, seen: list[int]) -> None:
         """Start slot `slot`: state [L, 1, d] after the prompt, its next input token, its sampler; `seen`
-        are the tokens its repetition penalty counts (prompt and output so far)."""
+        are the tokens its repetition penalty counts (prompt and output so far). `params` is a
+        generate.SamplingParams (not imported: engines sit below generate, docs/architecture.md)."""
         self.state[:, slot] = state[:, 0]
         self.tokens[slot] = token
         self.temperature[slot] = params.temperature

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..kernels.bitlinear import bitlinear, glu_bitlinear, rms_norm
@@ -90,6 +91,9 @@ class HGRNBitMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d = self.down_proj
+        if not isinstance(d, BitLinear):  # frozen for inference (model/frozen.py): unfused
+            gate, up = self.gate_proj(x).chunk(2, dim=-1)
+            return d(F.silu(gate) * up)
         return glu_bitlinear(self.gate_proj(x), d.norm.weight, d.weight, d.ternary)
 
 

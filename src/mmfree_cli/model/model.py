@@ -105,15 +105,15 @@ class HGRNBitForCausalLM(nn.Module):
         With labels on the GPU the head and the loss are one chunked kernel and `logits` is None;
         reduction: "mean" over counted positions or "sum"."""
         hidden, state = self.model(input_ids, state)
-        if labels is not None:
+        h = self.lm_head
+        if labels is not None and isinstance(h, BitLinear):  # a frozen (inference) head: plain path
             targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # position t predicts labels[t + 1]
-            h = self.lm_head
             loss = head_cross_entropy(hidden, h.norm.weight, h.weight, targets, h.ternary, IGNORE_INDEX)
             if loss is not None:
                 if reduction == "mean":
                     loss = loss / (targets != IGNORE_INDEX).sum().clamp(min=1)
                 return CausalLMOutput(logits=None, state=state, loss=loss)
-        logits = self.lm_head(hidden)
+        logits = h(hidden)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),

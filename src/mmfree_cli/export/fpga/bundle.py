@@ -120,23 +120,28 @@ Model `{model}` compiled for the mmfree core (design ID `{design_id}`, {lanes} l
 | rtl/ | generated Verilog-2005 (top `mmf_top`), table images `*.hex` for $readmemh |
 | golden/ | {steps} decode steps from the zero state with the integer reference's logits and final state |
 | reports/ | throughput ESTIMATES (and synthesis results with --synth): nothing here was measured on a card |
-
+| mmfree_core.core, sim/ | the core as a FuseSoC core: `fusesoc --cores-root . run --target sim {core}` runs the golden steps on it (Icarus) |
+{vivado_row}
 ## Dropping the core into a vendor block design (XDMA) — untested here
 
 Not tried on hardware in this project; the steps follow the XDMA product guide's usual layout.
+For a supported board, `mmfree export --target fpga --board vcu118` writes all of this as Vivado
+scripts (vivado/, with its own README).
 
 1. Add every `rtl/*.v` file and `rtl/mmf_math.vh` as design sources, and `rtl/sigmoid.hex`,
    `rtl/rsqrt.hex` as memory-initialisation files (the $readmemh paths are relative; point them at
    the project or copy the files into the simulation/synthesis run directory).
-2. Add `mmf_top` to the block design as an RTL module. Clock `clk` = XDMA `axi_aclk`, reset
-   `aresetn` = XDMA `axi_aresetn`.
+2. Add `mmf_top` to the block design as an RTL module. Give `clk` its own clock from a Clocking
+   Wizard at or below the core's Fmax (reports/synth.json with --synth), not XDMA's `axi_aclk`
+   (250 MHz: more than the core closes at), with a reset block in that domain for `aresetn`.
 3. `s_axil_*` (AXI4-Lite, 12 address bits): connect to XDMA's `M_AXI_LITE` (the PCIe-to-AXI-Lite
    master, BAR0 — the host's `/dev/xdma0_user`) through a SmartConnect; give it a 4 KiB segment at
    offset 0 of that BAR.
 4. `m_axi_*` (AXI4, 64-bit addresses, {mem_w}-bit data): connect to the same SmartConnect /
    memory controller (MIG DDR4 or HBM) that XDMA's `M_AXI` (the DMA `h2c`/`c2h` path) reaches, so
    that the host's DMA offsets and the core's addresses are the same card addresses.
-5. `irq` to XDMA `usr_irq_req[0]` (enable one user interrupt in the XDMA IP).
+5. `irq` to XDMA `usr_irq_req[0]` through a two-flop synchroniser into `axi_aclk` (enable one user
+   interrupt in the XDMA IP).
 6. Build the bitstream with the vendor tools, program the card, then run `mmfree deploy`: it checks
    MAGIC, VERSION and DESIGN_ID (`{design_id}`) against this manifest before anything else.
 
@@ -148,6 +153,12 @@ The host protocol (register offsets, START/DONE/IRQ handshake, buffers) is in th
 def write_readme(out: Path, man: dict, model_name: str) -> None:
     from ...fileio import write_text
     p = man["rtl"]["parameters"]
+    board = man.get("board")
+    vivado_row = "" if board is None else (
+        f"| vivado/ | Vivado build for the {board['name']} (XDMA + DDR4, core clock {board['core_clock_mhz']} MHz): "
+        "`vivado -mode batch -source vivado/build.tcl`; see vivado/README.md — never run here |\n")
+    from .fusesoc import core_name
     write_text(out / "README.md", README.format(model=model_name, design_id=man["design_id"],
                                                 lanes=p["LANES"], mem_w=p["MEM_W"], layout=LAYOUT,
-                                                steps=man["golden"]["steps"]))
+                                                steps=man["golden"]["steps"], vivado_row=vivado_row,
+                                                core=core_name(man["design_id"])))
