@@ -77,24 +77,33 @@ def calibrate(run: Path, work: Path, lanes: int) -> dict:
             "profile": {"columns": ["op", "sub", "n", "matvec_words", "cycles"], "rows": profile}}
 
 
-def fmax() -> None:
-    """yosys + nextpnr (−8 and −6) of the build the export ships for 370M; rows in results.csv."""
+def fmax(done: Path | None = None) -> None:
+    """yosys + nextpnr (−8 and −6) of the build the export ships for 370M; rows in results.csv.
+    `done`: a directory where synth.synthesise and place_and_route already ran (speedN-report.json
+    and speedN.log there): record its results instead of running again."""
     from mmfree_cli.export.fpga import synth
     from mmfree_cli.export.fpga.compiler import fit_core
     from mmfree_cli.export.fpga.estimates import preset_dims
     params = fit_core(preset_dims()["370m"])
+    tools = synth.tool_versions()
+    cmd = "python -m bench.fpga_core --fmax" + (f" --fmax-from {done}" if done else "")
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        synth.synthesise(work, params)
-        cmd = "python -m bench.fpga_core --fmax"
-        tools = synth.tool_versions()
+        work = done or Path(tmp)
+        if done is None:
+            synth.synthesise(work, params)
         for speed, floor in synth.FLOOR_MHZ.items():
-            g = synth.place_and_route(work, speed, floor)
-            ebr = g["utilization"].get("DP16KD", {}).get("used", 0)
+            report = work / f"speed{speed}-report.json"
+            if done is None:
+                synth.place_and_route(work, speed, floor)
+            elif not report.is_file():
+                continue
+            pnr = json.loads(report.read_text())
+            fmax_mhz = min(v["achieved"] for v in pnr["fmax"].values())
+            ebr = pnr["utilization"].get("DP16KD", {}).get("used", 0)
             record("fpga_core", f"post-route Fmax, 370M build ({params.lanes} lanes, scratch 2^{params.saddr_w}), "
-                   f"LFE5U-85F speed -{speed}", g["fmax_mhz"], "MHz", target=f">= {floor:g}",
-                   met=g["fmax_mhz"] >= floor, command=cmd,
-                   notes=f"out of context (mmf_ooc); EBR {ebr}/208; {tools}; placed without --timing-allow-fail")
+                   f"LFE5U-85F speed -{speed}", fmax_mhz, "MHz", target=f">= {floor:g}", met=fmax_mhz >= floor,
+                   command=cmd, notes=f"out of context (mmf_ooc); EBR {ebr}/208; {tools}; "
+                                      "placed without --timing-allow-fail")
 
 
 def main() -> None:
@@ -102,8 +111,12 @@ def main() -> None:
     from mmfree_cli.fileio import write_json
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fmax", action="store_true", help="also synthesise and place the 370M build (slow)")
+    ap.add_argument("--fmax-from", type=Path, help="record the Fmax of a finished synth/PnR directory, no runs")
     ap.add_argument("--lanes", type=int, nargs="*", default=list(LANE_COUNTS), help="lane counts to calibrate")
     args = ap.parse_args()
+    if args.fmax_from:
+        fmax(args.fmax_from)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         run = mid_run(work)
