@@ -77,6 +77,17 @@ def calibrate(run: Path, work: Path, lanes: int) -> dict:
             "profile": {"columns": ["op", "sub", "n", "matvec_words", "cycles"], "rows": profile}}
 
 
+def simulator_versions() -> dict:
+    import shutil
+    import subprocess
+    out = {}
+    for name, flag in (("iverilog", "-V"), ("verilator", "--version")):
+        exe = shutil.which(name)
+        r = subprocess.run([exe, flag], capture_output=True, text=True) if exe else None
+        out[name] = (r.stdout or r.stderr).splitlines()[0] if r and (r.stdout or r.stderr) else "not installed"
+    return out
+
+
 def fmax(done: Path | None = None) -> None:
     """yosys + nextpnr (−8 and −6) of the build the export ships for 370M; rows in results.csv.
     `done`: a directory where synth.synthesise and place_and_route already ran (speedN-report.json
@@ -85,7 +96,7 @@ def fmax(done: Path | None = None) -> None:
     from mmfree_cli.export.fpga.compiler import fit_core
     from mmfree_cli.export.fpga.estimates import preset_dims
     params = fit_core(preset_dims()["370m"])
-    tools = synth.tool_versions()
+    tools = synth.tool_versions() | simulator_versions()
     cmd = "python -m bench.fpga_core --fmax" + (f" --fmax-from {done}" if done else "")
     with tempfile.TemporaryDirectory() as tmp:
         work = done or Path(tmp)
