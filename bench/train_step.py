@@ -106,11 +106,13 @@ def measure(model: str, policy: str, checkpointing: str, args) -> dict:
             step()
             torch.cuda.synchronize()
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=args.profile), flush=True)
-    result = {"rates": rates, "peak_gb": peak / 1e9, "act_gb": (peak - held) / 1e9, "loss": float(loss.detach())}
-    del net, opt, ids
+    return {"rates": rates, "peak_gb": peak / 1e9, "act_gb": (peak - held) / 1e9, "loss": float(loss.detach())}
+
+
+def release() -> None:
+    """Give the last model's memory back before the next one is built."""
     gc.collect()
     torch.cuda.empty_cache()
-    return result
 
 
 def label(model: str, policy: str, checkpointing: str) -> str:
@@ -128,9 +130,9 @@ def run_all(args, notes: str) -> dict:
                     results[key] = r = measure(model, policy, ckpt, args)
                 except Exception as e:  # noqa: BLE001 — one model failing (OOM, the reference's Triton) must not end the run
                     print(f"{label(*key)}: failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
-                    gc.collect()
-                    torch.cuda.empty_cache()
                     continue
+                finally:
+                    release()
                 name = label(*key)
                 print(f"{name}: {statistics.median(r['rates']):.0f} tok/s ({min(r['rates']):.0f}.."
                       f"{max(r['rates']):.0f}), peak {r['peak_gb']:.2f} GB (activations {r['act_gb']:.2f} GB), "

@@ -3,7 +3,13 @@
 # Usage: bash scripts/test.sh [extra pytest args]      (CI runs exactly this: .ci/run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each phase prints its name and duration. The venv is fresh every run (a project rule: what CI
+# tests is what a clean install gives); pip's wheel cache (~/.cache/pip, on by default) is what
+# makes the second run's install quick, so it is left on.
+phase_start=$SECONDS
+phase() { [ "$phase_start" = "$SECONDS" ] || echo "    ($(( SECONDS - phase_start )) s)"; echo "==> $1"; phase_start=$SECONDS; }
 
+phase "system packages (iverilog, fuse3, tcl)"
 # System packages: an RTL simulator (Icarus), FUSE for the emulated FPGA card, and tclsh (the
 # bundle's Vivado scripts are checked as Tcl).
 if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
@@ -14,6 +20,7 @@ if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   fi
 fi
 
+phase "fresh venv .venv-test: torch (CPU) and .[dev]"
 VENV=.venv-test
 rm -rf "$VENV"
 python3 -m venv "$VENV"
@@ -23,9 +30,13 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 pip install -q "torch==2.13.0" 2>/dev/null || pip install -q torch
 pip install -q ".[dev]"
 
+phase "lint (ruff)"
 ruff check src tests bench  # the lint rules of pyproject.toml [tool.ruff]
 
 # Triton kernels run in the interpreter on CPU-only machines, so every kernel meets its twin.
 export TRITON_INTERPRET=1
+phase "tests (default suite)"
 python -m pytest -q "$@"
+phase "tests (-m slow)"
 python -m pytest -q -m slow "$@" || { rc=$?; [ $rc = 5 ] || exit $rc; }  # 5: no slow tests yet
+phase "done, ${SECONDS} s in all"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -103,13 +104,13 @@ def test_chat_commands_in_a_terminal(model_dir, tmp_path):
 
 
 def test_ctrl_c_stops_the_answer_and_the_chat_goes_on(model_dir, tmp_path):
-    child = pexpect.spawn(MMFREE, ["chat", str(model_dir), "--template", "none", "-n", "100000"],
+    child = pexpect.spawn(MMFREE, ["chat", str(model_dir), "--template", "none", "-n", "100000", "--seed", "0"],
                           cwd=str(tmp_path), encoding="utf-8", timeout=60,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     child.expect_exact("you> ")
     child.sendline("Hello")
     child.expect_exact("Hello\r\n")
-    child.expect(r"\S{20}")  # the answer is streaming
+    child.expect(r"(?s).{20}")  # the answer is streaming
     child.sendintr()
     child.expect(r"\[\d+ tokens, [\d.]+ tokens/s, interrupted\]")
     child.expect_exact("you> ")
@@ -174,3 +175,65 @@ def test_chat_bad_model_is_one_line_error(tmp_path):
     assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run([MMFREE, "chat"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "mmfree train" in r.stderr
+
+
+def _chat_transcript(model_dir, cwd, seed: int | None, script: list[str]) -> tuple[list[str], str]:
+    """Type `script` into `mmfree chat` at temperature 0.7; the answers and the banner."""
+    args = ["chat", str(model_dir), "--template", "none", "-t", "0.7", "-n", "24"]
+    args += [] if seed is None else ["--seed", str(seed)]
+    child = pexpect.spawn(MMFREE, args, cwd=str(cwd), encoding="utf-8", timeout=60,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, dimensions=(40, 200))
+    child.expect(r"seed (\d+); plain continuation")
+    banner = child.after
+    answers = []
+    for text in script:
+        child.expect_exact("you> ")
+        child.sendline(text)
+        child.expect_exact(text + "\r\n")
+        if text == "/reset":
+            child.expect_exact("(conversation reset)")
+            continue
+        answers.append(read_answer(child))
+    child.expect_exact("you> ")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    return answers, banner
+
+
+def test_each_turn_draws_afresh_and_a_seed_replays_the_conversation(model_dir, tmp_path):
+    """One random generator per conversation: the same prompt from the same state (after /reset,
+    or by /retry) gets a new sample; --seed replays everything; no --seed draws a seed and shows it."""
+    script = ["Hello", "Hello", "/reset", "Hello", "/retry", "/retry"]
+    answers, banner = _chat_transcript(model_dir, tmp_path, 7, script)
+    assert "seed 7" in banner
+    after_reset, retried = answers[2], answers[3:]
+    assert answers[0] != answers[1]
+    assert after_reset != answers[0]  # same state, same prompt: a fresh draw (not re-seeded per turn)
+    assert len({after_reset, *retried}) == 3  # /retry answers the last message again, each time anew
+    again, _ = _chat_transcript(model_dir, tmp_path, 7, script)
+    assert again == answers  # the seed replays the whole conversation
+    other, _ = _chat_transcript(model_dir, tmp_path, 8, script)
+    assert other != answers
+    _, drawn = _chat_transcript(model_dir, tmp_path, None, ["Hello"])
+    assert re.search(r"seed \d+", drawn)
+
+
+def test_retry_restores_the_state_before_the_last_turn(engine):
+    session = ChatSession(engine, None, SamplingParams(max_new_tokens=12, temperature=0.0))
+    first = session.send("Hello")
+    first.run()
+    session.finish(first)
+    state_after_first = session.state
+    second = session.send("again")
+    second.run()
+    session.finish(second)
+    retried = session.retry()
+    retried.run()
+    session.finish(retried)
+    assert retried.text == second.text  # greedy: the same answer from the same state
+    assert [m["content"] for m in session.messages] == ["Hello", first.text, "again", second.text]
+    assert session.state is not state_after_first
+    with pytest.raises(Exception, match="nothing to retry"):
+        ChatSession(engine, None, GREEDY).retry()

@@ -206,6 +206,7 @@ def test_missing_nodes(tiny, tmp_path):
     missing = run_cli("deploy", str(bundle), "--device", str(tmp_path / "none" / "xdma0"))
     assert missing.returncode == 2
     assert "no such device node — is the XDMA driver loaded" in missing.stderr
+    assert "No card? `mmfree fpga-emulator start" in missing.stderr
     no_device = run_cli("generate", str(bundle), "hi", "--engine", "fpga")
     assert no_device.returncode == 2 and "--engine fpga needs --device" in no_device.stderr
 

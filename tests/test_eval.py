@@ -141,8 +141,14 @@ def test_cli_eval_data_and_tasks_on_the_newest_run(run_dir, task_file, tmp_path)
     assert 0.0 <= report["tasks"][0]["acc"] <= 1.0
 
 
+def test_bare_eval_scores_the_embedded_held_out_text(run_dir):
+    r = mmfree("eval", run_dir, "--max-tokens", "300", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["text"]["data"] == "embedded" and json.loads(r.stdout)["text"]["tokens"] == 300
+
+
 def test_cli_eval_bad_inputs_fail_in_one_line(run_dir, tmp_path):
-    for args, words in [((), "--data"), (("--data", tmp_path / "missing.txt"), "missing.txt")]:
+    for args, words in [(("--data", tmp_path / "missing.txt"), "missing.txt")]:
         r = mmfree("eval", run_dir, *args)
         assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -49,7 +49,8 @@ def test_generate_newest_run_from_argument_and_stdin(project):
 @pytest.mark.parametrize("args, needle", [
     (["generate", "x", "-t", "-0.5"], "temperature"),
     (["generate", "runs/r1", "x", "extra"], "expected [MODEL] [PROMPT]"),
-    (["generate", "nowhere/model", "x"], "not found"),
+    (["generate", "runs/nope", "x"], "not found"),
+    (["generate", "nowhere/model", "x"], "mmfree download nowhere/model"),  # Hub-shaped: not cached, no network
     (["generate", "x", "--engine", "warp"], "unknown engine"),
 ])
 def test_generate_bad_input_is_one_line_exit_2(project, args, needle):

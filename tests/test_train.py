@@ -173,8 +173,9 @@ def test_sigkill_then_resume_auto_gives_the_uninterrupted_weights(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (killed_run / "summary.json").exists()  # it really died mid-run
-    r = mmfree("train", str(recipe), "--resume", "auto", cwd=tmp_path)
+    r = mmfree("train", str(recipe), "train.run_name=killed", "--resume", "auto", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "resuming killed at step 8" in r.stdout
     summary = json.loads((killed_run / "summary.json").read_text())
     assert summary["steps"] == 40 and summary["steps_this_session"] < 40
     straight, resumed = _final_weights(tmp_path / "runs" / "straight"), _final_weights(killed_run)

@@ -107,22 +107,42 @@ def printable(text: str) -> str:
 
 
 class ChatSession:
-    """One conversation: messages, the recurrent state that holds them, and what is still to feed."""
+    """One conversation: messages, the recurrent state that holds them, and what is still to feed.
+
+    One random generator serves the whole conversation (seeded with `params.seed`): every answer
+    draws afresh from it, so the same question asked twice gets two samples, and the same seed
+    with the same inputs replays the whole conversation."""
 
     def __init__(self, engine: Engine, template: ChatTemplate | None, params: SamplingParams,
                  system: str | None = None):
         self.engine, self.template, self.params, self.system = engine, template, params, system
+        self.generator = torch.Generator().manual_seed(params.seed)
+        self._before_last_turn = None
         self.reset()
 
     def reset(self) -> None:
+        self._before_last_turn = None
         self.messages: list[dict[str, str]] = [{"role": "system", "content": self.system}] if self.system else []
         self.state = None
         self.consumed = ""            # text in the state plus the carry below
         self.carry_tokens: list[int] = []
         self.carry_text = ""
 
+    def _snapshot(self) -> tuple:
+        return ([dict(m) for m in self.messages], self.state, self.consumed, list(self.carry_tokens), self.carry_text)
+
+    def retry(self) -> Generation:
+        """Answer the last message again (a fresh draw): the conversation goes back to before it."""
+        if self._before_last_turn is None:
+            raise UserError("nothing to retry yet — send a message first")
+        snapshot, user_text = self._before_last_turn
+        self.messages, self.state, self.consumed, self.carry_tokens, self.carry_text = snapshot
+        self.messages = [dict(m) for m in self.messages]
+        return self.send(user_text)
+
     def send(self, user_text: str) -> Generation:
         """Start the answer to `user_text`; iterate the result to stream it, then call `finish`."""
+        self._before_last_turn = (self._snapshot(), user_text)
         if self.template is None:
             delta = user_text
             self.messages.append({"role": "user", "content": user_text})
@@ -143,7 +163,7 @@ class ChatSession:
         stops = tuple(dict.fromkeys(self.params.stop + (self.template.stop if self.template else ())))
         self._pending_delta = delta
         return Generation(self.engine, ids, self.params.replace(stop=stops),
-                          state=self.engine.new_state(1) if fresh else self.state)
+                          state=self.engine.new_state(1) if fresh else self.state, generator=self.generator)
 
     def finish(self, gen: Generation) -> None:
         """Record the answer: the state now holds it (minus the carry fed with the next turn)."""
@@ -175,6 +195,7 @@ class ChatSession:
         if meta["model"].get("hidden_size") != self.engine.config.hidden_size or \
                 meta["model"].get("layers") != self.engine.config.num_hidden_layers:
             raise UserError(f"{path}: saved with a different model ({meta['model']}) — load it with that model")
+        self._before_last_turn = None
         self.messages, self.params = meta["messages"], SamplingParams(**meta["params"])
         self.consumed, self.carry_tokens, self.carry_text = meta["consumed"], meta["carry_tokens"], meta["carry_text"]
         if "state" in tensors:
@@ -196,10 +217,12 @@ class ChatSession:
                 parsed = value
             changes[key] = tuple(parsed) if key == "stop" and isinstance(parsed, list) else parsed
         self.params = self.params.replace(**changes)
+        if "seed" in changes:  # a new seed restarts the conversation's random stream
+            self.generator.manual_seed(self.params.seed)
 
 
-HELP = """commands: /reset (forget the conversation)  /save [FILE]  /load FILE
-          /params [key=value ...] (show or set sampling)  /help  /exit"""
+HELP = """commands: /retry (answer the last message again)  /reset (forget the conversation)
+          /save [FILE]  /load FILE  /params [key=value ...] (show or set sampling)  /help  /exit"""
 
 
 def run_chat(engine: Engine, template: ChatTemplate | None, params: SamplingParams, system: str | None = None,
@@ -254,7 +277,10 @@ def _command(session: ChatSession, line: str, out) -> bool:
     name, *args = line.split()
     if name in ("/exit", "/quit"):
         return True
-    if name == "/reset":
+    if name == "/retry":
+        gen = session.retry()
+        _stream_answer(session, gen, out, label="assistant: " if session.template else "")
+    elif name == "/reset":
         session.reset()
         out.write("(conversation reset)\n")
     elif name == "/save":
@@ -283,5 +309,6 @@ def chat_command(model: str | None, engine_name: str, template: str, params: Sam
     from .generate import open_engine
     engine, path = open_engine(model, engine_name, dtype, threads, device)
     chosen = find_template(path, template)
-    banner = f"mmfree chat — {path.name} on {engine.name}; "
+    from .paths import model_name
+    banner = f"mmfree chat — {model_name(path)} on {engine.name}, seed {params.seed}; "
     run_chat(engine, chosen, params, system, banner)

@@ -14,22 +14,85 @@ from rich.console import Console
 from .errors import UserError
 from .extras import missing_extra
 
+# help texts are Rich markup (so examples keep their lines): a literal "[" before a lowercase
+# letter or "@" is written "\\[" (org/name\\[@rev]), or Rich would take it for a tag
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode="rich",
                   help="mmfree: train, quantize, export, deploy and chat with MatMul-free (ternary HGRN) language models.")
 console = Console()
 
 
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+        print(f"mmfree {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")):
+    """mmfree: train, quantize, export, deploy and chat with MatMul-free (ternary HGRN) language models.
+
+    Example: mmfree train recipes/tiny.yaml && mmfree chat
+    """
+
+
 @app.command()
-def info(path: str = typer.Argument(..., help="A model/run directory, a packed .safetensors file, or a preset name (tiny, 370m, 1.3b, 2.7b).")):
+def info(path: str = typer.Argument(..., help="A model/run directory, a Hub id org/name\\[@rev], a packed .safetensors file, or a preset name (tiny, 370m, 1.3b, 2.7b).")):
     """Show a model's config, parameter counts (ternary vs float) and bytes, and whether it loads.
 
     Examples:
       mmfree info 370m
       mmfree info runs/latest
+      mmfree info ridger/MMfreeLM-370M
     """
     from .inspect import describe
     console.print(describe(path))
+
+
+@app.command()
+def download(model: str = typer.Argument(..., help="A Hugging Face model id, org/name or org/name@revision (branch, tag or commit).")):
+    """Fetch a model from the Hugging Face Hub into its cache, so later commands (and HF_HUB_OFFLINE=1) find it by id.
+
+    Examples:
+      mmfree download ridger/MMfreeLM-370M
+      mmfree download ridger/MMfreeLM-1.3B@main && HF_HUB_OFFLINE=1 mmfree chat ridger/MMfreeLM-1.3B
+    """
+    from .hub import fetch_model
+    path = fetch_model(model, downloading=True)
+    console.print(f"{model} → {path}", highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command(name="runs")
+def runs_(root: Path = typer.Option(Path("runs"), "--dir", help="The runs directory."),
+          as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")):
+    """List runs with their state (finished, running, interrupted, no weights), step, validation loss and age.
+
+    Examples:
+      mmfree runs
+      mmfree runs --dir my-lm/runs --json
+    """
+    import json
+
+    from rich.table import Table
+
+    from .runs import list_runs
+    runs = list_runs(root)
+    latest = (root / "latest").resolve() if (root / "latest").exists() else None
+    if as_json:
+        print(json.dumps([{"run": str(r.path), "state": r.state, "step": r.step, "val_loss": r.val_loss,
+                           "modified": r.modified, "latest": r.path.resolve() == latest} for r in runs]))
+        return
+    if not runs:
+        console.print(f"no run in {root}/ — try `mmfree train recipes/tiny.yaml`", highlight=False, markup=False, soft_wrap=True)
+        return
+    table = Table("run", "state", "step", "val loss", "age")
+    for r in runs:
+        name = r.path.name + ("  ← latest" if r.path.resolve() == latest else "")
+        table.add_row(name, r.state, "-" if r.step is None else str(r.step),
+                      "-" if r.val_loss is None else f"{r.val_loss:.4f}", r.age())
+    console.print(table)
 
 
 @app.command()
@@ -56,7 +119,7 @@ def init(
     """
     from .scaffold import init_project
     for rel in init_project(directory, force):
-        console.print(f"wrote {directory / rel}", highlight=False)
+        console.print(f"wrote {directory / rel}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -99,7 +162,7 @@ def distill(
 
 @app.command()
 def quantize(
-    model: str | None = typer.Argument(None, help="Run, reference checkpoint or packed model directory (default: the newest run)."),
+    model: str | None = typer.Argument(None, help="Run, reference checkpoint or packed model directory, or a Hub id org/name\\[@rev] (default: the newest run)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output directory (default: exports/packed/<model>-<layout>)."),
     layout: str = typer.Option("i2", "--layout", "-l", help="i2 (2 bits/weight) | tq1 (1.6 bits/weight) | hf-bitnet (transformers)"),
     float_dtype: str = typer.Option("bfloat16", "--float-dtype", help="Embeddings, norms and lower bounds: bfloat16 | float16 | float32"),
@@ -121,7 +184,7 @@ def quantize(
 
 @app.command()
 def export(
-    model: str | None = typer.Argument(None, help="Run or model directory (default: the newest run, runs/latest)."),
+    model: str | None = typer.Argument(None, help="Run or model directory, or a Hub id org/name\\[@rev] (default: the newest run, runs/latest)."),
     target: str = typer.Option(..., "--target", "-t", help="cuda | cpu | onnx | fpga"),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output directory (default: exports/<target>/<model>-<time>)."),
     synth: str | None = typer.Option(None, help="fpga: open-flow synthesis (yowasp yosys + nextpnr) of the shipped build on an ECP5-85F at speed -8 and -6, failing below 100/80 MHz (ice40 is too small for the core)."),
@@ -143,12 +206,12 @@ def export(
     options = {k: v for k, v in {"synth": synth, "bitstream": bitstream, "weights": onnx_weights,
                                  "board": board, "core_mhz": core_mhz}.items() if v is not None}
     path = run_export(target, model, out, **options)
-    console.print(f"exported [bold]{target}[/] → {path}")
+    console.print(f"exported {target} → {path}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
 def generate(
-    args: list[str] | None = typer.Argument(None, help="[MODEL] [PROMPT]: a model directory (default: the newest run) and the prompt (default: stdin)."),
+    args: list[str] | None = typer.Argument(None, help="[MODEL] [PROMPT]: a model directory or Hub id org/name\\[@rev] (default: the newest run) and the prompt (default: stdin)."),
     engine: str = typer.Option("auto", "--engine", "-e", help="auto | torch | cuda | cpu | onnx | fpga"),
     max_tokens: int = typer.Option(200, "--max-tokens", "-n", help="Most tokens to generate."),
     temperature: float = typer.Option(0.0, "--temperature", "-t", help="0 = greedy."),
@@ -171,6 +234,7 @@ def generate(
       mmfree generate "ROMEO:"
       mmfree generate runs/latest "Once upon a time" -n 100 -t 0.8 --top-p 0.95
       echo "To be, or not to be" | mmfree generate --json
+      mmfree generate ridger/MMfreeLM-370M@main "The capital of France is" -n 20
     """
     from .generate import SamplingParams, generate_command
     params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
@@ -178,13 +242,13 @@ def generate(
                             stop=tuple(stop or ()), ignore_eos=ignore_eos)
     result = generate_command(args or [], engine, params, as_json, dtype, threads, add_bos=False if no_bos else None, device=device)
     if not as_json:
-        Console(stderr=True).print(f"[dim][{result['completion_tokens']} tokens, {result['tokens_per_s']:.1f} tokens/s, "
-                                   f"{result['engine']}][/]", highlight=False)
+        Console(stderr=True).print(f"[{result['completion_tokens']} tokens, {result['tokens_per_s']:.1f} tokens/s, "
+                                   f"{result['engine']}]", style="dim", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
 def chat(
-    model: str | None = typer.Argument(None, help="Model directory (default: the newest run)."),
+    model: str | None = typer.Argument(None, help="Model directory or Hub id org/name\\[@rev] (default: the newest run)."),
     engine: str = typer.Option("auto", "--engine", "-e", help="auto | torch | cuda | cpu | onnx | fpga"),
     template: str = typer.Option("auto", help="Chat template: auto (tokenizer, then recipe, else none) | chatml | dialogue | FILE | none (plain continuation)."),
     system: str | None = typer.Option(None, help="System message (with a chat template)."),
@@ -194,29 +258,33 @@ def chat(
     top_p: float = typer.Option(0.95, help="Nucleus sampling mass (1 = off)."),
     min_p: float = typer.Option(0.0, help="Drop tokens below min_p × the top probability (0 = off)."),
     repetition_penalty: float = typer.Option(1.0, help="> 1 discourages repeats (1 = off)."),
-    seed: int = typer.Option(0, help="Random seed of the sampler."),
+    seed: int | None = typer.Option(None, help="Seed of the conversation's random generator (default: a fresh one, shown at start); the same seed and inputs replay a conversation."),
     dtype: str | None = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
     threads: int | None = typer.Option(None, min=1, help="CPU threads (default: torch's choice; the cpu engine uses one per core)."),
     device: str | None = typer.Option(None, "--device", help="fpga engine: the XDMA node prefix, e.g. /dev/xdma0 (or DIR/xdma0 of `mmfree fpga-emulator`)."),
 ):
     """Talk to a model in the terminal; answers stream as they are generated and the conversation
-    is carried in the recurrent state. Commands: /reset /save /load /params /help /exit.
+    is carried in the recurrent state. Commands: /retry /reset /save /load /params /help /exit.
 
     Examples:
       mmfree chat
-      mmfree chat runs/latest --template none -t 0.8
+      mmfree chat runs/latest --template none -t 0.8 --seed 7
+      mmfree chat ridger/MMfreeLM-370M                  # a Hub id (fetched once into the Hugging Face cache)
       mmfree chat checkpoints/MMfreeLM-370M --template dialogue --system "You are terse."
     """
+    import secrets
+
     from .chat import chat_command
     from .generate import SamplingParams
     params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                            min_p=min_p, repetition_penalty=repetition_penalty, seed=seed)
+                            min_p=min_p, repetition_penalty=repetition_penalty,
+                            seed=secrets.randbelow(2**31) if seed is None else seed)
     chat_command(model, engine, template, params, system, dtype, threads, device)
 
 
 @app.command()
 def serve(
-    model: str | None = typer.Argument(None, help="Model directory (default: the newest run)."),
+    model: str | None = typer.Argument(None, help="Model directory or Hub id org/name\\[@rev] (default: the newest run)."),
     engine: str = typer.Option("auto", "--engine", "-e", help="auto | torch | cuda | cpu | onnx | fpga"),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 exposes it to the network)."),
     port: int = typer.Option(8000, "--port", "-p"),
@@ -243,8 +311,8 @@ def serve(
 
 @app.command(name="eval")
 def eval_(
-    model: str | None = typer.Argument(None, help="Run, packed or export directory (default: the newest run; with a named engine, its newest export)."),
-    data: str | None = typer.Option(None, "--data", help="Held-out text: a UTF-8 file, a .jsonl/.parquet file, a Hub dataset NAME[:CONFIG] (cached or reachable), or 'embedded' (the last 10% of the embedded corpus)."),
+    model: str | None = typer.Argument(None, help="Run, packed or export directory, or a Hub id org/name\\[@rev] (default: the newest run; with a named engine, its newest export)."),
+    data: str | None = typer.Option(None, "--data", help="Held-out text: a UTF-8 file, a .jsonl/.parquet file, a Hub dataset NAME[:CONFIG] (cached or reachable), or 'embedded' (the last 10% of the embedded corpus; the default without --tasks)."),
     tasks: str | None = typer.Option(None, "--tasks", help="lm-evaluation-harness tasks, comma-separated: names (arc_easy,arc_challenge,hellaswag,openbookqa,piqa,winogrande) or task YAML files."),
     include_path: list[Path] | None = typer.Option(None, "--include-path", help="A directory of task YAML files for --tasks (repeatable)."),
     compare: bool = typer.Option(False, "--compare", help="Hold an engine (default: the integer cpu engine) against the float model: top-1 agreement and both perplexities."),
@@ -266,7 +334,7 @@ def eval_(
     float model (--compare).
 
     Examples:
-      mmfree eval --data embedded
+      mmfree eval                      # the newest run on the embedded held-out text
       mmfree eval runs/latest --data held_out.txt --engine cpu --json
       mmfree eval --tasks arc_easy,arc_challenge,hellaswag,openbookqa,piqa,winogrande
       mmfree eval --tasks my_tasks/qa.yaml --limit 100      # a local task file, offline
@@ -300,7 +368,7 @@ def eval_(
 
 @app.command(name="bench")
 def bench_(
-    model: str | None = typer.Argument(None, help="Run or packed model directory (default: the newest run)."),
+    model: str | None = typer.Argument(None, help="Run or packed model directory, or a Hub id (default: the newest run)."),
     engines: str | None = typer.Option(None, "--engines", help="Comma-separated engines (default: torch,cpu,onnx, and cuda with a GPU)."),
     prefill_tokens: int = typer.Option(128, help="Prompt length of the prefill figure."),
     decode_tokens: int = typer.Option(32, help="Batch-1 decode steps timed per repeat."),
@@ -330,7 +398,7 @@ def bench_(
         return
     console.print(table(report))
     if plot is not None:
-        console.print(f"wrote {report['plot']}", highlight=False)
+        console.print(f"wrote {report['plot']}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -356,7 +424,7 @@ def deploy(
     import json
 
     from .deploy.deploy import deploy as run_deploy
-    say = (lambda line: None) if as_json else (lambda line: console.print(line, highlight=False, soft_wrap=True))
+    say = (lambda line: None) if as_json else (lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False))
     report = run_deploy(bundle, device, force, program, selftest_steps, timeout, wait, say)
     if as_json:
         print(json.dumps(report))
@@ -386,19 +454,27 @@ def fpga_emulator_start(
     start(directory, bundle, name, memory, design_id, fault or [], connect)
 
 
+def print_error(error: Exception, console: Console | None = None) -> None:
+    """`error: MESSAGE` on stderr; the message is plain text (a hint like
+    `pip install 'mmfree-cli[eval]'` keeps its brackets: it is never read as Rich markup)."""
+    from rich.text import Text
+    (console or Console(stderr=True)).print(Text.assemble(("error:", "bold red"), " ", str(error)),
+                                            highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     try:
         code = app(standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)
     except UserError as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        print_error(e)
         sys.exit(e.exit_code)
     except ModuleNotFoundError as e:  # an optional extra (onnx, serve, cpu, fpga) not installed
         hint = missing_extra(e)
         if hint is None:
             raise
-        Console(stderr=True).print(f"[bold red]error:[/] {hint}", highlight=False, soft_wrap=True)
+        print_error(hint)
         sys.exit(hint.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

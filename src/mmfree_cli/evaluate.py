@@ -15,6 +15,7 @@ use needs the datasets in the local cache or task files that point at local data
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -122,22 +123,47 @@ def evaluate(model: str | None, engine_name: str = "auto", data: str | None = No
              limit: int | None = None, num_fewshot: int | None = None, batch: int = 8,
              engine_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """`mmfree eval --data/--tasks`: load MODEL (default: the newest run) into an engine and
-    report text metrics and/or task scores as one JSON-ready dict."""
+    report text metrics and/or task scores as one JSON-ready dict (with neither: --data embedded)."""
     from .generate import open_engine
     if not data and not tasks:
-        raise UserError("nothing to evaluate — pass --data FILE|DATASET|embedded (perplexity, bits per byte, "
-                        "top-1), --tasks LIST (lm-evaluation-harness) or --compare (integer vs float model)")
+        data = "embedded"  # the held-out tail of the embedded corpus: a first look with no flags
     options = engine_options or {}
     engine, path = open_engine(model, engine_name, options.get("dtype"), options.get("threads"),
                                options.get("device"))
     report: dict[str, Any] = {"model": str(Path(path).resolve()), **engine.describe()}
     if data:
-        report["text"] = {"data": str(data), **text_metrics(engine, load_text(data, split, text_field),
-                                                            context, max_tokens, batch)}
+        text = load_text(data, split, text_field)
+        with token_progress() as progress:
+            report["text"] = {"data": str(data), **text_metrics(engine, text, context, max_tokens, batch,
+                                                                progress=progress)}
     if tasks:
         results = run_tasks(engine, tasks, include_path, limit, num_fewshot, batch)
         report["tasks"] = task_table(results)
     return report
+
+
+@contextlib.contextmanager
+def token_progress():
+    """A progress bar on stderr while held-out tokens are scored (only on a terminal: logs and
+    --json output stay clean); yields the `progress(done, total)` callback."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield None
+        return
+    with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"),
+                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
+                  transient=True) as bar:
+        task = bar.add_task("eval", total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def render(report: dict[str, Any]) -> list[str]:

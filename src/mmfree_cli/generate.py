@@ -323,15 +323,18 @@ def encode_prompt(engine: Engine, prompt: str | Seq[int], add_bos: bool | None =
 
 
 def start(engine: Engine, prompt: str | Seq[int], params: SamplingParams, state: State | None = None,
-          prefix: str | Seq[int] = (), cache: PrefixCache | None = None, add_bos: bool | None = None) -> Sequence:
+          prefix: str | Seq[int] = (), cache: PrefixCache | None = None, add_bos: bool | None = None,
+          generator: torch.Generator | None = None) -> Sequence:
     """Read the prompt (after `prefix`, whose state comes from `cache` when given) → a Sequence.
 
     `state` continues an earlier sequence (a chat): then no BOS is added and `prefix` is not used.
+    `generator` draws the samples (a chat passes its own, so each turn draws afresh from one
+    stream); None: a new one seeded with `params.seed`.
     """
     if state is not None:
         ids = encode_prompt(engine, prompt, add_bos=False)
         logits, state = engine.prefill(torch.tensor([ids], dtype=torch.long), state)
-        return Sequence(engine, params, state, logits[0, -1], ids)
+        return Sequence(engine, params, state, logits[0, -1], ids, generator=generator)
     prefix_ids = encode_prompt(engine, prefix, add_bos) if len(prefix) else []
     ids = encode_prompt(engine, prompt, False if prefix_ids else add_bos) if len(prompt) or not prefix_ids else []
     if prefix_ids:
@@ -343,7 +346,7 @@ def start(engine: Engine, prompt: str | Seq[int], params: SamplingParams, state:
     else:
         out, state = engine.prefill(torch.tensor([ids], dtype=torch.long), engine.new_state(1))
         logits = out[0, -1]
-    return Sequence(engine, params, state, logits, prefix_ids + ids)
+    return Sequence(engine, params, state, logits, prefix_ids + ids, generator=generator)
 
 
 class Generation:
@@ -442,6 +445,8 @@ def open_engine(model: str | None, engine: str = "auto", dtype: str | None = Non
         torch.set_num_threads(threads)
     if model is None and engine in ENGINES and engine != "torch":
         path = latest_export(engine)
+    elif model is None and engine == "auto":
+        path = _newest_run_or_export()
     else:
         path = resolve_model(model)
     options = {"dtype": dtype} if dtype else {}
@@ -450,6 +455,21 @@ def open_engine(model: str | None, engine: str = "auto", dtype: str | None = Non
     if threads:
         options["threads"] = threads  # the cpu and onnx engines run their own threads
     return load_engine(engine, path, **options), Path(path)
+
+
+def _newest_run_or_export() -> Path:
+    """The newest run with weights; with none, the newest export of any target (a project that
+    only holds exports still serves and chats with no path typed)."""
+    from pathlib import Path
+
+    from .paths import EXPORTS_DIR, LATEST, resolve_model
+    try:
+        return resolve_model(None)
+    except UserError:
+        exports = [link.resolve() for link in Path(EXPORTS_DIR).glob(f"*/{LATEST}") if link.exists()]
+        if not exports:
+            raise
+        return max(exports, key=lambda p: p.stat().st_mtime)
 
 
 def split_model_and_prompt(args: list[str]) -> tuple[str | None, str | None]:

@@ -21,8 +21,8 @@ def _human(n: float, unit: str = "B") -> str:
 def describe(path: str) -> Table:
     """A table describing a preset, a model/run directory or a packed file."""
     from .model import HGRNBitConfig, HGRNBitForCausalLM, from_pretrained, presets
-
-    p = Path(path)
+    from .model.checkpoint import model_source
+    p = Path(path) if path in presets() else model_source(path)
     loads = "n/a (preset)"
     from .formats.packed import is_packed
     if is_packed(p):

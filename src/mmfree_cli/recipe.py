@@ -106,7 +106,7 @@ class TrainSection:
     threads: int | None = None
     """torch CPU threads per process; None: torch's default."""
     sample_prompt: str = ""
-    """A greedy sample from this prompt is printed at the end ("" skips it)."""
+    """A sample from this prompt (temperature 0.7, top-p 0.9, seed train.seed) is printed at the end ("" skips it)."""
     sample_tokens: int = 200
     activation_checkpointing: str = "none"
     """none | selective (recompute each block's token mixer in backward) | full (whole blocks):
@@ -349,7 +349,9 @@ def _check_files(r: Recipe, problems: list[str]) -> None:
     if is_local_spec(r.data.source) and not _exists(r.resolve_path(r.data.source)):
         problems.append(f"data.source: {r.data.source} not found — give an existing file, directory or glob "
                         "(or a Hub dataset name, or 'embedded')")
-    if r.model.init_from is not None and not r.resolve_path(r.model.init_from).is_dir():
+    from .hub import looks_like_hub_id
+    if r.model.init_from is not None and not r.resolve_path(r.model.init_from).is_dir() \
+            and not looks_like_hub_id(r.model.init_from):
         problems.append(f"model.init_from: {r.model.init_from} is not a run or model directory")
 
 
@@ -432,6 +434,7 @@ def model_config(recipe: Recipe) -> HGRNBitConfig:
     """The architecture a recipe asks for (from init_from's config.json when fine-tuning)."""
     from .model.config import preset
     if recipe.model.init_from:
-        base = HGRNBitConfig.load(recipe.resolve_path(recipe.model.init_from)).to_dict()
+        from .model.checkpoint import model_source  # a directory, or a Hub id's cached snapshot
+        base = HGRNBitConfig.load(model_source(recipe.model.init_from, recipe.resolve_path)).to_dict()
         return HGRNBitConfig.from_dict({**base, **recipe.model.overrides})
     return preset(recipe.model.preset, **recipe.model.overrides)

@@ -3,7 +3,8 @@
 Endpoints: GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions
 (`stream: true` answers as server-sent events ending in `data: [DONE]`). Errors are OpenAI-style
 bodies `{"error": {"message", "type", "param", "code"}}` with a 4xx status: malformed JSON, wrong
-types or out-of-range parameters (400), an unknown model (404), too many tokens (400).
+types or out-of-range parameters (400), too many tokens (400). The server has one model, so a
+request's `"model"` may be missing or any name (clients that insist on one still work).
 
 One scheduler thread owns the engine. Requests queue for it; up to `max_batch` run at once, each
 with its own recurrent state, advanced together by one batched `engine.step` per token
@@ -50,7 +51,8 @@ def error_body(message: str, kind: str = "invalid_request_error", param: str | N
 class _Sampling(BaseModel):
     """The request fields both endpoints share (OpenAI names, plus top_k, min_p, repetition_penalty)."""
     model_config = ConfigDict(extra="ignore")
-    model: str
+    model: str | None = None
+    """Optional and not checked: this server has one model (any name, or none, reaches it)."""
     max_tokens: int | None = None
     temperature: float = 1.0
     top_p: float = 1.0
@@ -254,11 +256,6 @@ def create_app(engine: Engine, model_id: str, template: ChatTemplate, limits: Li
             app.state.scheduler = make_scheduler(engine, max_batch)
         return app.state.scheduler
 
-    def check_model(name: str) -> None:
-        if name != model_id:
-            raise APIError(404, f"The model `{name}` does not exist — this server has `{model_id}`",
-                           "model", "model_not_found")
-
     def encode(text: str | list[int], add_bos: bool | None = None) -> list[int]:
         try:
             ids = encode_prompt(engine, text, add_bos=add_bos)
@@ -284,7 +281,6 @@ def create_app(engine: Engine, model_id: str, template: ChatTemplate, limits: Li
 
     @app.post("/v1/completions")
     async def completions(req: CompletionRequest):
-        check_model(req.model)
         if req.echo:
             raise APIError(400, "echo=true is not supported by this server", "echo", "unsupported_parameter")
         prompt = req.prompt
@@ -298,7 +294,6 @@ def create_app(engine: Engine, model_id: str, template: ChatTemplate, limits: Li
 
     @app.post("/v1/chat/completions")
     async def chat_completions(req: ChatRequest):
-        check_model(req.model)
         if not req.messages:
             raise APIError(400, "messages must not be empty", "messages")
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": message_text(m)}
@@ -411,7 +406,8 @@ def serve_command(model: str | None, engine_name: str = "auto", host: str = "127
             raise UserError(f"cannot listen on {host}:{port} ({e.strerror}) — pick another --port") from None
     engine, path = open_engine(model, engine_name, dtype, threads, device)
     chosen = find_template(path, template) or builtin_template("dialogue")
-    model_id = model_name or path.name
+    from .paths import model_name as name_of
+    model_id = model_name or name_of(path, drop_time=True)
     app = create_app(engine, model_id, chosen, Limits(max_tokens=max_tokens), max_batch)
     print(f"serving {model_id} ({engine.name}, template {chosen.name}) on http://{host}:{port}/v1", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -114,8 +114,11 @@ def tokenizer_for_recipe(name: str, resolve=Path) -> Tokenizer:
     if local.exists():
         return load_tokenizer(local)
     from huggingface_hub import hf_hub_download
+
+    from ..hub import quiet_hub_logs
     try:
-        return HFTokenizer(hf_hub_download(name, HF_TOKENIZER_FILE))
+        with quiet_hub_logs():  # its retry warnings would precede our one line
+            return HFTokenizer(hf_hub_download(name, HF_TOKENIZER_FILE))
     except Exception as e:  # offline, unknown repo, no tokenizer.json: all end the same way for a user
         raise UserError(f"tokenizer.name: cannot get {HF_TOKENIZER_FILE} of {name!r} from the Hugging Face Hub "
                         f"({type(e).__name__}) — check the name and the network, or give a local tokenizer.json") from None

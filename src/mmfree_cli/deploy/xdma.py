@@ -48,7 +48,8 @@ def _open(path: Path, flags: int, prefix: str) -> int:
     except FileNotFoundError:
         raise UserError(f"{path}: no such device node — is the XDMA driver loaded (`lsmod | grep xdma`) "
                         f"and the card programmed and enumerated (`lspci -d 10ee:`)? --device takes the "
-                        f"prefix of the nodes, e.g. /dev/xdma0 for {prefix}_user") from None
+                        f"prefix of the nodes, e.g. /dev/xdma0 for {prefix}_user. No card? `mmfree fpga-emulator "
+                        f"start /tmp/card` serves an emulated one at --device /tmp/card/xdma0") from None
     except PermissionError:
         raise UserError(f"{path}: permission denied — run as root or give your user access to the XDMA "
                         "nodes (a udev rule: KERNEL==\"xdma*\", MODE=\"0666\")") from None

@@ -357,6 +357,27 @@ class CpuIntEngine(Engine):
                  threads: int | None = None):
         self.config, self.tokenizer = config, tokenizer
         self.compiled = CompiledModel(model, kernel, threads)
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Run one token now, so numba's one-off compile (a minute or more the first time; cached on
+        disk after) happens at load, with a line saying so, and never counts as prefill time."""
+        import sys
+        import threading
+        import time
+        started, said = time.perf_counter(), []
+
+        def say() -> None:
+            said.append(True)
+            print("compiling the CPU kernels (the first time only; cached afterwards)…", file=sys.stderr, flush=True)
+        note = threading.Timer(1.0, say)
+        note.start()
+        try:
+            self.compiled.forward(np.zeros((1, 1), dtype=np.int64), self.new_state(1))
+        finally:
+            note.cancel()
+        if said:
+            print(f"compiled in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
 
     @classmethod
     def load(cls, path: str | Path, threads: int | None = None, kernel: str | None = None,

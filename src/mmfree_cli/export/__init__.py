@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..fileio import atomic_dir
-from ..paths import EXPORTS_DIR, point_latest, resolve_model
+from ..paths import EXPORTS_DIR, model_name, point_latest, resolve_model
 
 TARGETS: dict[str, str] = {
     "cuda": "mmfree_cli.export.cuda",
@@ -39,7 +39,7 @@ def run_export(target: str, model: str | Path | None = None, out: str | Path | N
     model_dir = resolve_model(model, root)
     if out is None:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path(root) / EXPORTS_DIR / target / f"{model_dir.name}-{stamp}"
+        out = Path(root) / EXPORTS_DIR / target / f"{model_name(model_dir, drop_time=True)}-{stamp}"
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: already exists and is not empty — choose another -o or remove it")

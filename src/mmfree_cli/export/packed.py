@@ -15,7 +15,7 @@ from ..errors import UserError
 from ..fileio import atomic_dir, sha256_file, write_json
 from ..formats.packed import CONFIG, WEIGHTS, check_dtypes, quantization_config, write_manifest, write_packed_weights
 from ..formats.ternary import open_ternary
-from ..paths import EXPORTS_DIR, point_latest, resolve_model
+from ..paths import EXPORTS_DIR, model_name, point_latest, resolve_model
 from ..quant.packing import LAYOUTS
 from ..quant.ternary import TernaryModel
 from .packed_report import size_report
@@ -25,7 +25,7 @@ PACKED_DIR = "packed"
 
 
 def default_out(source: Path, layout: str, root: str | Path = ".") -> Path:
-    name = source.name if source.name != "latest" else source.resolve().name
+    name = model_name(source)
     return Path(root) / EXPORTS_DIR / PACKED_DIR / f"{name.removesuffix('-' + layout)}-{layout}"
 
 

@@ -2,7 +2,9 @@
 
 Reads what the released MMfreeLM checkpoints ship: a single `model.safetensors` or a sharded one
 with `model.safetensors.index.json`, in bf16 or fp32, keys as in docs/design.md §2. Missing or
-unexpected keys and shape mismatches are reported together in one error.
+unexpected keys and shape mismatches are reported together in one error. Wherever a directory is
+taken, a Hugging Face Hub id (`ridger/MMfreeLM-370M`, `org/name@revision`) works too: it is
+fetched into the Hub cache (`model_source`, through `mmfree_cli.hub`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,16 @@ from .model import HGRNBitForCausalLM
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
+
+
+def model_source(spec: str | Path, resolve=Path) -> Path:
+    """The directory `spec` names: a local path (through `resolve`, e.g. a recipe's
+    `resolve_path`) when it exists, else a Hub id's cached snapshot, else the path as given."""
+    from .. import hub
+    local = resolve(str(spec))
+    if Path(local).exists() or not hub.looks_like_hub_id(str(spec)):
+        return Path(local)
+    return hub.fetch_model(str(spec))
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -67,8 +79,9 @@ def _short(items: list[str], n: int = 4) -> str:
 
 def from_pretrained(path: str | Path, dtype: torch.dtype | None = None,
                     device: str | torch.device = "cpu") -> HGRNBitForCausalLM:
-    """Load a model directory in the reference layout. dtype defaults to float32."""
-    path = Path(path)
+    """Load a model directory in the reference layout, or a Hub id such as "ridger/MMfreeLM-370M"
+    (fetched into the Hub cache). dtype defaults to float32."""
+    path = model_source(path)
     if not path.is_dir():
         raise UserError(f"{path}: model directory not found")
     config = HGRNBitConfig.load(path)

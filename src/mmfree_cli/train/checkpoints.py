@@ -6,6 +6,10 @@ back with `weights_only=True`; accelerate has each process write its own RNG fil
 non-main process writes) and `trainer_state.json` (step, tokens seen). It is assembled in
 a hidden temporary directory and renamed into place, so a crash mid-save leaves the previous
 checkpoint intact and never a torn one.
+
+Each checkpoint's weights are then published as the run's own `model.safetensors` (a hard link,
+so no copy; replaced atomically) and `runs/latest` moves to the run: from its first checkpoint on,
+a run is a loadable model directory, and before it `latest` keeps naming the last run with weights.
 """
 
 from __future__ import annotations
@@ -42,9 +46,23 @@ def save(accelerator, model, run_dir: Path, step: int, state: dict, keep_last: i
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        publish(run_dir, final)
         _prune(run_dir, keep_last)
     accelerator.wait_for_everyone()
     return final
+
+
+def publish(run_dir: Path, checkpoint: Path) -> None:
+    """Make `checkpoint`'s weights the run's model.safetensors and point `latest` at the run."""
+    from ..paths import point_latest
+    target, tmp = run_dir / "model.safetensors", run_dir / ".model.safetensors.link"
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(checkpoint / "model.safetensors", tmp)
+    except OSError:  # a file system without hard links: copy
+        shutil.copyfile(checkpoint / "model.safetensors", tmp)
+    os.replace(tmp, target)
+    point_latest(run_dir)
 
 
 def _prune(run_dir: Path, keep_last: int) -> None:

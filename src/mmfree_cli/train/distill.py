@@ -138,7 +138,8 @@ def make_objective(recipe: Recipe, model, tokenizer, accelerator) -> DistillObje
     """The trainer's `objective` hook for the recipe's `distill` section."""
     d = recipe.distill
     device = accelerator.device
-    teacher = load_teacher(recipe.resolve_path(d.teacher), d.teacher_dtype, d.teacher_device or device)
+    from ..model.checkpoint import model_source
+    teacher = load_teacher(model_source(d.teacher, recipe.resolve_path), d.teacher_dtype, d.teacher_device or device)
     vocab = min(model.config.vocab_size, teacher.vocab_size)
     if vocab < tokenizer.vocab_size:
         raise UserError(f"distill.teacher: {teacher.path} predicts {teacher.vocab_size} tokens, fewer than the "
@@ -162,7 +163,8 @@ def run(recipe_path: str | Path, overrides: list[str] | None = None, resume: str
         teacher_dir = train_teacher(recipe, str(recipe_path), console)
         overrides.append(f"distill.teacher={teacher_dir}")
     else:
-        teacher_dir = recipe.resolve_path(recipe.distill.teacher)
+        from ..model.checkpoint import model_source  # a directory, or a Hub id's cached snapshot
+        teacher_dir = model_source(recipe.distill.teacher, recipe.resolve_path)
         if not teacher_dir.is_dir():
             raise UserError(f"distill.teacher: {recipe.distill.teacher} not found — fill in a transformers causal-LM "
                             "directory or an mmfree run with ternary: false (or null to train one)")
@@ -200,7 +202,7 @@ def train_teacher(recipe: Recipe, source: str, console=None) -> Path:
             raise UserError(f"{run_dir} holds a teacher trained from another recipe — remove it, change "
                             "distill.teacher_recipe.train.run_name, or name a teacher in distill.teacher")
         if console is not None:
-            console.print(f"teacher: reusing {run_dir}", highlight=False)
+            console.print(f"teacher: reusing {run_dir}", highlight=False, markup=False)
         return run_dir
     resume = str(run_dir) if (run_dir / "recipe.yaml").is_file() else None
     with tempfile.TemporaryDirectory() as tmp:  # paths in it are absolute, so the file may live anywhere

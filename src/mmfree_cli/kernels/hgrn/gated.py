@@ -201,4 +201,4 @@ def hgrn_gated_fused(yi: torch.Tensor, yf: torch.Tensor, yg: torch.Tensor, lb: t
     return GatedScan.apply(yi, yf, yg, lb, gain, h0, eps)
 
 
-__all__ = ["hgrn_gated_fused", "gates"]
+__all__ = ["gates", "hgrn_gated_fused"]
