@@ -34,6 +34,8 @@ MEM_BW = 19.2e9
 """Assumed card-memory bandwidth: one DDR4-2400 64-bit channel, bytes/s (not measured here)."""
 LATENCY = 100
 """Assumed card-memory read latency in core cycles, address to first data (a DDR4 controller)."""
+STALE = ("calibration.json predates the pipelined core (one lane count, no latency check): its costs are "
+         "the previous RTL's; run `python -m bench.fpga_core` to recalibrate")
 LABEL = ("ESTIMATE from a cycle model calibrated on RTL simulation, at a stated clock, memory "
          "bandwidth and read latency; not measured on hardware")
 
@@ -151,6 +153,8 @@ def write_report(out: Path, compiled: Compiled, params: CoreParams, fmax_mhz: fl
     if fmax_mhz:
         clocks["measured Fmax (this bundle's synth)"] = fmax_mhz * 1e6
     report["calibration"] = {k: cal.get(k) for k in ("source", "commit", "date", "check")}
+    if "by_lanes" not in cal:
+        report["calibration"]["stale"] = STALE
     report["assumptions"] = {"clocks_mhz": {k: v / 1e6 for k, v in clocks.items()},
                              "mem_bw_gb_s": MEM_BW / 1e9, "read_latency_cycles": LATENCY,
                              "write_latency": "not modelled: writes are posted and only END waits for them",
@@ -161,7 +165,7 @@ def write_report(out: Path, compiled: Compiled, params: CoreParams, fmax_mhz: fl
              f"calibrated on RTL simulation: {cal['source']} (commit {cal['commit']}, {cal['date']}); "
              f"checked against RTL with latency: {cal.get('check', {}).get('summary', 'no check recorded')}.",
              "Roofline = bandwidth / bytes per token; matvec busy = cycles the matrix-vector unit takes "
-             "a weight word / all cycles of the token.", "",
+             "a weight word / all cycles of the token.", *([f"**{STALE}**"] if "by_lanes" not in cal else []), "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for label, hz in clocks.items():
         this = row(compiled, params, cal, hz, MEM_BW, LATENCY)
