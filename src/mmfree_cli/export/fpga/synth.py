@@ -35,8 +35,8 @@ EBR_LIMIT = 208
 """DP16KD block RAMs on the LFE5U-85F."""
 FLOOR_MHZ = {8: 50.0, 6: 40.0}
 """The clock each speed grade must close at (nextpnr --freq; failing it fails the export): a
-regression guard below what this RTL reaches (the 370M build placed at 75.5 MHz at −8 and
-60.1 MHz at −6: nextpnr's estimates before routing). The goal is GOAL_MHZ; the report says
+regression guard below what this RTL reaches (the 370M build: 83.3 MHz at −8 and 65.9 MHz
+at −6 post-route). The goal is GOAL_MHZ; the report says
 whether it is met."""
 GOAL_MHZ = {8: 100.0, 6: 80.0}
 """Issue #19's floors: not yet met by this RTL (see docs/benchmarks.md)."""
