@@ -2,8 +2,11 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from mmfree_cli.resources import embedded_corpus
@@ -47,3 +50,41 @@ def write_recipe(tmp_path: Path, **sections) -> Path:
     path = tmp_path / "r.yaml"
     path.write_text(json.dumps(recipe))  # JSON is YAML
     return path
+
+
+MMFREE = str(Path(sys.executable).parent / "mmfree")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serving(model_dir, *flags: str, env: dict | None = None, timeout: float = 120):
+    """`mmfree serve model_dir *flags` on a free loopback port, one thread; yields its URL once
+    /health answers, and stops it after."""
+    import httpx
+    import pytest
+    port = free_port()
+    proc = subprocess.Popen([MMFREE, "serve", str(model_dir), "--port", str(port), *flags],
+                            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+            assert proc.poll() is None, proc.stdout.read()
+        else:
+            proc.kill()
+            pytest.fail("server did not come up: " + proc.stdout.read())
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

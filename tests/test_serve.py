@@ -5,30 +5,21 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
 import torch
 
+from helpers import MMFREE, serving
 from mmfree_cli.chat import builtin_template
 from mmfree_cli.engines import load_engine
 from mmfree_cli.generate import Generation, SamplingParams, complete
 from test_generate import make_model_dir
 
-MMFREE = str(Path(sys.executable).parent / "mmfree")
 MODEL_ID = "tiny-test"
 PROMPTS = ["Hello", "ROMEO:", "The quick brown fox", "x", "Once upon a time", "é", "42", "To be, or not"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -46,26 +37,9 @@ def engine(model_dir):
 def server(model_dir):
     """float64, so that a request decoded in a batch of 8 rounds exactly as one decoded alone
     (in float32 a batched matmul may flip a near-tied token of a random model: docs/design.md §2)."""
-    port = free_port()
-    proc = subprocess.Popen([MMFREE, "serve", str(model_dir), "--port", str(port), "--model-name", MODEL_ID,
-                             "--dtype", "float64", "--max-batch", "8", "--max-tokens", "64"],
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-        assert proc.poll() is None, proc.stdout.read()
-    else:
-        proc.kill()
-        pytest.fail("server did not come up: " + proc.stdout.read())
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+    with serving(model_dir, "--model-name", MODEL_ID, "--dtype", "float64", "--max-batch", "8",
+                 "--max-tokens", "64", timeout=90) as url:
+        yield url
 
 
 @pytest.fixture

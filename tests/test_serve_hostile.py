@@ -6,45 +6,23 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import socket
-import subprocess
 import time
-from contextlib import contextmanager
 
 import httpx
 import openai
 import pytest
 
+from helpers import MMFREE, free_port  # noqa: F401
+from helpers import serving as helper_serving
 from test_generate import make_model_dir
-from test_serve import MMFREE, free_port
 
 KEY = "sk-test-key"
 MODEL = "hostile"
 
 
-@contextmanager
 def serving(model_dir, *flags, env=None):
-    port = free_port()
-    proc = subprocess.Popen([MMFREE, "serve", str(model_dir), "--port", str(port), "--model-name", MODEL,
-                             "--dtype", "float64", *flags], env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
-            assert proc.poll() is None, proc.stdout.read()
-        else:
-            pytest.fail("server did not come up")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    return helper_serving(model_dir, "--model-name", MODEL, "--dtype", "float64", *flags, env=env)
 
 
 @pytest.fixture(scope="module")
