@@ -156,6 +156,7 @@ def _fused_on(monkeypatch, on: bool):
         monkeypatch.setattr(pkg, "USE_CPU_TRAINING", False)
 
 
+@pytest.mark.slow  # ~1 min a mode in the interpreter
 @pytest.mark.parametrize("mode", ["none", "selective", "full"])
 def test_model_training_path_matches_the_twin_path(mode, monkeypatch):
     """The whole model with every fused kernel (and each checkpointing mode) against the plain PyTorch path."""
