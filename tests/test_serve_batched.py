@@ -20,7 +20,7 @@ from mmfree_cli.generate import SamplingParams, complete
 from mmfree_cli.model import HGRNBitForCausalLM
 from mmfree_cli.model.checkpoint import save_pretrained
 from mmfree_cli.serve import APIError, Job, make_scheduler, submit
-from mmfree_cli.serve_batch import BatchedScheduler, ServerBusy
+from mmfree_cli.serve_batch import PREFILL_TOKENS, BatchedScheduler, ServerBusy
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 PROMPTS = ["Hello", "ROMEO:", "The quick", "x", "Once upon", "42", "To be,", "é"]
@@ -105,3 +105,26 @@ def test_a_full_queue_refuses_at_once(run_dir):
     with pytest.raises(APIError) as e:  # what the HTTP handlers answer
         submit(sched, job)
     assert e.value.status == 503
+
+
+def test_a_long_prompt_is_read_a_chunk_between_the_others_steps(run_dir):
+    """A prompt longer than PREFILL_TOKENS is read a chunk at a time between decode steps (others
+    keep getting tokens), and gives the text it gives alone and through `complete`."""
+    engine = CudaEngine.load(run_dir, device="cpu")
+    long_prompt = "To be, or not to be: " * 40  # 840 tokens: four chunks of at most 256
+    params = SamplingParams(max_new_tokens=24, temperature=0.0, ignore_eos=True)
+    sched = BatchedScheduler(engine, max_batch=2)
+    order = []
+    step, prefill = sched.decoder.step, engine.prefill
+    sched.decoder.step = lambda n: order.append("step") or step(n)
+    engine.prefill = lambda tokens, state: order.append(tokens.shape[1]) or prefill(tokens, state)
+    texts, _ = _serve(engine, [("x", params), (long_prompt, SamplingParams(max_new_tokens=4, temperature=0.0,
+                                                                           ignore_eos=True))],
+                      max_batch=2, scheduler=sched)
+    chunks = [i for i, e in enumerate(order) if e != "step" and e > 1]
+    assert len(chunks) == 4 and all(order[i] <= PREFILL_TOKENS for i in chunks)
+    assert all("step" in order[a:b] for a, b in zip(chunks, chunks[1:]))  # the short one stepped between
+    engine.prefill = prefill
+    assert texts[1] == _serve(engine, [(long_prompt, SamplingParams(max_new_tokens=4, temperature=0.0,
+                                                                    ignore_eos=True))], 1)[0][0]
+    assert texts[1] == complete(engine, long_prompt, max_new_tokens=4, ignore_eos=True)

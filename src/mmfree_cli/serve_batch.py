@@ -3,7 +3,9 @@ engine: `engines/cuda_batch.py`). `serve.create_app` picks this scheduler when t
 
 One thread owns the engine. Between two decode steps requests join (their prompts read by one
 prefill per group of equal length, the first token chosen on the host from its logits) and leave
-(finished or cancelled: the last slot moves into the freed one). A step runs the model and chooses
+(finished or cancelled: the last slot moves into the freed one). A prompt longer than
+PREFILL_TOKENS is read one chunk of PREFILL_TOKENS between two steps (`prefill.PromptFeed`), so a
+32k-token prompt delays the others' next token by one chunk's prefill, not by the whole read. A step runs the model and chooses
 every live request's next token on the GPU with its own sampler; only the token ids come back.
 
 The host never holds the GPU up: the thread launches step k+1 before it turns step k's tokens into
@@ -23,6 +25,7 @@ from collections import defaultdict
 import torch
 
 from .generate import PrefixCache, Sequence, start
+from .prefill import PromptFeed
 
 
 class ServerBusy(Exception):
@@ -67,12 +70,16 @@ class BatchedScheduler:
         if self._warm_up:
             self.decoder.warm_up()
         slots: list = []  # slot i → the job decoding there
+        reading: list = []  # jobs whose long prompts are read a chunk a step (they hold a slot's place)
         pending = None  # the launched step whose tokens are not yet turned into text
         cuda = self.decoder.device.type == "cuda"
         host = [torch.zeros(self.max_batch, dtype=torch.long, pin_memory=cuda) for _ in range(2)]
         while True:
             try:
-                self._admit(slots, block=not slots and pending is None)
+                self._admit(slots, reading, block=not slots and not reading and pending is None)
+                reading = [job for job in reading if not job.cancelled]
+                if reading:
+                    self._read_chunk(reading, slots)
                 launched = None
                 if slots:
                     n = len(slots)
@@ -91,14 +98,15 @@ class BatchedScheduler:
                 self._free(slots)
                 self.running = len(slots)
             except Exception as e:  # a bug or a device error: every running request hears of it
-                for job in slots + (pending[2] if pending else []):
+                for job in slots + reading + (pending[2] if pending else []):
                     job.put("error", e)
-                slots, pending = [], None
+                slots, reading, pending = [], [], None
 
-    def _admit(self, slots: list, block: bool) -> None:
-        """Take waiting requests into free slots: read their prompts, choose their first tokens."""
+    def _admit(self, slots: list, reading: list, block: bool) -> None:
+        """Take waiting requests into free slots: read their prompts (long ones start a PromptFeed
+        read later, a chunk a step), choose their first tokens."""
         jobs = []
-        while len(slots) + len(jobs) < self.max_batch:
+        while len(slots) + len(reading) + len(jobs) < self.max_batch:
             try:
                 job = self.inbox.get(block=block and not jobs)
             except queue.Empty:
@@ -107,7 +115,9 @@ class BatchedScheduler:
                 jobs.append(job)
         by_length = defaultdict(list)
         for job in jobs:
-            if job.prefix:
+            if len(job.prefix) + len(job.ids) > PREFILL_TOKENS:
+                self._start_feed(job, reading)
+            elif job.prefix:
                 self._start_alone(job)
             else:
                 by_length[len(job.ids)].append(job)
@@ -116,14 +126,48 @@ class BatchedScheduler:
             for i in range(0, len(group), per_prefill):
                 self._start_group(group[i:i + per_prefill])
         for job in jobs:
-            seq = job.sequence
-            if seq is None:
-                continue
-            if seq.finished:
-                continue
-            self.decoder.put(len(slots), seq.state, seq.tokens[-1], seq.params, seq.prompt_tokens + seq.tokens)
-            seq.state = None  # the slot holds it now
-            slots.append(job)
+            if job.feed is None:
+                self._take_slot(job, slots)
+
+    def _take_slot(self, job, slots: list) -> None:
+        seq = job.sequence
+        if seq is None or seq.finished:
+            return
+        self.decoder.put(len(slots), seq.state, seq.tokens[-1], seq.params, seq.prompt_tokens + seq.tokens)
+        seq.state = None  # the slot holds it now
+        slots.append(job)
+
+    def _start_feed(self, job, reading: list) -> None:
+        """A long prompt: its reading starts (a short system prefix's state from the cache)."""
+        try:
+            state = logits = None
+            ids = job.prefix + job.ids
+            if job.prefix and len(job.prefix) <= PREFILL_TOKENS:
+                state, logits = self.cache.get(job.prefix)
+                state = self.engine.state_batch_select(state, [0])  # the cache keeps its own copy
+                ids = job.ids
+            job.feed = PromptFeed(self.engine, ids, state, logits)
+            reading.append(job)
+        except Exception as e:  # reported to that request alone; the server goes on
+            job.put("error", e)
+
+    def _read_chunk(self, reading: list, slots: list) -> None:
+        """One chunk of the first long prompt; once read, its first token and a slot."""
+        job = reading[0]
+        try:
+            job.feed.advance(PREFILL_TOKENS)
+            if not job.feed.done:
+                return
+            job.sequence = Sequence(self.engine, job.params, job.feed.state, job.feed.logits,
+                                    job.prefix + job.ids)
+        except Exception as e:
+            job.put("error", e)
+            reading.pop(0)
+            return
+        job.feed = None
+        reading.pop(0)
+        self._first_token(job)
+        self._take_slot(job, slots)
 
     def _start_alone(self, job) -> None:
         try:
