@@ -35,8 +35,8 @@ ruff check src tests bench  # the lint rules of pyproject.toml [tool.ruff]
 
 # Triton kernels run in the interpreter on CPU-only machines, so every kernel meets its twin.
 export TRITON_INTERPRET=1
-phase "tests (default suite)"
-python -m pytest -q "$@"
-phase "tests (-m slow)"
-python -m pytest -q -m slow "$@" || { rc=$?; [ $rc = 5 ] || exit $rc; }  # 5: no slow tests yet
+# One run of the default and the slow suite together (everything but -m gpu), a worker per core:
+# the long slow tests (synthesis, RTL simulation, training) overlap the many short ones.
+phase "tests (default suite and -m slow, pytest-xdist on every core)"
+python -m pytest -q -n auto --dist worksteal -m "not gpu" "$@"
 phase "done, ${SECONDS} s in all"

@@ -40,3 +40,10 @@ def toy_run(tmp_path, small_model):
     save_pretrained(model, path)
     (path / "mmfree_tokenizer.json").write_text('{"type": "bytes"}\n')
     return model, path
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests first (synthesis and RTL simulation take minutes): with a worker per core
+    (scripts/test.sh runs pytest-xdist) the many short tests then fill the other workers instead of
+    one long test running alone at the end. The order is the same on every worker, as xdist needs."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
