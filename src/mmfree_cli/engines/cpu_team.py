@@ -24,8 +24,8 @@ from numba.extending import intrinsic
 _I32, _I64 = ir.IntType(32), ir.IntType(64)
 # Waiters spin this many time-stamp counter ticks before sleeping: ~200 µs at this machine's 2.6 GHz
 # TSC (125-500 µs at any 1-4 GHz one), longer than thread 0's steps between products. A count of
-# `pause`s is no clock (a pause lasts ~10 to ~140 cycles by core; 4000 took ~80 µs on the Xeon,
-# 105-130 µs on the AMD EPYC). A futex wake-up costs ~11 µs on the idle EPYC, measured.
+# `pause`s is no clock (a pause lasts ~10 cycles on older Intel cores, ~140 since Skylake; 4000
+# took ~80 µs on the Xeon, 105-130 µs on the AMD EPYC). A futex wake-up took ~11 µs on the EPYC.
 SPIN_TICKS = 500_000
 SYS_FUTEX, FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE = 202, 128, 129  # x86-64 Linux
 

@@ -16,10 +16,10 @@ in bits 2p..2p+1 (p = 0..3; padding code 1). Per block (one 64-byte line: one ve
 8 rows) and plane p: one mask (kept in place, as 4^p·c, so no shifts compete with the dot step for
 its port) and one u8 × s8 dot step of the masked vector with activations 16b + 4p..+3 broadcast
 to every lane, so each lane sums its own row and a tile's 16 sums need no horizontal reduction
-(the previous layout, four rows a tile summed across lanes, spent ~15 ns a tile on it: a third of
-a 1024-wide product's time). Eight accumulators (planes × two blocks) hide the dot step's
-latency; the planes are scaled back by exact shifts at the end; a software prefetch runs
-PREFETCH_BYTES ahead of the weights. Σ c·q - Σ q is the exact sum.
+(the previous layout, four rows a tile summed across lanes, spent ~15 ns a tile on it, fitted
+from two cache-resident products: a third of a 1024-wide product's time). Eight accumulators
+(planes × two blocks) hide the dot step's latency; the planes are scaled back by exact shifts at
+the end; a software prefetch runs PREFETCH_BYTES ahead of the weights. Σ c·q - Σ q is the exact sum.
 
 `popcount` (any CPU): two bit planes per row, plus and minus, each Kp/64 little-endian uint64
 words (bit i of word j is weight 64j + i), and the activations' 8 two's-complement bit planes X_b:
@@ -122,8 +122,9 @@ def _plane(builder, kernel, wv, p):
 
 
 # Software prefetch this far ahead of the weight stream: the hardware streamers stop at each 4 KB
-# page; measured on the 2-core Xeon (loaded), 0 / 1 / 2 / 4 / 8 KB ahead read 7.5 / 8.6 / 9.3 /
-# 8.7 / 9.8 GB per CPU-second (medians; the last three within noise of each other)
+# page. On the 2-core Xeon (loaded, four-row layout) 0 / 1 / 2 / 4 / 8 KB ahead read 7.5 / 8.6 /
+# 9.3 / 8.7 / 9.8 GB per CPU-second; on the 2-core AMD EPYC (others paused, this layout) a token's
+# products from DRAM took 4.0-5.5 / 5.4-7.3 / 3.9-4.6 / 3.8-4.5 / 5.6-6.9 ms at 0 / 1 / 2 / 4 / 8 KB.
 PREFETCH_BYTES = 4096
 
 
