@@ -75,6 +75,10 @@ def test_engine_is_bit_exact_with_the_reference(small_model, shape, threads, ker
     for _ in range(2):  # the second call reuses the kept thread team
         got, got_state = compiled.forward(tokens, state0)
         assert np.array_equal(got, want) and np.array_equal(got_state, want_state)
+    for t in range(2):  # decode-sized calls keep their buffers: the second must not see the first's
+        got, got_state = compiled.forward(tokens[:, t:t + 1], state0)
+        want, want_state = intref.prefill(im, tokens[:, t:t + 1], state0)
+        assert np.array_equal(got, want) and np.array_equal(got_state, want_state)
 
 
 def test_steps_after_prefill_continue_the_same_sequence(run_dir):

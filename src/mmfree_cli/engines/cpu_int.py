@@ -14,6 +14,7 @@ numpy array [L, B, d] (Q11.20), as in the reference.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from .cpu_team import Team, barrier, share
 from .cpu_ternary import KERNELS, TILE, default_kernel, layout, matmul, padded
 
 SIG = intspec.SIGMOID_TABLE.astype(np.int64)
+KEEP_ROWS = 16  # calls of at most this many rows keep their buffers for the next call (see `forward`)
 RSQ = intspec.RSQRT_TABLE.astype(np.int64)
 
 
@@ -316,6 +318,7 @@ class CompiledModel:
         # barriers than it saves (the tiny recipe's model decodes ~10x faster on one thread)
         self.threads = threads or max(1, min(len(os.sched_getaffinity(0)), self.weight_bytes() >> 20))
         self.team = Team(self.threads)
+        self._lock, self._work = threading.Lock(), (None, None)  # the last call's buffers, kept
 
     def _proj(self, *projs: dict) -> tuple:
         """Projections of one input, stacked for one pass: (weights, gains [G, K], scales [G, 2])."""
@@ -342,10 +345,15 @@ class CompiledModel:
         n_seq, steps = tokens.shape
         x = self.embed[tokens.reshape(-1)].astype(np.int64)  # rows b·T + t
         new = state.copy()
-        work = self.work(n_seq, x.shape[0])
-        self.team.run(forward_team, x, new, n_seq, self.layers, self.final_gain, self.head, work, SIG, RSQ,
-                      KERNELS.index(self.kernel))
-        return work[-1].astype(np.int32).reshape(n_seq, steps, -1), new
+        with self._lock:  # decode steps (a few rows) reuse their buffers; a prefill's are dropped after
+            key, work = self._work
+            if key != (n_seq, x.shape[0]):
+                work = self.work(n_seq, x.shape[0])
+                if x.shape[0] <= KEEP_ROWS:
+                    self._work = ((n_seq, x.shape[0]), work)
+            self.team.run(forward_team, x, new, n_seq, self.layers, self.final_gain, self.head, work, SIG, RSQ,
+                          KERNELS.index(self.kernel))
+            return work[-1].astype(np.int32).reshape(n_seq, steps, -1), new
 
 
 class CpuIntEngine(Engine):

@@ -6,19 +6,20 @@ rows lo..hi-1 (a thread's share: `cpu_team`), and a product over R activation ro
 reuses each weight tile, loaded once, for all of them. Activations arrive as int8 q [G, R, Kp],
 Kp = K rounded up to a multiple of 256, zero-padded; G > 1 runs several projections of the same
 input width in one pass (weight rows stacked, group g's rows multiplied by q[g]), so a token pays
-fewer barriers. Each projection's rows are padded to a multiple of TILE (4) with zero weights.
+fewer barriers. Each projection's rows are padded to a multiple of TILE (16) with zero weights.
 
 The three SIMD kernels (`vnni`: AVX-512 VNNI, 64-byte vectors; `avxvnni`: AVX-VNNI, 32 bytes;
-`avx2`: `vpmaddubsw` + `vpmaddwd`, 32 bytes) share one layout of vector width V: a row is cut into
-blocks of 4V weights held in V bytes, byte t of block b carrying the codes c = w + 1 of weights
-4Vb + Vp + t in bits 2p..2p+1 (p = 0..3; padding code 1). Four rows form a tile, stored block by
-block ([N/4, blocks, 4 rows, V] bytes), so a thread reads its weights strictly in order and each
-activation vector, loaded once, serves four rows. Per block and row: one load (and a software
-prefetch PREFETCH_BYTES ahead), four masks (plane p kept in place, as 4^p·c, so no shifts compete
-with the dot step for its port), four u8 × s8 dot steps into sixteen independent int32
-accumulators (one per row and plane: a single accumulator would serialise on the dot step's
-latency, which held the previous one-row kernel to ~3 bytes a cycle); the planes are scaled back
-by exact shifts at the end. Σ c·q - Σ q is the exact sum.
+`avx2`: `vpmaddubsw` + `vpmaddwd`, 32 bytes) share one layout, one int32 lane per weight row: a
+tile of TILE (16) rows is stored block by block ([N/16, Kp/16, 16 rows, 4 bytes]), each row's
+block a 4-byte word holding 16 weights, byte j carrying the codes c = w + 1 of weights 16b + 4p + j
+in bits 2p..2p+1 (p = 0..3; padding code 1). Per block (one 64-byte line: one vector, or two of
+8 rows) and plane p: one mask (kept in place, as 4^p·c, so no shifts compete with the dot step for
+its port) and one u8 × s8 dot step of the masked vector with activations 16b + 4p..+3 broadcast
+to every lane, so each lane sums its own row and a tile's 16 sums need no horizontal reduction
+(the previous layout, four rows a tile summed across lanes, spent ~15 ns a tile on it, fitted
+from two cache-resident products: a third of a 1024-wide product's time). Eight accumulators
+(planes × two blocks) hide the dot step's latency; the planes are scaled back by exact shifts at
+the end; a software prefetch runs PREFETCH_BYTES ahead of the weights. Σ c·q - Σ q is the exact sum.
 
 `popcount` (any CPU): two bit planes per row, plus and minus, each Kp/64 little-endian uint64
 words (bit i of word j is weight 64j + i), and the activations' 8 two's-complement bit planes X_b:
@@ -42,7 +43,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 BLOCK = 256  # Kp is a multiple of this (4 × 64 weights: the widest kernel's block)
-TILE = 4  # weight rows per tile
+TILE = 16  # weight rows per tile: one 64-byte vector of int32 sums
 KERNELS = ("vnni", "avxvnni", "avx2", "popcount")
 VNNI, AVXVNNI, AVX2, POPCOUNT = range(4)
 WIDTH = (64, 32, 32, 0)  # bytes per vector of each SIMD kernel
@@ -76,9 +77,8 @@ def layout(codes: np.ndarray, kernel: str) -> np.ndarray:
     n, k = codes.shape
     c = np.ones((padded_rows(n), padded(k)), dtype=np.uint8)
     c[:n, :k] = codes + 1
-    width = WIDTH[KERNELS.index(kernel)]
-    if width:
-        c = c.reshape(c.shape[0] // TILE, TILE, -1, 4, width)  # [tiles, row, block, p, t]
+    if WIDTH[KERNELS.index(kernel)]:
+        c = c.reshape(c.shape[0] // TILE, TILE, -1, 4, 4)  # [tiles, row, block, p, j]
         packed = c[..., 0, :] | (c[..., 1, :] << 2) | (c[..., 2, :] << 4) | (c[..., 3, :] << 6)
         return np.ascontiguousarray(packed.transpose(0, 2, 1, 3)).reshape(c.shape[0] * TILE, -1)
     planes = [np.packbits(c == v, axis=-1, bitorder="little") for v in (2, 0)]
@@ -122,8 +122,9 @@ def _plane(builder, kernel, wv, p):
 
 
 # Software prefetch this far ahead of the weight stream: the hardware streamers stop at each 4 KB
-# page; measured on the 2-core Xeon (loaded), 0 / 1 / 2 / 4 / 8 KB ahead read 7.5 / 8.6 / 9.3 /
-# 8.7 / 9.8 GB per CPU-second (medians; the last three within noise of each other)
+# page. On the 2-core Xeon (loaded, four-row layout) 0 / 1 / 2 / 4 / 8 KB ahead read 7.5 / 8.6 /
+# 9.3 / 8.7 / 9.8 GB per CPU-second; on the 2-core AMD EPYC (others paused, this layout) a token's
+# products from DRAM took 4.0-5.5 / 5.4-7.3 / 3.9-4.6 / 3.8-4.5 / 5.6-6.9 ms at 0 / 1 / 2 / 4 / 8 KB.
 PREFETCH_BYTES = 4096
 
 
@@ -142,42 +143,53 @@ def _tile_dot_codegen(kernel):
             builder.call(trap, [])
             return context.get_dummy_value()
         width = WIDTH[kernel]
-        vb, vd = ir.VectorType(_I8, width), ir.VectorType(_I32, width // 4)
+        lanes, nvec = width // 4, TILE * 4 // width  # rows per vector, vectors per block
+        vb, vd = ir.VectorType(_I8, width), ir.VectorType(_I32, lanes)
         weights = context.make_array(signature.args[0])(context, builder, args[0])
         xbase = context.make_array(signature.args[2])(context, builder, args[2]).data
         out = context.make_array(signature.args[4])(context, builder, args[4]).data
         tile, nblocks = args[1], args[3]
+        ty = tile.type
         rowbytes = cgutils.unpack_tuple(builder, weights.shape, 2)[1]
-        tbase = builder.gep(weights.data, [builder.mul(tile, builder.mul(rowbytes, ir.Constant(tile.type, TILE)))])
-        accs = [[cgutils.alloca_once_value(builder, ir.Constant(vd, None)) for _ in range(4)] for _ in range(TILE)]
+        tbase = builder.gep(weights.data, [builder.mul(tile, builder.mul(rowbytes, ir.Constant(ty, TILE)))])
+        # [vector][block of the pair][plane]: independent chains, so the dot step's latency is hidden
+        accs = [[[cgutils.alloca_once_value(builder, ir.Constant(vd, None)) for _ in range(4)]
+                 for _ in range(2)] for _ in range(nvec)]
 
-        def vload(base, offset):
-            return builder.load(builder.bitcast(builder.gep(base, [offset]), vb.as_pointer()), align=1)
+        def splat_x(offset):  # the 4 activation bytes at offset, in every lane
+            word = builder.load(builder.bitcast(builder.gep(xbase, [offset]), _I32.as_pointer()), align=1)
+            lane0 = builder.insert_element(ir.Constant(vd, None), word, ir.Constant(_I32, 0))
+            splat = builder.shuffle_vector(lane0, ir.Constant(vd, None), ir.Constant(vd, [0] * lanes))
+            return builder.bitcast(splat, vb)
 
-        with cgutils.for_range(builder, nblocks) as loop:
-            start = builder.mul(loop.index, ir.Constant(tile.type, 4 * width))
-            xs = [vload(xbase, builder.add(start, ir.Constant(tile.type, width * p))) for p in range(4)]
-            for r in range(TILE):
-                offset = builder.add(start, ir.Constant(tile.type, width * r))
-                _prefetch(builder, builder.gep(tbase, [builder.add(offset, ir.Constant(tile.type, PREFETCH_BYTES))]))
-                wv = vload(tbase, offset)
-                for p in range(4):
-                    builder.store(_dot_step(builder, kernel, builder.load(accs[r][p]), _plane(builder, kernel, wv, p),
-                                            xs[p]), accs[r][p])
-        reduce_add = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I32, [vd]),
-                                                    f"llvm.vector.reduce.add.v{width // 4}i32")
-        for r in range(TILE):  # plane p's lanes hold 4^p·(its sums) where `_plane` left codes in place
-            planes = (builder.ashr(builder.load(accs[r][p]), _splat(_I32, width // 4, _PLANE_SHIFT[kernel][p]))
-                      for p in range(4))
-            total = builder.call(reduce_add, [functools.reduce(builder.add, planes)])
-            builder.store(builder.sext(total, _I64), builder.gep(out, [ir.Constant(_I64, r)]))
+        with cgutils.for_range(builder, builder.udiv(nblocks, ir.Constant(ty, 2))) as loop:
+            for u in range(2):
+                block = builder.add(builder.mul(loop.index, ir.Constant(ty, 2)), ir.Constant(ty, u))
+                xs = [splat_x(builder.add(builder.mul(block, ir.Constant(ty, 16)), ir.Constant(ty, 4 * p)))
+                      for p in range(4)]
+                start = builder.mul(block, ir.Constant(ty, 4 * TILE))
+                _prefetch(builder, builder.gep(tbase, [builder.add(start, ir.Constant(ty, PREFETCH_BYTES))]))
+                for v in range(nvec):
+                    wv = builder.load(builder.bitcast(builder.gep(tbase, [builder.add(start, ir.Constant(ty, width * v))]),
+                                                      vb.as_pointer()), align=1)
+                    for p in range(4):
+                        acc = accs[v][u][p]
+                        builder.store(_dot_step(builder, kernel, builder.load(acc), _plane(builder, kernel, wv, p),
+                                                xs[p]), acc)
+        vq = ir.VectorType(_I64, lanes)
+        for v in range(nvec):  # plane p's lanes hold 4^p·(its sums) where `_plane` left codes in place
+            planes = (builder.ashr(builder.add(builder.load(accs[v][0][p]), builder.load(accs[v][1][p])),
+                                   _splat(_I32, lanes, _PLANE_SHIFT[kernel][p])) for p in range(4))
+            total = builder.sext(functools.reduce(builder.add, planes), vq)
+            target = builder.gep(out, [ir.Constant(_I64, lanes * v)])
+            builder.store(total, builder.bitcast(target, vq.as_pointer()), align=8)
         return context.get_dummy_value()
     return codegen
 
 
 def _tile_dot(kernel):
-    """An intrinsic (weights, tile, x, nblocks, out): out[0:4] = Σ_k code·x[k] for the four rows of
-    weight tile `tile`, over `nblocks` blocks of 4V weights."""
+    """An intrinsic (weights, tile, x, nblocks, out): out[0:TILE] = Σ_k code·x[k] for the rows of
+    weight tile `tile`, over `nblocks` (even) blocks of 16 weights a row."""
     def typer(typingctx, weights, tile, x, nblocks, out):
         return types.none(weights, tile, x, nblocks, out), _tile_dot_codegen(kernel)
     typer.__name__ = f"_tile_dot_{KERNELS[kernel]}"
@@ -204,7 +216,7 @@ def matmul_simd(kernel, weights, q, mm, me, out, lo, hi):
     by q[g], scaled by mm[g], me[g] and written to out's columns g·N..(g+1)·N-1, N = out.shape[1] / G."""
     groups, n_seq, kp = q.shape
     rows_per_group, n_out = weights.shape[0] // groups, out.shape[1] // groups
-    nblocks = kp // (4 * WIDTH[kernel])
+    nblocks = kp // 16
     qsum = np.empty((groups, n_seq), dtype=np.int64)
     for g in range(groups):
         for r in range(n_seq):
