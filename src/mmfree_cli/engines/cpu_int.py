@@ -1,7 +1,8 @@
 """The CPU integer engine (`--engine cpu`): numba kernels bit-exact with `quant.intref`.
 
-The arithmetic is docs/integer-spec.md, unit by unit, on int64 scalars in compiled loops (no
-per-element Python); the ternary products are `cpu_ternary`'s packed kernels (AVX-512 VNNI,
+The arithmetic is docs/integer-spec.md, unit by unit, on int64 values in compiled loops (no
+per-element Python) written so that LLVM vectorises them (the sigmoid table's lookups in a pass
+of their own: `_lookup`); the ternary products are `cpu_ternary`'s packed kernels (AVX-512 VNNI,
 AVX-VNNI, AVX2 or popcount: the fastest this CPU runs). A forward call is one compiled function
 run by a team of threads kept for the model's life, one per core (`cpu_team`): each product is
 split by weight rows over the team, the per-channel steps (recurrence, SiLU of the gate) by
@@ -28,7 +29,7 @@ from .base import Engine, State
 from .cpu_team import Team, barrier, share
 from .cpu_ternary import KERNELS, TILE, default_kernel, layout, matmul, padded
 
-SIG = intspec.SIGMOID_TABLE.astype(np.int64)
+SIG = intspec.SIGMOID_TABLE.astype(np.int32)
 KEEP_ROWS = 16  # calls of at most this many rows keep their buffers for the next call (see `forward`)
 RSQ = intspec.RSQRT_TABLE.astype(np.int64)
 
@@ -133,20 +134,6 @@ def _prepare(w, proj, eps_z, eps_p, use_eps, rsq, q, mm, me):
 
 
 @njit(cache=True)
-def _sigmoid(y, frac, sig):
-    z = min(abs(y), (np.int64(1) << (4 + frac)) - 1)
-    sh = frac - 6
-    i = z >> sh
-    s = sig[i] + _rsr((sig[i + 1] - sig[i]) * (z & ((np.int64(1) << sh) - 1)), sh)
-    return s if y >= 0 else ONE_G - s
-
-
-@njit(cache=True)
-def _silu(y, frac, sig):
-    return _rsr(y * _sigmoid(y, frac, sig), FRAC_G)
-
-
-@njit(cache=True)
 def _normed_input(x, gain, proj, rsq, q, mm, me):
     """The BitLinear input after a residual RMSNorm (apply_gain per row; no eps term)."""
     w = np.empty_like(x)
@@ -175,7 +162,7 @@ def _lookup(y, lim, sh, sig, base, step):
 
 @njit(inline="always")
 def _interp(v, lim, sh, base, step):
-    """_sigmoid(v) from its table entry and step."""
+    """intref.sigmoid_q of v (a Q1.20 result) from its table entry and step (see `_lookup`)."""
     s = base + ((step * (min(abs(v), lim) & ((np.int64(1) << sh) - 1)) + (np.int64(1) << (sh - 1))) >> sh)
     return s if v >= 0 else ONE_G - s
 
@@ -329,25 +316,27 @@ def forward_team(tid, nthreads, sync, x, state, n_seq, layers, final_gain, head,
 
 class CompiledModel:
     """The integer model in the kernel's memory layout (each layer's constants stacked over the
-    layers), and a forward over rows of tokens."""
+    layers, at the spec's widths: int16 gains, int32 lower bounds and sigmoid table, since a token
+    reads them all from DRAM and int64 copies cost ~0.1 ms a token), and a forward over rows of tokens."""
 
     def __init__(self, model: dict[str, np.ndarray], kernel: str | None = None, threads: int | None = None):
         from ..quant.intref import head_view, layer_view, num_layers
         self.kernel = kernel or default_kernel()
         self.embed = model["embed"]
-        self.final_gain = model["final_gain"].astype(np.int64)
+        self.final_gain = model["final_gain"].astype(np.int16)
         self.head = self._proj(head_view(model))
         self.vocab = head_view(model)["codes"].shape[0]  # the head's rows are padded to whole tiles
         views = [layer_view(model, l) for l in range(num_layers(model))]
 
-        def stack(name):
-            return np.stack([v[name].astype(np.int64) for v in views])
+        def stack(name, dtype=np.int16):
+            return np.stack([v[name].astype(dtype) for v in views])
 
         def stack_proj(*names):
             projs = [self._proj(*(v[n] for n in names)) for v in views]
             return tuple(np.stack(parts) for parts in zip(*projs))
 
-        self.layers = (stack("attn_gain"), stack("lower_bound"), stack("g_gain"), stack("g_gain_shift")[:, 0],
+        self.layers = (stack("attn_gain"), stack("lower_bound", np.int32), stack("g_gain"),
+                       stack("g_gain_shift", np.int64)[:, 0],
                        stack_proj("i", "f", "g"), stack_proj("o"), stack("mlp_gain"),
                        stack_proj("gate"), stack_proj("down"))
         # a thread per core, but not for small models: splitting a product of a few KB costs more in
@@ -359,7 +348,7 @@ class CompiledModel:
     def _proj(self, *projs: dict) -> tuple:
         """Projections of one input, stacked for one pass: (weights, gains [G, K], scales [G, 2])."""
         return (np.concatenate([layout(p["codes"], self.kernel) for p in projs]),
-                np.stack([p["gain"].astype(np.int64) for p in projs]),
+                np.stack([p["gain"].astype(np.int16) for p in projs]),
                 np.stack([p["scale"].astype(np.int64) for p in projs]))
 
     def weight_bytes(self) -> int:
