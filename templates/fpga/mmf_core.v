@@ -413,7 +413,6 @@ module mmf_core #(
                         if ((&lane) || o_cnt == n - 16'd1) begin
                             x_we <= 1'b1;
                             x_waddr <= o_cnt[XADDR_W+LOG_L-1:LOG_L];
-                            x_wdata <= xpack_next;
                         end
                     end
                     if (o_cnt == n - 16'd1) state <= ST_DRAIN;
@@ -440,6 +439,9 @@ module mmf_core #(
             default: ;
         endcase
         if (!rst && state == ST_EXEC) pc <= pc + SLOT;
+        // loaded every cycle (x_we alone says when it is written): no enable logic in front of
+        // 8·LANES flip-flops (it was the critical path)
+        x_wdata <= xpack_next;
     end
 endmodule
 `default_nettype wire
