@@ -10,6 +10,7 @@ reference) against the model's prediction. Both go to src/mmfree_cli/export/fpga
 and to bench/results.csv.
 
     python -m bench.fpga_core                 # calibration, check, estimates
+    python -m bench.fpga_core --refit         # the same from the simulations calibration.json holds
     python -m bench.fpga_core --fmax          # also yosys + nextpnr of the 370M build (slow)
 """
 
@@ -77,6 +78,22 @@ def calibrate(run: Path, work: Path, lanes: int) -> dict:
             "profile": {"columns": ["op", "sub", "n", "matvec_words", "cycles"], "rows": profile}}
 
 
+def refit(cal: dict) -> dict:
+    """The calibration's per-lane entries with the costs fitted again to their stored profiles and
+    the check recomputed against their stored RTL cycle counts (the same simulations)."""
+    from mmfree_cli.export.fpga import estimates
+    from mmfree_cli.export.fpga.compiler import compile_program, fit_core
+    by = {}
+    for lanes, v in cal["by_lanes"].items():
+        params = fit_core(v["dims"], int(lanes))
+        costs = estimates.fit(v["profile"]["rows"], params.v)
+        predicted = estimates.cycles_per_token(compile_program(v["dims"], params), params, costs, 1.0, 1e30, LATENCY)
+        by[lanes] = v | {"costs": costs, "predicted_latency": round(predicted["cycles"]),
+                         "error_pct": round(100 * (predicted["cycles"] / v["cycles_latency"] - 1), 2),
+                         "simulated_at": v.get("simulated_at", cal["commit"])}
+    return by
+
+
 def simulator_versions() -> dict:
     import shutil
     import subprocess
@@ -134,14 +151,19 @@ def main() -> None:
     ap.add_argument("--fmax", action="store_true", help="also synthesise and place the 370M build (slow)")
     ap.add_argument("--fmax-from", type=Path, help="record the Fmax of a finished synth/PnR directory, no runs")
     ap.add_argument("--lanes", type=int, nargs="*", default=list(LANE_COUNTS), help="lane counts to calibrate")
+    ap.add_argument("--refit", action="store_true",
+                    help="fit the model again to the profiles and latency runs calibration.json holds (no simulation)")
     args = ap.parse_args()
     if args.fmax_from:
         fmax(args.fmax_from)
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        run = mid_run(work)
-        by = {str(lanes): calibrate(run, work, lanes) for lanes in args.lanes}
+    if args.refit:
+        by = refit(json.loads(estimates.CALIBRATION.read_text()))
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            run = mid_run(work)
+            by = {str(lanes): calibrate(run, work, lanes) for lanes in args.lanes}
     worst = max(abs(v["error_pct"]) for v in by.values())
     cal = {"source": "python -m bench.fpga_core (tests/fpga/tb_profile.py, tb_core.py)", "commit": commit(),
            "date": dt.date.today().isoformat(), "latency_checked": LATENCY,
@@ -155,7 +177,8 @@ def main() -> None:
     for lanes, v in by.items():
         record("fpga_core", f"cycle model vs RTL, d=256 2 layers, {lanes} lanes, {LATENCY}-cycle latency (error)",
                v["error_pct"], "%", target="|e| <= 3", met=abs(v["error_pct"]) <= 3, command=cmd,
-               notes=f"RTL {v['cycles_latency']} cycles, model {v['predicted_latency']}; {NOTE}")
+               notes=f"RTL {v['cycles_latency']} cycles, model {v['predicted_latency']}; {NOTE}"
+                     + (f"; model refitted to the profiles simulated at {v['simulated_at']}" if "simulated_at" in v else ""))
     fmax_mhz = measured_fmax()
     clocks = [(250e6, "what-if clock")] + ([(fmax_mhz * 1e6, "measured ECP5 Fmax at -8")] if fmax_mhz else [])
     for clock, what in clocks:

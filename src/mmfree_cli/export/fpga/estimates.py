@@ -61,6 +61,10 @@ def size(op: str, n: int, words: int, vec: int) -> int:
     return words if op == "MATVEC" else -(-n // vec)
 
 
+OPERANDS = {"ROW.FGATE": 2, "ROW.ADD": 2, "ROW.RECUR": 3, "NORM.NORM16MUL": 2}
+"""Scratch reads per row of a pass (the core reads a row's operands one a cycle); others 1."""
+
+
 def fit(profile: list[list], vec: int = 1) -> dict:
     """Per instruction kind (a, b) with cycles ≈ a + b·size, least squares over the profile."""
     by: dict[str, list[tuple[float, float]]] = {}
@@ -70,7 +74,8 @@ def fit(profile: list[list], vec: int = 1) -> dict:
     for k, pts in by.items():
         x, y = np.array(pts, dtype=float).T
         if np.ptp(x) == 0:
-            b = 1.0 if x[0] > 0 else 0.0   # one size only: the structural rate, one a cycle
+            # one size only: the structural rate, a row's operands one a cycle
+            b = float(OPERANDS.get(k, 1)) if x[0] > 0 else 0.0
             out[k] = [float((y - b * x).mean()), b]
         else:
             b, a = np.polyfit(x, y, 1)
