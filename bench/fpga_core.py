@@ -135,13 +135,13 @@ def fmax(done: Path | None = None) -> None:
                                       "placed without --timing-allow-fail")
 
 
-def measured_fmax() -> float | None:
-    """The latest post-route Fmax of the 370M build at speed -8 in results.csv (MHz), if any."""
+def measured_fmax() -> tuple[float, str] | None:
+    """The latest post-route Fmax of the 370M build at speed -8 in results.csv (MHz, its commit)."""
     import csv
     rows = [r for r in csv.DictReader((ROOT / "bench" / "results.csv").open())
             if r["benchmark"] == "fpga_core" and r["metric"].startswith("post-route Fmax, 370M build")
             and r["metric"].endswith("speed -8")]
-    return float(rows[-1]["median"]) if rows else None
+    return (float(rows[-1]["median"]), rows[-1]["commit"]) if rows else None
 
 
 def main() -> None:
@@ -179,8 +179,8 @@ def main() -> None:
                v["error_pct"], "%", target="|e| <= 3", met=abs(v["error_pct"]) <= 3, command=cmd,
                notes=f"RTL {v['cycles_latency']} cycles, model {v['predicted_latency']}; {NOTE}"
                      + (f"; model refitted to the profiles simulated at {v['simulated_at']}" if "simulated_at" in v else ""))
-    fmax_mhz = measured_fmax()
-    clocks = [(250e6, "what-if clock")] + ([(fmax_mhz * 1e6, "measured ECP5 Fmax at -8")] if fmax_mhz else [])
+    measured = measured_fmax()
+    clocks = [(250e6, "what-if clock")] + ([(measured[0] * 1e6, "measured ECP5 Fmax at -8")] if measured else [])
     for clock, what in clocks:
         for lanes in (256, 64):
             e = estimates.estimate(estimates.preset_dims()["370m"], cal, lanes, clock)
@@ -189,7 +189,8 @@ def main() -> None:
                    f"{LATENCY}-cycle latency)", e["tokens_per_s"], "tok/s", target=">= 150" if goal else "",
                    met=(e["tokens_per_s"] >= 150) if goal else None, command=cmd,
                    notes=f"ESTIMATE, not measured on hardware; {e['cycles_per_token']} cycles/token, "
-                         f"{e['bytes_per_token']} bytes/token, {e['pct_of_roofline']}% of the "
+                         + (f"clock = the Fmax row of the 64-lane build at {measured[1]}; " if clock != 250e6 else "")
+                         + f"{e['bytes_per_token']} bytes/token, {e['pct_of_roofline']}% of the "
                          f"{e['roofline_tokens_per_s']} tok/s roofline")
             record("fpga_core", f"370m matvec busy, share of the token ESTIMATE ({lanes} lanes, {clock / 1e6:g} MHz "
                    f"{what}, {LATENCY}-cycle latency)", e["matvec_busy_pct"], "%",
