@@ -155,12 +155,12 @@ def preset_dims() -> dict[str, dict]:
     return out
 
 
-COLUMNS = ("model", "lanes", "clock MHz", "cycles/token", "tokens/s", "bytes/token", "roofline tok/s",
+COLUMNS = ("model", "lanes", "clock", "clock MHz", "cycles/token", "tokens/s", "bytes/token", "roofline tok/s",
            "% of roofline", "matvec busy %")
 
 
-def _md_row(name: str, r: dict) -> str:
-    return (f"| {name} | {r['lanes']} | {r['clock_mhz']:g} | {r['cycles_per_token']} | {r['tokens_per_s']} | "
+def _md_row(name: str, clock: str, r: dict) -> str:
+    return (f"| {name} | {r['lanes']} | {clock} | {r['clock_mhz']:g} | {r['cycles_per_token']} | {r['tokens_per_s']} | "
             f"{r['bytes_per_token']} | {r['roofline_tokens_per_s']} | {r['pct_of_roofline']} | "
             f"{r['matvec_busy_pct']} |")
 
@@ -195,12 +195,12 @@ def write_report(out: Path, compiled: Compiled, params: CoreParams, fmax_mhz: fl
     for label, hz in clocks.items():
         this = row(compiled, params, cal, hz, MEM_BW, LATENCY)
         report["rows"].append({"model": "this model", "clock": label, **this})
-        lines.append(_md_row("this model", this))
+        lines.append(_md_row("this model", label, this))
         for name, dims in preset_dims().items():
             for lanes in (64, 256):
                 r = estimate(dims, cal, lanes, hz)
                 report["rows"].append({"model": name, "clock": label, **r})
-                lines.append(_md_row(name, r))
+                lines.append(_md_row(name, label, r))
     write_json(out / "estimates.json", report)
     write_text(out / "estimates.md", "\n".join(lines) + "\n")
     return "reports/estimates.json"
