@@ -131,7 +131,7 @@ def fmax(done: Path | None = None) -> None:
             goal = synth.GOAL_MHZ[speed]
             record("fpga_core", f"post-route Fmax, 370M build ({params.lanes} lanes, scratch 2^{params.saddr_w}), "
                    f"LFE5U-85F speed -{speed}", fmax_mhz, "MHz", target=f">= {goal:g}", met=fmax_mhz >= goal,
-                   command=cmd, notes=f"out of context (mmf_ooc); EBR {ebr}/208; {tools}; "
+                   command=cmd, notes=f"out of context (mmf_ooc); VEC {params.v}; EBR {ebr}/208; {tools}; "
                                       "placed without --timing-allow-fail")
 
 
