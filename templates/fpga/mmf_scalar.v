@@ -8,8 +8,10 @@
 // Timing: every step is short. bit_length is a two-stage tree (the byte holding the leading one,
 // then the bit in it); variable shifts go through a two-stage shifter (by a multiple of 8, then
 // by 0..7); the wide products (amax·r, M·pp, EPS_M·z) are shift-and-add, one multiplier bit a
-// cycle into a 64-bit accumulator; the rsqrt table read, the difference of its two entries and
-// their interpolation product each have their own register stage.
+// cycle into a 64-bit accumulator; the rsqrt table address, the table read, the difference of its
+// two entries and their interpolation product each have their own register stage. Values a step
+// needs from an earlier one (the eps rounding term, the output multiplier's e/kq part) are
+// registered while the step before them runs.
 module mmf_scalar #(
     parameter        RSQRT_HEX = "rsqrt.hex",   // $readmemh image of intspec.RSQRT_TABLE (385 entries)
     parameter [30:0] EPS_M     = 31'd1125899907, // eps ≈ EPS_M·2^-EPS_S (intspec.EPS_M / EPS_S)
@@ -40,7 +42,8 @@ module mmf_scalar #(
                      S_MUL = 5'd5, S_RSQ1 = 5'd6, S_RSQ2 = 5'd7, S_RSQ3 = 5'd8, S_RSQ4 = 5'd9,
                      S_RSQ5 = 5'd10, S_DIV = 5'd11, S_DIVUP = 5'd12, S_OUT1 = 5'd13,
                      S_OUT2 = 5'd14, S_OUT3 = 5'd15, S_EPS1 = 5'd16, S_EPS2 = 5'd17,
-                     S_EPS3 = 5'd18, S_EPS4 = 5'd19, S_EPS5 = 5'd20, S_EPS6 = 5'd21;
+                     S_EPS3 = 5'd18, S_EPS4 = 5'd19, S_EPS5 = 5'd20, S_EPS6 = 5'd21,
+                     S_RSQ2B = 5'd22;
     localparam [63:0] EPS_MAX = 64'd1 << 56;
     localparam signed [15:0] EPS_S16 = EPS_S;
 
@@ -74,8 +77,10 @@ module mmf_scalar #(
     // rsqrt: e even, t = S >> e in [2^14, 2^16), idx = (t >> 7) - 128
     wire signed [7:0]  e_raw  = $signed({1'b0, bits}) - 8'sd15;
     wire signed [7:0]  e_even = (e_raw >>> 1) <<< 1;
-    wire        [63:0] i_raw  = (sh_v >> 7) - 64'd128;
-    wire        [8:0]  idx    = (sh_v < 64'd16384) ? 9'd0 : (i_raw > 64'd383) ? 9'd383 : i_raw[8:0];
+    // idx = clamp((t >> 7) - 128, 0, 383): t < 2^14 -> 0, t >= 2^16 -> 383, else t[15:7] - 128
+    wire        [8:0]  idx    = (sh_v[63:14] == 50'd0) ? 9'd0 : (sh_v[63:16] != 48'd0) ? 9'd383
+                                                                 : sh_v[15:7] - 9'd128;
+    reg         [8:0]  rsq_idx, rsq_idx1;  // idx and idx + 1 registered: the table address comes from flip-flops
     reg         [16:0] lo, hi;
     reg         [6:0]  t_frac;
     reg  signed [17:0] dlt;
@@ -94,7 +99,8 @@ module mmf_scalar #(
     // output multiplier: me = scale_shift + 23 + e/2 - kq - 32, clamped to 1..62
     wire signed [15:0] e16  = {{8{e[7]}}, e};
     wire signed [15:0] kq16 = {{8{kq[7]}}, kq};
-    wire signed [15:0] me_w = $signed({1'b0, bimm[14:0]}) + 16'sd23 + (e16 >>> 1) - kq16 - 16'sd32;
+    reg  signed [15:0] me_ek;            // 23 + e/2 - kq - 32: e and kq are set cycles before OUTMUL
+    wire signed [15:0] me_w = $signed({1'b0, bimm[14:0]}) + me_ek;
     reg         [5:0]  me_n;
 
     // eps term: b = max(bitlen(z) - 31, 0); prod = EPS_M·(z >> b); shift = EPS_S - b + 2p
@@ -103,9 +109,20 @@ module mmf_scalar #(
     reg  signed [15:0] eps_shift;
     reg                too_big, eps_zero;
     reg         [63:0] eps_e;
-    wire signed [15:0] sh_cl = (eps_shift < -16'sd56) ? -16'sd56 : eps_shift;
-    wire        [63:0] half  = (sh_cl > 16'sd0) ? (64'd1 << (sh_cl[5:0] - 6'd1)) : 64'd0;
-    wire _unused_ok = &{1'b0, bimm[15], rem_sh[39], i_raw[63:9], sh_cl[15:6], dround[25:17], cut7[6], 1'b0};
+    // the rounding shift's clamp, direction, amount and 2^(s-1) follow eps_shift through registers:
+    // eps_shift is set in S_EPS2, 30+ cycles (the product) before S_EPS4 uses them
+    reg  signed [15:0] sh_cl;
+    reg                eps_left;
+    reg         [5:0]  eps_n;
+    reg         [63:0] half;
+    always @(posedge clk) begin
+        sh_cl <= (eps_shift < -16'sd56) ? -16'sd56 : eps_shift;
+        eps_left <= (sh_cl <= 16'sd0);
+        eps_n <= (sh_cl <= 16'sd0) ? 6'd0 - sh_cl[5:0] : sh_cl[5:0];
+        half <= (sh_cl > 16'sd0) ? (64'd1 << (sh_cl[5:0] - 6'd1)) : 64'd0;
+        me_ek <= 16'sd23 + (e16 >>> 1) - kq16 - 16'sd32;
+    end
+    wire _unused_ok = &{1'b0, bimm[15], rem_sh[39], sh_cl[15:6], dround[25:17], cut7[6], 1'b0};
 
     always @(posedge clk) begin
         if (rst) begin
@@ -191,8 +208,13 @@ module mmf_scalar #(
                 end
                 S_RSQ2: begin
                     t_frac <= sh_v[6:0];
-                    lo <= rsqrt_rom[idx];
-                    hi <= rsqrt_rom[idx + 9'd1];
+                    rsq_idx <= idx;
+                    rsq_idx1 <= idx + 9'd1;
+                    state <= S_RSQ2B;
+                end
+                S_RSQ2B: begin
+                    lo <= rsqrt_rom[rsq_idx];
+                    hi <= rsqrt_rom[rsq_idx1];
                     state <= S_RSQ3;
                 end
                 S_RSQ3: begin
@@ -275,8 +297,8 @@ module mmf_scalar #(
                     too_big <= (eps_shift <= 0) && ($signed({9'd0, bits}) - eps_shift > 16'sd56);
                     eps_zero <= (eps_shift >= 16'sd64);
                     sh_v <= acc + half;
-                    sh_left <= (sh_cl <= 16'sd0);
-                    sh_n <= (sh_cl <= 16'sd0) ? 6'd0 - sh_cl[5:0] : sh_cl[5:0];
+                    sh_left <= eps_left;
+                    sh_n <= eps_n;
                     ret <= S_EPS5;
                     state <= S_SHA;
                 end

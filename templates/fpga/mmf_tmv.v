@@ -110,16 +110,23 @@ module mmf_tmv #(
         end
     end
 
-    // ---- the tree: leaves are the products, every level a register stage
+    // ---- the tree: the word and its x entry registered (the block RAM's read is slow), then the
+    // leaves are the products, every level a register stage
+    reg [2*LANES-1:0] w_d;
+    reg [8*LANES-1:0] x_d;
+    always @(posedge clk) begin
+        w_d <= w_data;
+        x_d <= xq;
+    end
     reg [TW-1:0]  node [0:NODES-1];
-    reg [LEVELS:0] v_pipe;   // a word is in this stage
-    reg [LEVELS:0] l_pipe;   // ... and it is the last word of its row
+    reg [LEVELS+1:0] v_pipe; // a word is in this stage
+    reg [LEVELS+1:0] l_pipe; // ... and it is the last word of its row
     integer n;
     always @(posedge clk) begin
         for (n = 0; n < LANES; n = n + 1) begin : leaf
-            case (w_data[2*n +: 2])
-                2'd0:    node[LANES-1+n] <= -{{(TW-8){xq[8*n+7]}}, xq[8*n +: 8]};
-                2'd2:    node[LANES-1+n] <=  {{(TW-8){xq[8*n+7]}}, xq[8*n +: 8]};
+            case (w_d[2*n +: 2])
+                2'd0:    node[LANES-1+n] <= -{{(TW-8){x_d[8*n+7]}}, x_d[8*n +: 8]};
+                2'd2:    node[LANES-1+n] <=  {{(TW-8){x_d[8*n+7]}}, x_d[8*n +: 8]};
                 default: node[LANES-1+n] <= {TW{1'b0}};
             endcase
         end
@@ -131,8 +138,8 @@ module mmf_tmv #(
             v_pipe <= 0;
             l_pipe <= 0;
         end else begin
-            v_pipe <= {v_pipe[LEVELS-1:0], accept};
-            l_pipe <= {l_pipe[LEVELS-1:0], accept & row_last};
+            v_pipe <= {v_pipe[LEVELS:0], accept};
+            l_pipe <= {l_pipe[LEVELS:0], accept & row_last};
         end
     end
 
@@ -147,8 +154,8 @@ module mmf_tmv #(
             out_row <= 0;
         end else begin
             if (start && !busy) out_row <= 0;
-            if (v_pipe[LEVELS]) begin
-                if (l_pipe[LEVELS]) begin
+            if (v_pipe[LEVELS+1]) begin
+                if (l_pipe[LEVELS+1]) begin
                     r_we <= 1'b1;
                     r_addr <= base + out_row[SADDR_W-1:0];
                     r_data <= acc + root;

@@ -25,6 +25,9 @@ from ...quant.intspec import FRAC_H, FRAC_X
 
 VEC_ALIGN = 64
 """Byte alignment of vectors inside a constants block and of per-layer state rows (≥ MEM_W/8)."""
+VEC_MAX = 16
+"""Scratch vectors start on a multiple of this many words: the core's element passes read rows of
+VEC (≤ VEC_MAX) words."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,11 @@ class CoreParams:
     lanes: int = 16
     saddr_w: int = 12       # scratch: 2**saddr_w int32 words
     xaddr_w: int = 6        # x buffer: 2**xaddr_w entries of LANES int8 (K max = LANES << xaddr_w)
+    vec: int = 0            # elements an element pass moves a cycle (0: one memory word, LANES/16)
+
+    @property
+    def v(self) -> int:
+        return self.vec or self.lanes // 16
 
     @property
     def mem_w(self) -> int:
@@ -94,9 +102,9 @@ class _Builder:
         big = max(d, inner)
         regions, at = {}, 0
         for name, size in (("X", d), ("W", big), ("U", big), ("GN", big), ("YI", d), ("YF", d), ("YG", d),
-                           ("H", d), ("S", big), ("P", big), ("O", d), ("Y", 2 * inner)):
+                           ("H", d), ("S", big), ("P", big), ("O", d), ("Y", inner), ("Y2", inner)):
             regions[name] = at
-            at += size
+            at += align(size, VEC_MAX)
         tile = (cap - at) // 16 * 16
         if tile < 16 or big > (self.p.lanes << self.p.xaddr_w):
             raise UserError(f"model d={d}, I={inner} does not fit this core (scratch {cap} words, "
@@ -138,8 +146,10 @@ class _Builder:
         self.load(gain_key, n, "GN")
         self.emit("NORM", "NORM16MUL", n=n, dst=self.scratch[dst], a=src, b=self.scratch["GN"])
 
-    def bitlinear(self, src: str, prefix: str, dst: int, eps: bool = False, out_base: str | None = None) -> None:
-        """intref.bitlinear_int: the input's own RMSNorm, int8 quantiser, matvec, requantisation."""
+    def bitlinear(self, src: str, prefix: str, dst: int, eps: bool = False, out_base: str | None = None,
+                  dst2: int | None = None) -> None:
+        """intref.bitlinear_int: the input's own RMSNorm, int8 quantiser, matvec, requantisation.
+        `dst2`: rows n/2.. go there instead of after the first half (keeps both halves aligned)."""
         proj = {k: self.m[f"{prefix}.{k}"] for k in ("codes", "gain", "scale")}
         n, k = proj["codes"].shape
         w_off = self.matrix_block(f"{prefix}.codes", proj["codes"])
@@ -154,10 +164,10 @@ class _Builder:
         self.emit("SCALAR", "OUTMUL", b=int(proj["scale"][1]), imm=int(proj["scale"][0]))
         wpr, tile = padded(k, self.p.lanes) // self.p.lanes, self.scratch["tile"]
         row_bytes = wpr * self.p.mem_w // 8
-        step = tile if out_base else n
+        step = tile if out_base else n // 2 if dst2 is not None else n
         for r0 in range(0, n, step):
             rows = min(step, n - r0)
-            at = self.scratch["T"] if out_base else dst + r0
+            at = self.scratch["T"] if out_base else dst2 if dst2 is not None and r0 else dst + r0
             self.emit("MATVEC", n=rows, a=wpr, dst=at, imm=w_off + r0 * row_bytes)
             self.emit("ROW", "REQUANT", n=rows, dst=at, a=at)
             if out_base:
@@ -197,10 +207,11 @@ class _Builder:
         self.emit("ROW", "ADD", n=d, dst=s["X"], a=s["X"], b=s["O"])
         # channel mixer
         self.scale_by_gain(s["X"], d, c + "mlp_gain", "W")
-        self.bitlinear("W", f"{p}.gate", s["Y"])
+        # the gate's two halves: one MATVEC when the second starts on an aligned row anyway
+        self.bitlinear("W", f"{p}.gate", s["Y"], dst2=None if s["Y2"] == s["Y"] + inner else s["Y2"])
         self.emit("ROW", "SILU", n=inner, dst=s["S"], a=s["Y"], frac=FRAC_X)
-        self.emit("NORM", "AMAX", n=inner, a=s["Y"] + inner)
-        self.emit("NORM", "NORM16", n=inner, dst=s["U"], a=s["Y"] + inner)
+        self.emit("NORM", "AMAX", n=inner, a=s["Y2"])
+        self.emit("NORM", "NORM16", n=inner, dst=s["U"], a=s["Y2"])
         self.emit("SCALAR", "PSET", imm=(-2 * FRAC_X) & 0xFFFFFFFF)
         self.emit("SCALAR", "PADDK")
         self.emit("NORM", "AMAX", n=inner, a=s["S"])
@@ -269,8 +280,8 @@ def fit_core(dims: dict, lanes: int | None = None) -> CoreParams:
     lanes = lanes or (16 if dims["d"] < 512 else 64)
     if lanes not in (16, 32, 64, 128, 256):
         raise UserError(f"--lanes {lanes}: choose 16, 32, 64, 128 or 256")
-    big = max(dims["d"], dims["inner"])
-    need = 5 * big + 6 * dims["d"] + 2 * dims["inner"] + 256     # _scratch_map plus a 256-row tile
+    big, d, inner = (align(x, VEC_MAX) for x in (max(dims["d"], dims["inner"]), dims["d"], dims["inner"]))
+    need = 5 * big + 6 * d + 2 * inner + 256     # _scratch_map plus a 256-row tile
     saddr_w = max(8, (need - 1).bit_length())
     xaddr_w = max(1, (-(-big // lanes) - 1).bit_length())
     if saddr_w > 16:

@@ -1,20 +1,22 @@
 """Tokens/s ESTIMATES for the bundle's reports/, from a cycle model calibrated on RTL simulation.
 Nothing here ran on a card.
 
-The cycle model: every instruction costs a + b·n cycles (n = elements, or weight words for
-MATVEC), with (a, b) per instruction kind fitted, per lane count, to the per-instruction cycle
-counts of the RTL simulating one decode step with a zero-latency memory (bench/fpga_core.py
-writes calibration.json from tests/fpga/tb_profile.py). Two terms are added:
+The cycle model: every instruction costs a + b·size cycles (size = weight words for MATVEC, else
+the rows of VEC elements its vectors take), with (a, b) per instruction kind fitted, per lane
+count, to the per-instruction cycle counts of the RTL simulating one decode step with a
+zero-latency memory (bench/fpga_core.py writes calibration.json from tests/fpga/tb_profile.py).
+Two terms are added:
 
 - read latency: every read round trip the sequencer waits for pays the memory's latency L once —
-  each instruction fetch, each LOAD and each MATVEC's first burst (later bursts are pipelined);
+  each LOAD, each MATVEC's first burst (later bursts are pipelined) and the first instruction
+  fetch; later fetches are prefetched while the core works, and a LOAD's or MATVEC's read is
+  issued while the pass or scalar command before it runs, so it waits max(0, L - that one's cycles);
 - bandwidth: a MATVEC streams at most min(1, BW / (clock·MEM_W/8)) words a cycle.
 
 The same bench checks the model against RTL simulation with L = 100 (the error is in the
 calibration). Assumptions are named in every report: the clock (the measured Fmax of the same
 bundle's synthesis when there is one, and a what-if clock), the memory bandwidth and latency.
 """
-
 from __future__ import annotations
 
 import json
@@ -44,21 +46,36 @@ def kind(op: str, sub: str | None) -> str:
     return f"{op}.{sub}" if op in ("SCALAR", "ROW", "NORM") else op
 
 
+EARLY_READ_DURING = ("ROW", "NORM", "SCALAR")
+"""Instructions during which the core issues the next instruction's read (a LOAD's or MATVEC's)."""
+
+
 def round_trips(op: str) -> int:
-    """Read round trips an instruction waits for: its fetch, plus the data of a LOAD or MATVEC."""
-    return 1 + (op in ("LOAD", "MATVEC"))
+    """Read round trips an instruction waits for: the data of a LOAD or MATVEC, less the part of the
+    latency the instruction before hides (fetches are prefetched: only the program's first pays)."""
+    return int(op in ("LOAD", "MATVEC"))
 
 
-def fit(profile: list[list]) -> dict:
+def size(op: str, n: int, words: int, vec: int) -> int:
+    """What an instruction's cycles grow with: weight words (MATVEC), else rows of vec elements."""
+    return words if op == "MATVEC" else -(-n // vec)
+
+
+OPERANDS = {"ROW.FGATE": 2, "ROW.ADD": 2, "ROW.RECUR": 3, "NORM.NORM16MUL": 2}
+"""Scratch reads per row of a pass (the core reads a row's operands one a cycle); others 1."""
+
+
+def fit(profile: list[list], vec: int = 1) -> dict:
     """Per instruction kind (a, b) with cycles ≈ a + b·size, least squares over the profile."""
     by: dict[str, list[tuple[float, float]]] = {}
     for op, sub, n, words, cycles in profile:
-        by.setdefault(kind(op, sub), []).append((words if op == "MATVEC" else n, cycles))
+        by.setdefault(kind(op, sub), []).append((size(op, n, words, vec), cycles))
     out = {}
     for k, pts in by.items():
         x, y = np.array(pts, dtype=float).T
         if np.ptp(x) == 0:
-            b = 1.0 if x[0] > 0 else 0.0   # one size only: the structural rate, one a cycle
+            # one size only: the structural rate, a row's operands one a cycle
+            b = float(OPERANDS.get(k, 1)) if x[0] > 0 else 0.0
             out[k] = [float((y - b * x).mean()), b]
         else:
             b, a = np.polyfit(x, y, 1)
@@ -76,15 +93,23 @@ def costs_for(cal: dict, lanes: int) -> tuple[dict, int]:
 def cycles_per_token(compiled: Compiled, params: CoreParams, costs: dict, clock_hz: float,
                      mem_bw: float, latency: float) -> dict:
     words_per_cycle = min(1.0, mem_bw / (clock_hz * params.mem_w / 8))
-    matvec = other = wait = busy = 0.0
+    matvec = other = busy = 0.0
+    wait = float(latency)                     # the first instruction fetch
+    prev_op, prev_cycles = "END", 0.0
     for i in compiled.program:
         a, b = costs.get(kind(i.op, i.sub), costs.get(i.op, [0.0, 0.0]))
-        wait += latency * round_trips(i.op)
+        if round_trips(i.op):
+            # the read is issued early while a pass or scalar command before it runs
+            hidden = prev_cycles if prev_op in EARLY_READ_DURING else 0.0
+            wait += max(0.0, latency - hidden)
         if i.op == "MATVEC":
-            matvec += a + max(b, 1.0 / words_per_cycle) * i.n * i.a
+            cycles = a + max(b, 1.0 / words_per_cycle) * i.n * i.a
+            matvec += cycles
             busy += i.n * i.a
         else:
-            other += a + b * i.n
+            cycles = a + b * size(i.op, i.n, 0, params.v)
+            other += cycles
+        prev_op, prev_cycles = i.op, cycles
     total = matvec + other + wait
     return {"cycles": total, "matvec_cycles": matvec, "other_cycles": other, "latency_cycles": wait,
             "matvec_busy": busy / total}
@@ -130,12 +155,12 @@ def preset_dims() -> dict[str, dict]:
     return out
 
 
-COLUMNS = ("model", "lanes", "clock MHz", "cycles/token", "tokens/s", "bytes/token", "roofline tok/s",
+COLUMNS = ("model", "lanes", "clock", "clock MHz", "cycles/token", "tokens/s", "bytes/token", "roofline tok/s",
            "% of roofline", "matvec busy %")
 
 
-def _md_row(name: str, r: dict) -> str:
-    return (f"| {name} | {r['lanes']} | {r['clock_mhz']:g} | {r['cycles_per_token']} | {r['tokens_per_s']} | "
+def _md_row(name: str, clock: str, r: dict) -> str:
+    return (f"| {name} | {r['lanes']} | {clock} | {r['clock_mhz']:g} | {r['cycles_per_token']} | {r['tokens_per_s']} | "
             f"{r['bytes_per_token']} | {r['roofline_tokens_per_s']} | {r['pct_of_roofline']} | "
             f"{r['matvec_busy_pct']} |")
 
@@ -170,12 +195,12 @@ def write_report(out: Path, compiled: Compiled, params: CoreParams, fmax_mhz: fl
     for label, hz in clocks.items():
         this = row(compiled, params, cal, hz, MEM_BW, LATENCY)
         report["rows"].append({"model": "this model", "clock": label, **this})
-        lines.append(_md_row("this model", this))
+        lines.append(_md_row("this model", label, this))
         for name, dims in preset_dims().items():
             for lanes in (64, 256):
                 r = estimate(dims, cal, lanes, hz)
                 report["rows"].append({"model": name, "clock": label, **r})
-                lines.append(_md_row(name, r))
+                lines.append(_md_row(name, label, r))
     write_json(out / "estimates.json", report)
     write_text(out / "estimates.md", "\n".join(lines) + "\n")
     return "reports/estimates.json"

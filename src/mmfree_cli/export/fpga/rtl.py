@@ -31,7 +31,7 @@ def template_dir() -> Path:
 
 
 def rtl_parameters(params: CoreParams, addr_w: int = ADDR_W) -> dict:
-    return {"LANES": params.lanes, "MEM_W": params.mem_w, "SADDR_W": params.saddr_w,
+    return {"LANES": params.lanes, "VEC": params.v, "MEM_W": params.mem_w, "SADDR_W": params.saddr_w,
             "XADDR_W": params.xaddr_w, "ADDR_W": addr_w, "KMAX": params.lanes << params.xaddr_w,
             "EPS_M": EPS_M, "EPS_S": EPS_S}
 
