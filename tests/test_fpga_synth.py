@@ -5,9 +5,9 @@ on a loaded 2-core machine); CI runs it with -m slow.
 Configuration checked: a 1-layer tiny model (tests.conftest.small_config), for which the export
 ships a 16-lane core (MEM_W 32) with a small scratch — the whole core (sequencer, every unit,
 AXI-Lite slave, AXI4 master), out of context on an LFE5U-85F. Place and route runs at speed −8
-and −6 WITHOUT --timing-allow-fail at the floors of synth.FLOOR_MHZ (95 and 70 MHz: a regression
-guard below what this build reaches, 111.6 and 79.4 MHz, with a margin for placement noise; the
-370M build meets issue #19's 100/80 MHz goal), so a change that drops the Fmax below a floor fails
+and −6 WITHOUT --timing-allow-fail at the floors of synth.FLOOR_MHZ (90 and 70 MHz: a regression
+guard below what this build reaches, 105.6 and 79.9 MHz, with a margin for placement noise; the
+370M build reaches 96.4 and 75.1 MHz, short of issue #19's 100/80 MHz goal), so a change that drops the Fmax below a floor fails
 the export and this test.
 """
 
