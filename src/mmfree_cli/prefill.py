@@ -52,3 +52,13 @@ class PromptFeed:
         if part:
             self.logits, self.state = prefill_chunked(self.engine, part, self.state, chunk=len(part))
             self.fed += len(part)
+
+
+def prompt_feed(engine: Engine, prefix: Seq[int], ids: Seq[int], cache, cached_prefix_max: int) -> PromptFeed:
+    """The feed for a request's prompt: a system prefix of at most `cached_prefix_max` tokens
+    starts from `cache` (a `generate.PrefixCache`: its state copied, the cache keeps its own);
+    a longer prefix is read with the prompt."""
+    if prefix and len(prefix) <= cached_prefix_max:
+        state, logits = cache.get(list(prefix))
+        return PromptFeed(engine, ids, engine.state_batch_select(state, [0]), logits)
+    return PromptFeed(engine, list(prefix) + list(ids))

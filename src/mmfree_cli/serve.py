@@ -35,7 +35,7 @@ from .chat import ChatTemplate
 from .engines.base import Engine
 from .errors import UserError
 from .generate import PrefixCache, SamplingParams, Sequence, decode_step, encode_prompt
-from .prefill import PromptFeed
+from .prefill import PromptFeed, prompt_feed
 from .serve_guard import Guard
 from .yamlio import excerpt
 
@@ -154,14 +154,7 @@ class Scheduler:
     def _admit(self, job: Job) -> bool:
         """Set up the job's prompt reading: a short system prefix comes from the cache."""
         try:
-            state = logits = None
-            ids = job.ids
-            if job.prefix and len(job.prefix) <= self.prefill_chunk:
-                state, logits = self.cache.get(job.prefix)
-                state = self.engine.state_batch_select(state, [0])  # the cache keeps its own copy
-            elif job.prefix:
-                ids = job.prefix + job.ids
-            job.feed = PromptFeed(self.engine, ids, state, logits)
+            job.feed = prompt_feed(self.engine, job.prefix, job.ids, self.cache, self.prefill_chunk)
             return True
         except Exception as e:  # reported to that request alone; the server goes on
             job.put("error", e)

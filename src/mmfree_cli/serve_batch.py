@@ -25,7 +25,7 @@ from collections import defaultdict
 import torch
 
 from .generate import PrefixCache, Sequence, start
-from .prefill import PromptFeed
+from .prefill import prompt_feed
 
 
 class ServerBusy(Exception):
@@ -140,13 +140,7 @@ class BatchedScheduler:
     def _start_feed(self, job, reading: list) -> None:
         """A long prompt: its reading starts (a short system prefix's state from the cache)."""
         try:
-            state = logits = None
-            ids = job.prefix + job.ids
-            if job.prefix and len(job.prefix) <= PREFILL_TOKENS:
-                state, logits = self.cache.get(job.prefix)
-                state = self.engine.state_batch_select(state, [0])  # the cache keeps its own copy
-                ids = job.ids
-            job.feed = PromptFeed(self.engine, ids, state, logits)
+            job.feed = prompt_feed(self.engine, job.prefix, job.ids, self.cache, PREFILL_TOKENS)
             reading.append(job)
         except Exception as e:  # reported to that request alone; the server goes on
             job.put("error", e)
