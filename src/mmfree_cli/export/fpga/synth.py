@@ -104,6 +104,14 @@ def place_and_route(work: Path, speed: int, freq: float, seed: int = 1) -> dict:
             "utilization": {k: v for k, v in pnr["utilization"].items() if v["used"]}}
 
 
+def place_speed_grades(work: Path) -> dict[int, dict]:
+    """place_and_route at every speed grade of FLOOR_MHZ, side by side: the grades are independent
+    single-threaded nextpnr runs, so on two cores they take the time of one."""
+    with ThreadPoolExecutor(len(FLOOR_MHZ)) as pool:
+        runs = {speed: pool.submit(place_and_route, work, speed, freq) for speed, freq in FLOOR_MHZ.items()}
+        return {speed: run.result() for speed, run in runs.items()}
+
+
 def synthesise(work: Path, params: CoreParams) -> dict:
     """yosys synth_ecp5 of the build behind the out-of-context harness into work/top.json."""
     rtl = work / "rtl"
@@ -134,11 +142,7 @@ def run_synth(out_dir: Path, family: str, params: CoreParams) -> tuple[str, str 
     work = out_dir / "reports" / "synth-ecp5"
     build, note = fitting(params)
     info = synthesise(work, build)
-    # the speed grades are independent single-threaded nextpnr runs: side by side they take the
-    # time of one on a machine with two cores
-    with ThreadPoolExecutor(len(FLOOR_MHZ)) as pool:
-        runs = {speed: pool.submit(place_and_route, work, speed, freq) for speed, freq in FLOOR_MHZ.items()}
-        grades = {speed: run.result() for speed, run in runs.items()}
+    grades = place_speed_grades(work)
     # the WebAssembly tools see the working directory reliably, not arbitrary absolute paths
     _run([_tool("yowasp-ecppack"), "speed8.config", "top.bit"], work, "ecppack")
     bits = out_dir / "bitstream" / "mmf_ecp5-85f.bit"
