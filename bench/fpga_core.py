@@ -112,6 +112,10 @@ def fmax(done: Path | None = None) -> None:
     from mmfree_cli.export.fpga import synth
     from mmfree_cli.export.fpga.compiler import fit_core
     from mmfree_cli.export.fpga.estimates import preset_dims
+    if done is not None and not any((done / f"speed{s}-report.json").is_file() for s in synth.FLOOR_MHZ):
+        print(f"--fmax-from {done}: no speedN-report.json there — give the directory where "
+              "synth.synthesise and synth.place_and_route ran", file=sys.stderr)
+        raise SystemExit(2)
     params = fit_core(preset_dims()["370m"])
     tools = synth.tool_versions() | simulator_versions()
     cmd = "python -m bench.fpga_core --fmax" + (f" --fmax-from {done}" if done else "")
