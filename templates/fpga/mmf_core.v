@@ -231,11 +231,25 @@ module mmf_core #(
     // operands an element reads: RECUR a, b, c; FGATE, ADD, NORM16MUL a, b; the rest a
     wire [1:0]         nops = (is_row && sub == 4'd3) ? 2'd3 :
                               ((is_row && (sub == 4'd2 || sub == 4'd4)) || (!is_row && sub == 4'd2)) ? 2'd2 : 2'd1;
-    reg norm_clear, pass_end, sc_cmd;
+    reg norm_clear, pass_end;
+    reg [7:0] sc_go;                            // the SCALAR sub-op, one-hot (mmf_scalar)
     wire signed [7:0]  sc_k;
     wire [39:0]        sc_recip;
     wire [30:0]        sc_mm;
     wire [5:0]         sc_me;
+    // the scalar unit's results registered once more on their way to the row and norm units: the
+    // scalar's registers then sit by its control, the copies by their users (a pass reads them
+    // cycles after ST_SCALAR sees the scalar unit idle, so the extra cycle is never seen)
+    reg  signed [7:0]  sc_k_r;
+    reg  [39:0]        sc_recip_r;
+    reg  [30:0]        sc_mm_r;
+    reg  [5:0]         sc_me_r;
+    always @(posedge clk) begin
+        sc_k_r <= sc_k;
+        sc_recip_r <= sc_recip;
+        sc_mm_r <= sc_mm;
+        sc_me_r <= sc_me;
+    end
     wire [VEC-1:0]     row_v, norm_v;
     wire [32*VEC-1:0]  row_y, norm_d;
     wire [8*VEC-1:0]   norm_q;
@@ -250,11 +264,11 @@ module mmf_core #(
             wire [63:0]        ss_j;
             mmf_rowwise #(.SIGMOID_HEX(SIGMOID_HEX)) row (
                 .clk(clk), .rst(rst), .in_valid(p_valid && is_row && p_mask[j]), .op(sub[2:0]),
-                .frac(frac), .a(opa[32*j +: 32]), .b(requant ? {1'b0, sc_mm} : opb[32*j +: 32]),
-                .c(requant ? {26'd0, sc_me} : opc[32*j +: 32]), .out_valid(row_v[j]), .y(y_j));
+                .frac(frac), .a(opa[32*j +: 32]), .b(requant ? {1'b0, sc_mm_r} : opb[32*j +: 32]),
+                .c(requant ? {26'd0, sc_me_r} : opc[32*j +: 32]), .out_valid(row_v[j]), .y(y_j));
             mmf_norm norm (
                 .clk(clk), .rst(rst), .clear(norm_clear), .in_valid(p_valid && !is_row && p_mask[j]),
-                .op(sub[1:0]), .a(opa[32*j +: 32]), .b(opb[32*j +: 32]), .k(sc_k), .recip(sc_recip),
+                .op(sub[1:0]), .a(opa[32*j +: 32]), .b(opb[32*j +: 32]), .k(sc_k_r), .recip(sc_recip_r),
                 .out_valid(norm_v[j]), .d(d_j), .q(q_j), .top(top_j), .ss(ss_j));
             assign row_y[32*j +: 32] = y_j;
             assign norm_d[32*j +: 32] = d_j;
@@ -281,7 +295,7 @@ module mmf_core #(
     wire sc_busy;
     mmf_scalar #(.RSQRT_HEX(RSQRT_HEX), .EPS_M(EPS_M), .EPS_S(EPS_S)) scalar (
         .clk(clk), .rst(rst), .pass_end(pass_end), .pass_op(sub[1:0]), .pass_top(red_top[0]),
-        .pass_ss(red_ss[0]), .cmd(sc_cmd), .sub(sub), .imm(imm), .bimm(f_b), .busy(sc_busy),
+        .pass_ss(red_ss[0]), .go(sc_go), .imm(imm), .bimm(f_b), .busy(sc_busy),
         .k(sc_k), .recip(sc_recip), .mm(sc_mm), .me(sc_me));
 
     // ---- sequencer state
@@ -351,7 +365,7 @@ module mmf_core #(
         tmv_start <= 1'b0;
         norm_clear <= 1'b0;
         pass_end <= 1'b0;
-        sc_cmd <= 1'b0;
+        sc_go <= 8'd0;
         done_pulse <= 1'b0;
         error_pulse <= 1'b0;
         mem_error_pulse <= 1'b0;
@@ -521,7 +535,7 @@ module mmf_core #(
                         state <= (n == 16'd0) ? ST_FETCH : ST_PASS;
                     end
                     OP_SCALAR: begin
-                        sc_cmd <= 1'b1;
+                        sc_go <= sub[3] ? 8'h80 : 8'd1 << sub[2:0];   // sub-ops 7.. are EPS
                         state <= ST_SCALAR;
                     end
                     default: begin               // an illegal instruction: ERROR (and DONE)
@@ -626,7 +640,7 @@ module mmf_core #(
                     state <= ST_SCALAR;      // the scalar unit derives k from the pass: wait for it
                 end
             end
-            ST_SCALAR: if (!sc_busy && !pass_end && !sc_cmd) state <= ST_FETCH;
+            ST_SCALAR: if (!sc_busy && !pass_end && sc_go == 8'd0) state <= ST_FETCH;
             ST_END: if (wr_idle && !wr_valid && !if_busy && !rd_cmd_valid && !dreq && !d_busy && !pk1 && !pk2) begin
                 // the last refill's beats are in, every write has its response (which may carry
                 // an error: look once more now)

@@ -14,9 +14,9 @@ from mmfree_cli.quant import intref
 
 
 async def command(dut, name, imm=0, bimm=0):
-    dut.cmd.value, dut.sub.value, dut.imm.value, dut.bimm.value = 1, SCALAR_OPS[name], imm & 0xFFFFFFFF, bimm
+    dut.go.value, dut.imm.value, dut.bimm.value = 1 << SCALAR_OPS[name], imm & 0xFFFFFFFF, bimm
     await RisingEdge(dut.clk)
-    dut.cmd.value = 0
+    dut.go.value = 0
     await RisingEdge(dut.clk)
     while str(dut.busy.value) == "1":
         await RisingEdge(dut.clk)
@@ -34,8 +34,8 @@ async def pass_end(dut, op, top, ss):
 @cocotb.test()
 async def scalar_ops_random_and_edges(dut):
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value, dut.cmd.value, dut.pass_end.value = 1, 0, 0
-    dut.sub.value = dut.imm.value = dut.bimm.value = dut.pass_op.value = 0
+    dut.rst.value, dut.go.value, dut.pass_end.value = 1, 0, 0
+    dut.imm.value = dut.bimm.value = dut.pass_op.value = 0
     dut.pass_top.value = dut.pass_ss.value = 0
     await ClockCycles(dut.clk, 3)
     dut.rst.value = 0
