@@ -3,11 +3,16 @@ register accesses over XDMA's user BAR). Optional random stalls on every channel
 
 from __future__ import annotations
 
+import json
 import random
 from collections import deque
+from pathlib import Path
 
 import cocotb
-from cocotb.triggers import RisingEdge
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, RisingEdge
+
+from mmfree_cli.hardware import regmap
 
 
 def high(sig) -> bool:
@@ -154,3 +159,24 @@ class AxiLiteMaster:
             await RisingEdge(d.clk)
             if high(d.s_axil_rvalid):
                 return int(d.s_axil_rdata.value)
+
+
+async def bring_up_card(dut, bundle: Path, period_ns: int = 4, **memory_options):
+    """A card as deploy leaves it: card memory holding the bundle's weights.bin, the clock running,
+    reset released and the base-address registers programmed from the manifest.
+    Returns (manifest, card memory, AxiMemory, AxiLiteMaster); `memory_options` go to AxiMemory."""
+    man = json.loads((bundle / "manifest.json").read_text())
+    mem = bytearray(man["card_memory_map"]["end"]["offset"])
+    image = (bundle / "weights.bin").read_bytes()
+    mem[:len(image)] = image
+    cocotb.start_soon(Clock(dut.clk, period_ns, unit="ns").start())
+    dut.aresetn.value = 0
+    axi = AxiMemory(dut, mem, man["rtl"]["parameters"]["MEM_W"] // 8, **memory_options)
+    host = AxiLiteMaster(dut)
+    await ClockCycles(dut.clk, 5)
+    dut.aresetn.value = 1
+    await ClockCycles(dut.clk, 3)
+    for name, addr in man["registers_to_write"].items():
+        await host.write(regmap.REGISTERS[f"{name}_LO"], addr & 0xFFFFFFFF)
+        await host.write(regmap.REGISTERS[f"{name}_HI"], addr >> 32)
+    return man, mem, axi, host

@@ -8,14 +8,12 @@ so a host waiting for DONE is told); the clean run after clearing them must not 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import cocotb
-from axi_mem import DECERR, SLVERR, AxiLiteMaster, AxiMemory
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
+from axi_mem import DECERR, SLVERR, bring_up_card
+from cocotb.triggers import RisingEdge, with_timeout
 
 from mmfree_cli.hardware import regmap
 
@@ -34,26 +32,11 @@ async def run_once(dut, host) -> int:
 
 @cocotb.test()
 async def error_responses_end_in_status_error(dut):
-    bundle = Path(os.environ["MMF_BUNDLE"])
-    man = json.loads((bundle / "manifest.json").read_text())
+    man, mem, axi, host = await bring_up_card(dut, Path(os.environ["MMF_BUNDLE"]), stall=0.1, seed=5)
     layout, regs = man["card_memory_map"], man["registers_to_write"]
-    mem = bytearray(layout["end"]["offset"])
-    image = (bundle / "weights.bin").read_bytes()
-    mem[:len(image)] = image
     block = next(b for b in man["weights"]["blocks"] if b["kind"] == "ternary")
     w0 = regs["WEIGHTS"] + block["offset"]
-
-    cocotb.start_soon(Clock(dut.clk, 4, unit="ns").start())
-    dut.aresetn.value = 0
-    axi = AxiMemory(dut, mem, man["rtl"]["parameters"]["MEM_W"] // 8, stall=0.1, seed=5,
-                    read_error=(w0, w0 + block["bytes"], SLVERR))
-    host = AxiLiteMaster(dut)
-    await ClockCycles(dut.clk, 5)
-    dut.aresetn.value = 1
-    await ClockCycles(dut.clk, 3)
-    for name, addr in regs.items():
-        await host.write(R[f"{name}_LO"], addr & 0xFFFFFFFF)
-        await host.write(R[f"{name}_HI"], addr >> 32)
+    axi.read_error = (w0, w0 + block["bytes"], SLVERR)
 
     status = await run_once(dut, host)
     assert status & FAULT == FAULT, f"SLVERR on reads: STATUS {status:#x}"

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import cocotb
 import numpy as np
-from axi_mem import AxiLiteMaster, AxiMemory
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
+from axi_mem import bring_up_card
+from cocotb.triggers import RisingEdge, with_timeout
 
 from mmfree_cli.fileio import load_safetensors
 from mmfree_cli.hardware import regmap
@@ -30,30 +29,16 @@ async def decode_steps(dut):
     bundle = Path(os.environ["MMF_BUNDLE"])
     steps = int(os.environ.get("MMF_STEPS", "16"))
     stall = float(os.environ.get("MMF_STALL", "0"))
-    man = json.loads((bundle / "manifest.json").read_text())
+    man, mem, _, host = await bring_up_card(dut, bundle, stall=stall, seed=3,
+                                            latency=int(os.environ.get("MMF_LATENCY", "0")))
     layout, regs = man["card_memory_map"], man["registers_to_write"]
     d, vocab = man["model"]["dims"]["d"], man["model"]["dims"]["vocab"]
-    mem = bytearray(layout["end"]["offset"])
-    weights = (bundle / "weights.bin").read_bytes()
-    mem[:len(weights)] = weights
     vec, _ = load_safetensors(bundle / "golden" / "vectors.safetensors")
     rows, want = vec["embed_rows"].numpy(), vec["logits"].numpy()
-
-    cocotb.start_soon(Clock(dut.clk, 4, unit="ns").start())
-    dut.aresetn.value = 0
-    AxiMemory(dut, mem, man["rtl"]["parameters"]["MEM_W"] // 8, stall=stall, seed=3,
-              latency=int(os.environ.get("MMF_LATENCY", "0")))
-    host = AxiLiteMaster(dut)
-    await ClockCycles(dut.clk, 5)
-    dut.aresetn.value = 1
-    await ClockCycles(dut.clk, 3)
 
     assert await host.read(R["MAGIC"]) == regmap.MAGIC
     assert await host.read(R["VERSION"]) == regmap.VERSION
     assert await host.read(R["DESIGN_ID"]) == int(man["design_id"], 16)
-    for name, addr in regs.items():
-        await host.write(R[f"{name}_LO"], addr & 0xFFFFFFFF)
-        await host.write(R[f"{name}_HI"], addr >> 32)
     assert await host.read(R["OUT_LO"]) == regs["OUT"]
 
     report = []

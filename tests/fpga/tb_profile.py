@@ -9,9 +9,8 @@ import os
 from pathlib import Path
 
 import cocotb
-from axi_mem import AxiLiteMaster, AxiMemory
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, ReadOnly, ValueChange
+from axi_mem import bring_up_card
+from cocotb.triggers import ReadOnly, ValueChange
 from cocotb.utils import get_sim_time
 
 from mmfree_cli.fileio import load_safetensors
@@ -25,25 +24,11 @@ PERIOD_NS = 4
 @cocotb.test()
 async def profile_one_step(dut):
     bundle = Path(os.environ["MMF_BUNDLE"])
-    man = json.loads((bundle / "manifest.json").read_text())
-    layout, regs = man["card_memory_map"], man["registers_to_write"]
-    mem = bytearray(layout["end"]["offset"])
-    image = (bundle / "weights.bin").read_bytes()
-    mem[:len(image)] = image
+    man, mem, _, host = await bring_up_card(dut, bundle, PERIOD_NS, latency=int(os.environ.get("MMF_LATENCY", "0")))
+    regs = man["registers_to_write"]
     vec, _ = load_safetensors(bundle / "golden" / "vectors.safetensors")
     d = man["model"]["dims"]["d"]
     mem[regs["IN"]:regs["IN"] + 4 * d] = vec["embed_rows"].numpy()[0].astype("<i4").tobytes()
-    cocotb.start_soon(Clock(dut.clk, PERIOD_NS, unit="ns").start())
-    dut.aresetn.value = 0
-    AxiMemory(dut, mem, man["rtl"]["parameters"]["MEM_W"] // 8,
-              latency=int(os.environ.get("MMF_LATENCY", "0")))
-    host = AxiLiteMaster(dut)
-    await ClockCycles(dut.clk, 5)
-    dut.aresetn.value = 1
-    await ClockCycles(dut.clk, 3)
-    for name, addr in regs.items():
-        await host.write(regmap.REGISTERS[f"{name}_LO"], addr & 0xFFFFFFFF)
-        await host.write(regmap.REGISTERS[f"{name}_HI"], addr >> 32)
     await host.write(regmap.REGISTERS["CONTROL"], regmap.CONTROL_START)
     rows, pending, since, prev = [], None, 0, None
     while True:
