@@ -40,15 +40,18 @@ module mmf_rowwise #(
     reg [20:0] sig_rom [0:1024];
     initial $readmemh(SIGMOID_HEX, sig_rom);
 
-    // operands and op, carried down the pipeline: index = stage the value is registered in
+    // operands and op, carried down the pipeline: index = stage the value is registered in.
+    // The op (and what depends on it alone: the sigmoid's shift and clamp) loads only with a valid
+    // element: an idle slot's op is never used, and the enable (one lane's valid) keeps yosys from
+    // merging the VEC units' identical op registers into one flip-flop fanned out across the die.
     reg [2:0]         op_d [1:LAT-1];
     reg signed [31:0] a_d  [1:20];
     reg signed [31:0] b_d  [1:21];
-    reg        [5:0]  c_d  [1:18];
+    reg        [5:0]  c_d  [1:15];
     reg signed [31:0] cf_d [1:13];
     integer i0, i1, i4, i5, i6;
     always @(posedge clk) begin
-        op_d[1] <= op;
+        if (in_valid) op_d[1] <= op;
         a_d[1] <= a;
         b_d[1] <= b;
         c_d[1] <= c[5:0];
@@ -57,7 +60,7 @@ module mmf_rowwise #(
         for (i0 = 2; i0 < LAT; i0 = i0 + 1) op_d[i0] <= op_d[i0-1];
         for (i0 = 2; i0 <= 20; i0 = i0 + 1) a_d[i0] <= a_d[i0-1];
         for (i0 = 2; i0 <= 21; i0 = i0 + 1) b_d[i0] <= b_d[i0-1];
-        for (i0 = 2; i0 <= 18; i0 = i0 + 1) c_d[i0] <= c_d[i0-1];
+        for (i0 = 2; i0 <= 15; i0 = i0 + 1) c_d[i0] <= c_d[i0-1];
     end
 
     // ---- sigmoid_q(a, fr): s1 |a| and the clamp, s2 clamp, s3-s4 index, s5 table, s6 difference,
@@ -73,8 +76,10 @@ module mmf_rowwise #(
     wire [32:0] zs_sh = zs3 >> sh_d[3][2:0];
     always @(posedge clk) begin
         absa1 <= a[31] ? -{a[31], a} : {a[31], a};
-        zmax1 <= (33'd16 << fr) - 33'd1;
-        sh_d[1] <= fr - 5'd6;
+        if (in_valid) begin
+            zmax1 <= (33'd16 << fr) - 33'd1;
+            sh_d[1] <= fr - 5'd6;
+        end
         for (i1 = 2; i1 <= 12; i1 = i1 + 1) sh_d[i1] <= sh_d[i1-1];
         neg_d <= {neg_d[11:1], a[31]};
         z2 <= (absa1 > zmax1) ? zmax1 : absa1;
@@ -95,8 +100,9 @@ module mmf_rowwise #(
     mmf_mul #(.W(34)) m_interp (.clk(clk), .a(dlt6), .b($signed({8'd0, f6})), .p(ip9));
     reg  signed [63:0] r10, r11;
     reg  signed [63:0] sp12, sig13;
-    wire [63:0] half10 = (sh_d[9] == 5'd0) ? 64'd0 : (64'd1 << (sh_d[9] - 5'd1));
+    reg         [63:0] half10;           // 2^(s-1) of the stage-10 shift, registered a stage ahead
     always @(posedge clk) begin
+        half10 <= (sh_d[8] == 5'd0) ? 64'd0 : (64'd1 << (sh_d[8] - 5'd1));
         r10 <= ip9[63:0] + $signed(half10);
         r11 <= r10 >>> {sh_d[10][4:3], 3'b000};
         sp12 <= $signed({43'd0, lo_d[11]}) + (r11 >>> sh_d[11][2:0]);
@@ -119,16 +125,19 @@ module mmf_rowwise #(
     mmf_mul #(.W(34)) m_1 (.clk(clk), .a(m1a), .b(m1b), .p(p1));
     mmf_mul #(.W(34)) m_2 (.clk(clk), .a(m2a), .b(m2b), .p(p2));
 
-    // ---- s18-s20 rounded shifts (20, or c for REQUANT), s20 the sum for ADD
-    wire [5:0]  sh1_18 = (op_d[17] == 3'd5) ? c_d[17] : 6'd20;
-    reg  [5:0]  sh18r;
+    // ---- s18-s20 rounded shifts (20, or c for REQUANT), s20 the sum for ADD. The shift is chosen
+    // in s16 and its rounding term 2^(s-1) made in s17, so s18 is only the add.
+    reg  [5:0]  sh16, sh17, sh18r;
     reg  [2:0]  sh19r;
+    reg  [63:0] half17;
     reg  signed [63:0] h18, h19, v20, q18, q19, q_d [20:25], add20;
-    wire [63:0] half18 = (sh1_18 == 6'd0) ? 64'd0 : (64'd1 << (sh1_18 - 6'd1));
     always @(posedge clk) begin
-        h18 <= p1[63:0] + $signed(half18);
+        sh16 <= (op_d[15] == 3'd5) ? c_d[15] : 6'd20;
+        sh17 <= sh16;
+        half17 <= (sh16 == 6'd0) ? 64'd0 : (64'd1 << (sh16 - 6'd1));
+        h18 <= p1[63:0] + $signed(half17);
         q18 <= p2[63:0] + 64'sd524288;
-        sh18r <= sh1_18;
+        sh18r <= sh17;
         h19 <= h18 >>> {sh18r[5:3], 3'b000};
         q19 <= q18 >>> 20;
         sh19r <= sh18r[2:0];
