@@ -17,7 +17,9 @@ module mmf_tmv #(
 ) (
     input  wire                   clk,
     input  wire                   rst,
-    // command: one matrix (or a slice of rows) per start
+    // command: one matrix (or a slice of rows) per start, given only while !busy (the core waits
+    // for busy to fall before its next instruction); start is not gated by busy here, because
+    // busy -> the counters' synchronous reset was the 370M build's critical path at -8
     input  wire                   start,
     input  wire [XADDR_W:0]       words_per_row,
     input  wire [ROW_W-1:0]       rows,
@@ -94,7 +96,7 @@ module mmf_tmv #(
             nrows <= 0;
             base <= 0;
             seen_first <= 1'b0;
-        end else if (start && !busy) begin
+        end else if (start) begin
             running <= (rows != 0) && (words_per_row != 0);
             word_cnt <= 0;
             row_cnt <= 0;
@@ -153,7 +155,7 @@ module mmf_tmv #(
             acc <= 0;
             out_row <= 0;
         end else begin
-            if (start && !busy) out_row <= 0;
+            if (start) out_row <= 0;
             if (v_pipe[LEVELS+1]) begin
                 if (l_pipe[LEVELS+1]) begin
                     r_we <= 1'b1;
@@ -169,7 +171,7 @@ module mmf_tmv #(
     end
 
     always @(posedge clk) begin
-        if (rst || (start && !busy)) begin
+        if (rst || start) begin
             perf_active <= 0;
             perf_window <= 0;
         end else if (running) begin
