@@ -79,6 +79,10 @@ def test_engine_is_bit_exact_with_the_reference(small_model, shape, threads, ker
         got, got_state = compiled.forward(tokens[:, t:t + 1], state0)
         want, want_state = intref.prefill(im, tokens[:, t:t + 1], state0)
         assert np.array_equal(got, want) and np.array_equal(got_state, want_state)
+    for batch in (1, 2):  # fewer rows than threads: the norms split by channels (3 threads)
+        got, got_state = compiled.forward(tokens[:batch, :1], state0[:, :batch])
+        want, want_state = intref.prefill(im, tokens[:batch, :1], state0[:, :batch])
+        assert np.array_equal(got, want) and np.array_equal(got_state, want_state)
 
 
 def test_steps_after_prefill_continue_the_same_sequence(run_dir):

@@ -6,7 +6,8 @@ of their own: `_lookup`); the ternary products are `cpu_ternary`'s packed kernel
 AVX-VNNI, AVX2 or popcount: the fastest this CPU runs). A forward call is one compiled function
 run by a team of threads kept for the model's life, one per core (`cpu_team`): each product is
 split by weight rows over the team, the per-channel steps (recurrence, SiLU of the gate) by
-channels, and the other element-wise steps between products run on thread 0. Rows of a batch are
+channels, and the other element-wise steps between products (norms, quantisation) by rows, or by
+the same channels when a call has fewer rows than threads (`_split`). Rows of a batch are
 the tokens of all sequences (row b·T + t), so a prefill runs each projection once as a
 matrix-matrix product; only the recurrence itself walks the positions in order. State is an int32
 numpy array [L, B, d] (Q11.20), as in the reference.
@@ -34,7 +35,7 @@ KEEP_ROWS = 16  # calls of at most this many rows keep their buffers for the nex
 RSQ = intspec.RSQRT_TABLE.astype(np.int64)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _rsr(x, s):
     """rshift_round: round half up of x / 2^s (s ≥ 1), x << -s otherwise."""
     if s > 0:
@@ -51,16 +52,82 @@ def _bit_length(v):
     return n
 
 
+@njit(cache=True, nogil=True)
+def _reduce(team, a, b, add_a):
+    """(Σ or max of the team's a, max of the team's b): each thread's pair, exchanged at a barrier.
+    team = (tid, nthreads, sync, slots), slots int64 [3, nthreads, 8] (a cache line a thread): two
+    buffers used in turn (a thread is at most one reduction ahead of the others, held by the
+    barrier) and a count of reductions per thread. A team of 1 is a thread working alone on its
+    own rows. (A barrier without a shared counter, each thread spinning on the others' counts, took
+    250 ns a meeting against this one's 70-160 ns, measured.)"""
+    tid, nthreads, sync, slots = team
+    if nthreads == 1:
+        return a, b
+    k = slots[2, tid, 0] & 1
+    slots[2, tid, 0] += 1
+    slots[k, tid, 0], slots[k, tid, 1] = a, b
+    barrier(sync, nthreads)
+    total, top = slots[k, 0, 0], slots[k, 0, 1]
+    for t in range(1, nthreads):
+        total = total + slots[k, t, 0] if add_a else max(total, slots[k, t, 0])
+        top = max(top, slots[k, t, 1])
+    return total, top
+
+
 @njit(cache=True)
-def _normalize16(v, out):
-    """out = sat16(rshift_round(v, k)); returns k (see intref.normalize16)."""
+def _shift16(top):
+    """normalize16's shift for a vector whose largest magnitude is top."""
+    return _bit_length(top) - 15 if top > 0 else 0
+
+
+@njit(cache=True, inline="always")
+def _sat16(v, k):
+    return min(max(_rsr(v, k), -32768), 32767)
+
+
+@njit(cache=True)
+def _sat16_into(v, out, k):
+    """out = sat16(rshift_round(v, k)), a loop for each sign of k: with the test inside, some
+    callers' loops ran 10-20x slower (measured)."""
+    if k > 0:
+        half = np.int64(1) << (k - 1)
+        for j in range(v.shape[0]):
+            out[j] = min(max((v[j] + half) >> k, -32768), 32767)
+    else:
+        for j in range(v.shape[0]):
+            out[j] = min(max(v[j] << -k, -32768), 32767)
+
+
+# The element-wise steps below take their thread's channels as views (v[lo:hi]), never as index
+# ranges: a loop from a start numba cannot prove non-negative wraps every index (as for v[-1]) and
+# runs unvectorised, 10-20x slower (measured).
+
+
+@njit(cache=True)
+def _normalize16(v, out, team):
+    """out = sat16(rshift_round(v, k)) on this thread's channels, k from the whole team's v;
+    returns k (see intref.normalize16)."""
     top = np.int64(0)
     for j in range(v.shape[0]):
         top = max(top, abs(v[j]))
-    k = _bit_length(top) - 15 if top > 0 else 0
-    for j in range(v.shape[0]):
-        out[j] = min(max(_rsr(v[j], k), -32768), 32767)
+    k = _shift16(_reduce(team, 0, top, False)[1])
+    _sat16_into(v, out, k)
     return k
+
+
+@njit(cache=True)
+def _normalize16_pair(v, out, w, out_w, team):
+    """`_normalize16` of two vectors, exchanged at one barrier."""
+    top_v, top_w = np.int64(0), np.int64(0)
+    for j in range(v.shape[0]):
+        top_v = max(top_v, abs(v[j]))
+    for j in range(w.shape[0]):
+        top_w = max(top_w, abs(w[j]))
+    top_v, top_w = _reduce(team, top_v, top_w, False)
+    kv, kw = _shift16(top_v), _shift16(top_w)
+    _sat16_into(v, out, kv)
+    _sat16_into(w, out_w, kw)
+    return kv, kw
 
 
 @njit(cache=True)
@@ -85,28 +152,37 @@ def _rsqrt(s, rsq):
 
 
 @njit(cache=True)
-def _row_rsqrt(w, eps_z, eps_p, use_eps, rsq, w16):
+def _row_rsqrt(w, eps_z, eps_p, use_eps, rsq, w16, team):
     """The RMSNorm of one BitLinear input row: w16 = normalize16(w) and (r, e) ≈ 1/√Σw16² (+ eps)."""
-    kw = _normalize16(w, w16)
+    kw = _normalize16(w, w16, team)
     total = np.int64(0)
     for j in range(w16.shape[0]):
         total += w16[j] * w16[j]
+    total = _reduce(team, total, 0, True)[0]
     if use_eps:
         total += _eps_term(eps_z, eps_p + kw)
     return _rsqrt(total, rsq)
 
 
 @njit(cache=True)
-def _quantize_row(w16, gain, r, e, cm, cs, q, u, u16):
-    """u = w16·gain → its int8 activations q (zero-padded) and the output multiplier (M_m, M_e)."""
-    for j in range(w16.shape[0]):
+def _quantize_row(w16, gain, r, e, cm, cs, q, u, u16, team):
+    """u = w16·gain → its int8 activations q (zero-padded) and the output multiplier (M_m, M_e).
+    normalize16(u) is monotonic, so the largest |normalize16(u)| comes from u's largest and smallest
+    values: one exchange gives both normalize16's shift and the quantisation's scale."""
+    n = w16.shape[0]
+    for j in range(n):
         u[j] = w16[j] * gain[j]
-    k = _normalize16(u, u16)
-    a = np.int64(0)
-    for j in range(u16.shape[0]):
-        a = max(a, abs(u16[j]))
+    big, small = np.int64(0), np.int64(0)  # max u, max -u
+    for j in range(n):
+        big = max(big, u[j])
+    for j in range(n):
+        small = max(small, -u[j])
+    big, small = _reduce(team, big, small, False)
+    k = _shift16(max(big, small))
+    a = max(_sat16(big, k), -_sat16(-small, k))
     recip = ((np.int64(127) << 32) + a - 1) // a if a > 0 else np.int64(0)
-    for j in range(u16.shape[0]):
+    _sat16_into(u, u16, k)
+    for j in range(n):
         mag = (abs(u16[j]) * recip + (np.int64(1) << 31)) >> 32
         q[j] = mag if u16[j] >= 0 else -mag
     p = _rsr(a * r, 8)
@@ -116,33 +192,36 @@ def _quantize_row(w16, gain, r, e, cm, cs, q, u, u16):
 
 
 @njit(cache=True)
-def _prepare(w, proj, eps_z, eps_p, use_eps, rsq, q, mm, me):
+def _prepare(w, proj, eps_z, eps_p, use_eps, rsq, q, mm, me, part, team, scratch):
     """The int8 activations q [G, R, Kp] (padding left zero) and output multipliers mm, me [G, R]
     of the BitLinear input rows w [R, K] for the G projections stacked in proj = (weights, gains
     [G, K], scales [G, 2]). The norm is shared by the G projections; the gain and quantisation are
-    per projection."""
+    per projection. part = (rows lo, hi, channels lo, hi) of this thread (`_split`); scratch: this
+    thread's buffers (`_scratch`)."""
     _, gains, scales = proj
-    k = w.shape[1]
-    w16 = np.empty(k, dtype=np.int64)
-    u = np.empty(k, dtype=np.int64)
-    u16 = np.empty(k, dtype=np.int64)
-    for r in range(w.shape[0]):
-        rs, e = _row_rsqrt(w[r], eps_z[r], eps_p[r], use_eps, rsq, w16)
+    r_lo, r_hi, lo, hi = part
+    w16, u, u16 = scratch[0][0, lo:hi], scratch[0][1, lo:hi], scratch[0][2, lo:hi]
+    for r in range(r_lo, r_hi):
+        rs, e = _row_rsqrt(w[r, lo:hi], eps_z[r], eps_p[r], use_eps, rsq, w16, team)
         for g in range(gains.shape[0]):
-            mm[g, r], me[g, r] = _quantize_row(w16, gains[g], rs, e, scales[g, 0], scales[g, 1],
-                                               q[g, r], u, u16)
+            m, s = _quantize_row(w16, gains[g, lo:hi], rs, e, scales[g, 0], scales[g, 1], q[g, r, lo:hi], u, u16,
+                                 team)
+            if lo == 0:
+                mm[g, r], me[g, r] = m, s
 
 
 @njit(cache=True)
-def _normed_input(x, gain, proj, rsq, q, mm, me):
+def _normed_input(x, gain, proj, rsq, q, mm, me, part, team, scratch):
     """The BitLinear input after a residual RMSNorm (apply_gain per row; no eps term)."""
-    w = np.empty_like(x)
-    for r in range(x.shape[0]):
-        _normalize16(x[r], w[r])
-        for j in range(x.shape[1]):
-            w[r, j] *= gain[j]
-    zeros = np.zeros(x.shape[0], dtype=np.int64)
-    _prepare(w, proj, zeros, zeros, False, rsq, q, mm, me)
+    r_lo, r_hi, lo, hi = part
+    w, zeros = scratch[1], scratch[2][0]
+    g = gain[lo:hi]
+    for r in range(r_lo, r_hi):
+        wr = w[r, lo:hi]
+        _normalize16(x[r, lo:hi], wr, team)
+        for j in range(wr.shape[0]):
+            wr[j] *= g[j]
+    _prepare(w, proj, zeros, zeros, False, rsq, q, mm, me, part, team, scratch)
 
 
 # The sigmoid table's interpolation, split for LLVM's vectoriser (it gathers no table entries on
@@ -208,54 +287,80 @@ def _silu_rows(y, out, sig, lo, hi):
 
 
 @njit(cache=True)
-def _o_input(y_ifg, silu_h, g_gain, g_shift, po, rsq, q, mm, me):
+def _o_input(y_ifg, silu_h, g_gain, g_shift, po, rsq, q, mm, me, part, team, scratch):
     """intref.token_mixer after the recurrence: o_proj's input rms_norm(g)·silu(h), with its eps
     reference."""
-    n_rows, d = silu_h.shape
-    o_in = np.empty((n_rows, d), dtype=np.int64)
-    eps_z = np.empty(n_rows, dtype=np.int64)
-    eps_p = np.empty(n_rows, dtype=np.int64)
-    g16 = np.empty(d, dtype=np.int64)
-    s16 = np.empty(d, dtype=np.int64)
-    prod = np.empty(d, dtype=np.int64)
-    for r in range(n_rows):
-        _normalize16(y_ifg[r, 2 * d:], g16)
-        ks = _normalize16(silu_h[r], s16)
-        z = np.int64(0)
-        for j in range(d):
+    r_lo, r_hi, lo, hi = part
+    d = silu_h.shape[1]
+    o_in, eps_z, eps_p = scratch[1], scratch[2][1], scratch[2][2]
+    g16, s16, prod = scratch[0][3, lo:hi], scratch[0][4, lo:hi], scratch[0][5, lo:hi]
+    gain = g_gain[lo:hi]
+    for r in range(r_lo, r_hi):
+        _, ks = _normalize16_pair(y_ifg[r, 2 * d + lo:2 * d + hi], g16, silu_h[r, lo:hi], s16, team)
+        z, top = np.int64(0), np.int64(0)
+        for j in range(g16.shape[0]):
             z += g16[j] * g16[j]
+        for j in range(g16.shape[0]):
             prod[j] = g16[j] * s16[j]
-        kp = _normalize16(prod, o_in[r])
-        for j in range(d):
-            o_in[r, j] *= g_gain[j]
+        for j in range(g16.shape[0]):
+            top = max(top, abs(prod[j]))
+        z, top = _reduce(team, z, top, True)
+        kp = _shift16(top)
+        o_row = o_in[r, lo:hi]
+        _sat16_into(prod, o_row, kp)
+        for j in range(o_row.shape[0]):
+            o_row[j] *= gain[j]
         eps_z[r] = z
         eps_p[r] = ks + kp - FRAC_H - g_shift
-    _prepare(o_in, po, eps_z, eps_p, True, rsq, q, mm, me)
+    _prepare(o_in, po, eps_z, eps_p, True, rsq, q, mm, me, part, team, scratch)
 
 
 @njit(cache=True)
-def _down_input(y, silu_gate, pdown, rsq, q, mm, me):
+def _down_input(y, silu_gate, pdown, rsq, q, mm, me, part, team, scratch):
     """intref.channel_mixer between its products: down_proj's input silu(gate)·up, given silu(gate)."""
-    n_rows, inner = y.shape[0], y.shape[1] // 2
-    p = np.empty((n_rows, inner), dtype=np.int64)
-    eps_z = np.full(n_rows, inner, dtype=np.int64)
-    eps_p = np.empty(n_rows, dtype=np.int64)
-    a16 = np.empty(inner, dtype=np.int64)
-    b16 = np.empty(inner, dtype=np.int64)
-    for r in range(n_rows):
-        ka = _normalize16(silu_gate[r], a16)
-        kb = _normalize16(y[r, inner:], b16)
-        for j in range(inner):
-            p[r, j] = a16[j] * b16[j]
-        eps_p[r] = ka + kb - 2 * FRAC_X
-    _prepare(p, pdown, eps_z, eps_p, True, rsq, q, mm, me)
+    r_lo, r_hi, lo, hi = part
+    inner = y.shape[1] // 2
+    p, eps_z, eps_p = scratch[1], scratch[2][1], scratch[2][2]
+    a16, b16 = scratch[0][3, lo:hi], scratch[0][4, lo:hi]
+    for r in range(r_lo, r_hi):
+        ka, kb = _normalize16_pair(silu_gate[r, lo:hi], a16, y[r, inner + lo:inner + hi], b16, team)
+        p_row = p[r, lo:hi]
+        for j in range(p_row.shape[0]):
+            p_row[j] = a16[j] * b16[j]
+        eps_z[r], eps_p[r] = inner, ka + kb - 2 * FRAC_X
+    _prepare(p, pdown, eps_z, eps_p, True, rsq, q, mm, me, part, team, scratch)
 
 
 @njit(cache=True)
-def _add_sat(x, y):
-    for r in range(x.shape[0]):
-        for j in range(x.shape[1]):
-            x[r, j] = min(max(x[r, j] + y[r, j], INT32_MIN), INT32_MAX)
+def _add_sat(x, y, part):
+    r_lo, r_hi, lo, hi = part
+    for r in range(r_lo, r_hi):
+        xr, yr = x[r, lo:hi], y[r, lo:hi]
+        for j in range(xr.shape[0]):
+            xr[j] = min(max(xr[j] + yr[j], INT32_MIN), INT32_MAX)
+
+
+@njit(cache=True)
+def _scratch(n_rows, width):
+    """A thread's buffers for the element-wise steps, allocated once a forward call (allocating
+    them in each step cost more than the step's arithmetic, measured): six vectors, one row-sized
+    input per row, and three per-row values (zeros, eps reference's z and p)."""
+    eps = np.empty((3, n_rows), dtype=np.int64)
+    eps[0] = 0
+    return np.empty((6, width), dtype=np.int64), np.empty((n_rows, width), dtype=np.int64), eps
+
+
+@njit(cache=True)
+def _split(n_rows, width, tid, nthreads, sync, slots):
+    """This thread's part of an element-wise step on n_rows rows of `width` channels and the team
+    its norms' sums and maxima are exchanged with: whole rows each where there are rows enough
+    (a prefill; a team of one), else every row by channels, split as the recurrence and SiLU steps
+    split them, so each thread reads only what it wrote itself."""
+    if n_rows >= nthreads:
+        r_lo, r_hi = share(n_rows, tid, nthreads)
+        return (r_lo, r_hi, 0, width), (tid, 1, sync, slots)
+    lo, hi = share(width, tid, nthreads)
+    return (0, n_rows, lo, hi), (tid, nthreads, sync, slots)
 
 
 @njit(cache=True)
@@ -280,37 +385,39 @@ def _layer(l, layers):
 def forward_team(tid, nthreads, sync, x, state, n_seq, layers, final_gain, head, work, sig, rsq, kernel):
     """The whole model on embedding rows x [B·T, d] (row b·T + t, int64, overwritten) → work's
     logits [B·T, V]; state int32 [L, B, d] updated in place. Run by every thread of a `cpu_team`:
-    the products and the per-channel steps (recurrence, SiLU of the gate) are split over the team,
-    thread 0 does the rest (norms, quantisation, residual adds).
-    work = (q_d3, q_d, q_inner, mm, me, y_ifg, y_d, y_inner, h, silu_h, silu_gate, logits)."""
-    q_d3, q_d, q_inner, mm, me, y_ifg, y_d, y_inner, h, silu_h, silu_gate, logits = work
+    the products are split by weight rows, the per-channel steps (recurrence, SiLU of the gate) by
+    channels, and the other element-wise steps (norms, quantisation, residual adds) by rows or,
+    for fewer rows than threads (a decode), by the same channels (`_split`).
+    work = (q_d3, q_d, q_inner, mm, me, y_ifg, y_d, y_inner, h, silu_h, silu_gate, slots, logits)."""
+    q_d3, q_d, q_inner, mm, me, y_ifg, y_d, y_inner, h, silu_h, silu_gate, slots, logits = work
+    n_rows = x.shape[0]
     lo, hi = share(h.shape[1], tid, nthreads)
     lo_inner, hi_inner = share(silu_gate.shape[1], tid, nthreads)
+    part, team = _split(n_rows, h.shape[1], tid, nthreads, sync, slots)
+    part_inner, team_inner = _split(n_rows, silu_gate.shape[1], tid, nthreads, sync, slots)
+    by_rows = n_rows >= nthreads  # then a step reads rows other threads wrote: a barrier first
+    scratch = _scratch(n_rows, max(h.shape[1], silu_gate.shape[1]))
     for l in range(state.shape[0]):
         ag, lb, gg, gs, pifg, po, mg, pgate, pdown = _layer(l, layers)
-        if tid == 0:
-            _normed_input(x, ag, pifg, rsq, q_d3, mm, me)
+        _normed_input(x, ag, pifg, rsq, q_d3, mm, me, part, team, scratch)
         _product(tid, nthreads, sync, pifg, q_d3, mm, me, y_ifg, kernel)  # i, f, g in one pass
         h[:, lo:hi] = state[l, :, lo:hi]
         _recurrence(y_ifg, h, n_seq, lb, sig, silu_h, lo, hi)
         state[l, :, lo:hi] = h[:, lo:hi]
-        barrier(sync, nthreads)
-        if tid == 0:
-            _o_input(y_ifg, silu_h, gg, gs, po, rsq, q_d, mm, me)
+        if by_rows:
+            barrier(sync, nthreads)
+        _o_input(y_ifg, silu_h, gg, gs, po, rsq, q_d, mm, me, part, team, scratch)
         _product(tid, nthreads, sync, po, q_d, mm, me, y_d, kernel)
-        if tid == 0:
-            _add_sat(x, y_d)
-            _normed_input(x, mg, pgate, rsq, q_d, mm, me)
+        _add_sat(x, y_d, part)
+        _normed_input(x, mg, pgate, rsq, q_d, mm, me, part, team, scratch)
         _product(tid, nthreads, sync, pgate, q_d, mm, me, y_inner, kernel)
         _silu_rows(y_inner, silu_gate, sig, lo_inner, hi_inner)
-        barrier(sync, nthreads)
-        if tid == 0:
-            _down_input(y_inner, silu_gate, pdown, rsq, q_inner, mm, me)
+        if by_rows:
+            barrier(sync, nthreads)
+        _down_input(y_inner, silu_gate, pdown, rsq, q_inner, mm, me, part_inner, team_inner, scratch)
         _product(tid, nthreads, sync, pdown, q_inner, mm, me, y_d, kernel)
-        if tid == 0:
-            _add_sat(x, y_d)
-    if tid == 0:
-        _normed_input(x, final_gain, head, rsq, q_d, mm, me)
+        _add_sat(x, y_d, part)
+    _normed_input(x, final_gain, head, rsq, q_d, mm, me, part, team, scratch)
     _product(tid, nthreads, sync, head, q_d, mm, me, logits, kernel)
 
 
@@ -363,7 +470,8 @@ class CompiledModel:
         return (zeros((3, n_rows, kd), np.int8), zeros((1, n_rows, kd), np.int8), zeros((1, n_rows, ki), np.int8),
                 zeros((3, n_rows), np.int64), zeros((3, n_rows), np.int64), zeros((n_rows, 3 * d), np.int64),
                 zeros((n_rows, d), np.int64), zeros((n_rows, 2 * inner), np.int64), zeros((n_seq, d), np.int64),
-                zeros((n_rows, d), np.int64), zeros((n_rows, inner), np.int64), zeros((n_rows, vocab), np.int64))
+                zeros((n_rows, d), np.int64), zeros((n_rows, inner), np.int64), zeros((3, self.threads, 8), np.int64),
+                zeros((n_rows, vocab), np.int64))
 
     def forward(self, tokens: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """tokens [B, T], state int32 [L, B, d] → (logits int32 [B, T, V], new state)."""
