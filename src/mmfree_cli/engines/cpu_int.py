@@ -421,6 +421,27 @@ def forward_team(tid, nthreads, sync, x, state, n_seq, layers, final_gain, head,
     _product(tid, nthreads, sync, head, q_d, mm, me, logits, kernel)
 
 
+@njit(cache=True, nogil=True)
+def _decode_helper(tid, nthreads, sync, go, command, x, state, n_seq, layers, final_gain, head, work, sig, rsq,
+                   kernel):
+    """A helper's loop over the decode calls on one set of buffers (`Team.run_kept`): it stays in
+    compiled code, off the GIL, between calls."""
+    while True:
+        barrier(go, nthreads)
+        if command[0] == 0:
+            return
+        forward_team(tid, nthreads, sync, x, state, n_seq, layers, final_gain, head, work, sig, rsq, kernel)
+
+
+@njit(cache=True, nogil=True)
+def _decode_lead(nthreads, sync, go, command, x, state, n_seq, layers, final_gain, head, work, sig, rsq, kernel):
+    """Thread 0's side of one such call: start the helpers, run its share. forward_team ends at a
+    barrier after the last product, so the helpers are done with the buffers when it returns."""
+    command[0] = 1
+    barrier(go, nthreads)
+    forward_team(0, nthreads, sync, x, state, n_seq, layers, final_gain, head, work, sig, rsq, kernel)
+
+
 class CompiledModel:
     """The integer model in the kernel's memory layout (each layer's constants stacked over the
     layers, at the spec's widths: int16 gains, int32 lower bounds and sigmoid table, since a token
@@ -450,7 +471,7 @@ class CompiledModel:
         # barriers than it saves (the tiny recipe's model decodes ~10x faster on one thread)
         self.threads = threads or max(1, min(len(os.sched_getaffinity(0)), self.weight_bytes() >> 20))
         self.team = Team(self.threads)
-        self._lock, self._work = threading.Lock(), (None, None)  # the last call's buffers, kept
+        self._lock, self._kept = threading.Lock(), None  # a decode's buffers, kept (see `forward`)
 
     def _proj(self, *projs: dict) -> tuple:
         """Projections of one input, stacked for one pass: (weights, gains [G, K], scales [G, 2])."""
@@ -474,19 +495,28 @@ class CompiledModel:
                 zeros((n_rows, vocab), np.int64))
 
     def forward(self, tokens: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """tokens [B, T], state int32 [L, B, d] → (logits int32 [B, T, V], new state)."""
+        """tokens [B, T], state int32 [L, B, d] → (logits int32 [B, T, V], new state). Calls of at
+        most KEEP_ROWS rows (decode steps) keep their buffers, inputs included, for the next call of
+        the same shape, and the team's helpers wait in compiled code for it (`Team.run_kept`); a
+        prefill's buffers are dropped after."""
         n_seq, steps = tokens.shape
-        x = self.embed[tokens.reshape(-1)].astype(np.int64)  # rows b·T + t
-        new = state.copy()
-        with self._lock:  # decode steps (a few rows) reuse their buffers; a prefill's are dropped after
-            key, work = self._work
-            if key != (n_seq, x.shape[0]):
-                work = self.work(n_seq, x.shape[0])
-                if x.shape[0] <= KEEP_ROWS:
-                    self._work = ((n_seq, x.shape[0]), work)
-            self.team.run(forward_team, x, new, n_seq, self.layers, self.final_gain, self.head, work, SIG, RSQ,
-                          KERNELS.index(self.kernel))
-            return work[-1].astype(np.int32).reshape(n_seq, steps, -1), new
+        ids = tokens.reshape(-1)
+        args = (self.layers, self.final_gain, self.head)
+        with self._lock:
+            if ids.shape[0] > KEEP_ROWS:
+                x, new, work = self.embed[ids].astype(np.int64), state.copy(), self.work(n_seq, ids.shape[0])
+                self.team.run(forward_team, x, new, n_seq, *args, work, SIG, RSQ, KERNELS.index(self.kernel))
+                return work[-1].astype(np.int32).reshape(n_seq, steps, -1), new
+            shape = (n_seq, ids.shape[0], state.shape, state.dtype)
+            if self._kept is None or self._kept[0] != shape:
+                self._kept = (shape, np.empty((ids.shape[0], self.embed.shape[1]), np.int64),
+                              np.empty(state.shape, state.dtype), self.work(n_seq, ids.shape[0]))
+            kept = self._kept
+            _, x, new, work = kept
+            x[...], new[...] = self.embed[ids], state
+            self.team.run_kept(kept, _decode_helper, _decode_lead, x, new, n_seq, *args, work, SIG, RSQ,
+                               KERNELS.index(self.kernel))
+            return work[-1].astype(np.int32).reshape(n_seq, steps, -1), new.copy()
 
 
 class CpuIntEngine(Engine):
