@@ -74,6 +74,22 @@ def _reduce(team, a, b, add_a):
     return total, top
 
 
+@njit(cache=True, nogil=True)
+def _reduce_max(team, values):
+    """values[i] = max over the team of values[i] (at most 8 values), at one barrier (see `_reduce`)."""
+    tid, nthreads, sync, slots = team
+    if nthreads == 1:
+        return
+    k = slots[2, tid, 0] & 1
+    slots[2, tid, 0] += 1
+    for i in range(values.shape[0]):
+        slots[k, tid, i] = values[i]
+    barrier(sync, nthreads)
+    for t in range(nthreads):
+        for i in range(values.shape[0]):
+            values[i] = max(values[i], slots[k, t, i])
+
+
 @njit(cache=True)
 def _shift16(top):
     """normalize16's shift for a vector whose largest magnitude is top."""
@@ -165,19 +181,25 @@ def _row_rsqrt(w, eps_z, eps_p, use_eps, rsq, w16, team):
 
 
 @njit(cache=True)
-def _quantize_row(w16, gain, r, e, cm, cs, q, u, u16, team):
-    """u = w16·gain → its int8 activations q (zero-padded) and the output multiplier (M_m, M_e).
-    normalize16(u) is monotonic, so the largest |normalize16(u)| comes from u's largest and smallest
-    values: one exchange gives both normalize16's shift and the quantisation's scale."""
+def _extremes(w16, gain):
+    """(max u, max -u) of this thread's u = w16·gain."""
+    big, small = np.int64(0), np.int64(0)
+    for j in range(w16.shape[0]):
+        big = max(big, w16[j] * gain[j])
+    for j in range(w16.shape[0]):
+        small = max(small, -w16[j] * gain[j])
+    return big, small
+
+
+@njit(cache=True)
+def _quantize_row(w16, gain, big, small, r, e, cm, cs, q, u, u16):
+    """u = w16·gain → its int8 activations q (zero-padded) and the output multiplier (M_m, M_e),
+    given the team's max u (big) and max -u (small). normalize16(u) is monotonic, so the largest
+    |normalize16(u)| comes from u's largest and smallest values: they give both normalize16's shift
+    and the quantisation's scale."""
     n = w16.shape[0]
     for j in range(n):
         u[j] = w16[j] * gain[j]
-    big, small = np.int64(0), np.int64(0)  # max u, max -u
-    for j in range(n):
-        big = max(big, u[j])
-    for j in range(n):
-        small = max(small, -u[j])
-    big, small = _reduce(team, big, small, False)
     k = _shift16(max(big, small))
     a = max(_sat16(big, k), -_sat16(-small, k))
     recip = ((np.int64(127) << 32) + a - 1) // a if a > 0 else np.int64(0)
@@ -201,11 +223,15 @@ def _prepare(w, proj, eps_z, eps_p, use_eps, rsq, q, mm, me, part, team, scratch
     _, gains, scales = proj
     r_lo, r_hi, lo, hi = part
     w16, u, u16 = scratch[0][0, lo:hi], scratch[0][1, lo:hi], scratch[0][2, lo:hi]
+    tops = scratch[3][:2 * gains.shape[0]]  # the G projections' extremes, exchanged at one barrier
     for r in range(r_lo, r_hi):
         rs, e = _row_rsqrt(w[r, lo:hi], eps_z[r], eps_p[r], use_eps, rsq, w16, team)
         for g in range(gains.shape[0]):
-            m, s = _quantize_row(w16, gains[g, lo:hi], rs, e, scales[g, 0], scales[g, 1], q[g, r, lo:hi], u, u16,
-                                 team)
+            tops[2 * g], tops[2 * g + 1] = _extremes(w16, gains[g, lo:hi])
+        _reduce_max(team, tops)
+        for g in range(gains.shape[0]):
+            m, s = _quantize_row(w16, gains[g, lo:hi], tops[2 * g], tops[2 * g + 1], rs, e, scales[g, 0],
+                                 scales[g, 1], q[g, r, lo:hi], u, u16)
             if lo == 0:
                 mm[g, r], me[g, r] = m, s
 
@@ -344,10 +370,11 @@ def _add_sat(x, y, part):
 def _scratch(n_rows, width):
     """A thread's buffers for the element-wise steps, allocated once a forward call (allocating
     them in each step cost more than the step's arithmetic, measured): six vectors, one row-sized
-    input per row, and three per-row values (zeros, eps reference's z and p)."""
+    input per row, three per-row values (zeros, eps reference's z and p) and 8 values exchanged."""
     eps = np.empty((3, n_rows), dtype=np.int64)
     eps[0] = 0
-    return np.empty((6, width), dtype=np.int64), np.empty((n_rows, width), dtype=np.int64), eps
+    return (np.empty((6, width), dtype=np.int64), np.empty((n_rows, width), dtype=np.int64), eps,
+            np.empty(8, dtype=np.int64))
 
 
 @njit(cache=True)
