@@ -75,8 +75,9 @@ def _reduce(team, a, b, add_a):
 
 
 @njit(cache=True, nogil=True)
-def _reduce_max(team, values):
-    """values[i] = max over the team of values[i] (at most 8 values), at one barrier (see `_reduce`)."""
+def _exchange(team, values):
+    """values[0] = Σ over the team of values[0], values[i] = max over the team of values[i] for
+    i ≥ 1 (at most 8 values), at one barrier (see `_reduce`)."""
     tid, nthreads, sync, slots = team
     if nthreads == 1:
         return
@@ -85,8 +86,10 @@ def _reduce_max(team, values):
     for i in range(values.shape[0]):
         slots[k, tid, i] = values[i]
     barrier(sync, nthreads)
+    values[0] = 0
     for t in range(nthreads):
-        for i in range(values.shape[0]):
+        values[0] += slots[k, t, 0]
+        for i in range(1, values.shape[0]):
             values[i] = max(values[i], slots[k, t, i])
 
 
@@ -168,19 +171,6 @@ def _rsqrt(s, rsq):
 
 
 @njit(cache=True)
-def _row_rsqrt(w, eps_z, eps_p, use_eps, rsq, w16, team):
-    """The RMSNorm of one BitLinear input row: w16 = normalize16(w) and (r, e) ≈ 1/√Σw16² (+ eps)."""
-    kw = _normalize16(w, w16, team)
-    total = np.int64(0)
-    for j in range(w16.shape[0]):
-        total += w16[j] * w16[j]
-    total = _reduce(team, total, 0, True)[0]
-    if use_eps:
-        total += _eps_term(eps_z, eps_p + kw)
-    return _rsqrt(total, rsq)
-
-
-@njit(cache=True)
 def _extremes(w16, gain):
     """(max u, max -u) of this thread's u = w16·gain."""
     big, small = np.int64(0), np.int64(0)
@@ -223,14 +213,20 @@ def _prepare(w, proj, eps_z, eps_p, use_eps, rsq, q, mm, me, part, team, scratch
     _, gains, scales = proj
     r_lo, r_hi, lo, hi = part
     w16, u, u16 = scratch[0][0, lo:hi], scratch[0][1, lo:hi], scratch[0][2, lo:hi]
-    tops = scratch[3][:2 * gains.shape[0]]  # the G projections' extremes, exchanged at one barrier
+    # the norm's Σw16² and the G projections' extremes depend on w16 alone: one exchange for all
+    sums = scratch[3][:1 + 2 * gains.shape[0]]
     for r in range(r_lo, r_hi):
-        rs, e = _row_rsqrt(w[r, lo:hi], eps_z[r], eps_p[r], use_eps, rsq, w16, team)
+        kw = _normalize16(w[r, lo:hi], w16, team)
+        sums[0] = 0
+        for j in range(w16.shape[0]):
+            sums[0] += w16[j] * w16[j]
         for g in range(gains.shape[0]):
-            tops[2 * g], tops[2 * g + 1] = _extremes(w16, gains[g, lo:hi])
-        _reduce_max(team, tops)
+            sums[1 + 2 * g], sums[2 + 2 * g] = _extremes(w16, gains[g, lo:hi])
+        _exchange(team, sums)
+        total = sums[0] + (_eps_term(eps_z[r], eps_p[r] + kw) if use_eps else 0)
+        rs, e = _rsqrt(total, rsq)  # 1/√Σw16² (+ eps), as intref's RMSNorm of a BitLinear input
         for g in range(gains.shape[0]):
-            m, s = _quantize_row(w16, gains[g, lo:hi], tops[2 * g], tops[2 * g + 1], rs, e, scales[g, 0],
+            m, s = _quantize_row(w16, gains[g, lo:hi], sums[1 + 2 * g], sums[2 + 2 * g], rs, e, scales[g, 0],
                                  scales[g, 1], q[g, r, lo:hi], u, u16)
             if lo == 0:
                 mm[g, r], me[g, r] = m, s
