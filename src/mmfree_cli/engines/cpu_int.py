@@ -7,7 +7,8 @@ AVX-VNNI, AVX2 or popcount: the fastest this CPU runs). A forward call is one co
 run by a team of threads kept for the model's life, one per core (`cpu_team`): each product is
 split by weight rows over the team, the per-channel steps (recurrence, SiLU of the gate) by
 channels, and the other element-wise steps between products (norms, quantisation) by rows, or by
-the same channels when a call has fewer rows than threads (`_split`). Rows of a batch are
+the same channels when a call has fewer rows than threads (`_split`); between decode calls the
+helpers wait in compiled code, off the GIL (`_decode_helper`). Rows of a batch are
 the tokens of all sequences (row b·T + t), so a prefill runs each projection once as a
 matrix-matrix product; only the recurrence itself walks the positions in order. State is an int32
 numpy array [L, B, d] (Q11.20), as in the reference.
