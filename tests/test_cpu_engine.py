@@ -83,6 +83,34 @@ def test_engine_is_bit_exact_with_the_reference(small_model, shape, threads, ker
         got, got_state = compiled.forward(tokens[:batch, :1], state0[:, :batch])
         want, want_state = intref.prefill(im, tokens[:batch, :1], state0[:, :batch])
         assert np.array_equal(got, want) and np.array_equal(got_state, want_state)
+    want, want_state = intref.prefill(im, tokens, state0)  # a prefill calls the kept helpers back
+    got, got_state = compiled.forward(tokens, state0)
+    assert np.array_equal(got, want) and np.array_equal(got_state, want_state)
+    got, got_state = compiled.forward(tokens[:1, :1], state0[:, :1])  # and they go back in after
+    want, want_state = intref.prefill(im, tokens[:1, :1], state0[:, :1])
+    assert np.array_equal(got, want) and np.array_equal(got_state, want_state)
+
+
+def test_dropped_engines_stop_their_threads(small_model):
+    import gc
+    import threading
+    import time
+    im = int_model_from_float(small_model(seed=3, hidden_size=72, intermediate_size=100, vocab_size=97))
+
+    def team_threads():
+        return [t for t in threading.enumerate() if t.name.startswith("mmfree-cpu-team")]
+    before = len(team_threads())
+    for _ in range(3):  # created and dropped with their helpers in a decode loop, or at their start barrier
+        compiled = CompiledModel(im, threads=3)
+        compiled.forward(np.ones((1, 1), np.int64), intref.new_state(im, 1))
+        del compiled
+        compiled = CompiledModel(im, threads=2)
+        del compiled
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while len(team_threads()) > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(team_threads()) == before
 
 
 def test_steps_after_prefill_continue_the_same_sequence(run_dir):

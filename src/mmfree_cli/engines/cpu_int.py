@@ -7,7 +7,8 @@ AVX-VNNI, AVX2 or popcount: the fastest this CPU runs). A forward call is one co
 run by a team of threads kept for the model's life, one per core (`cpu_team`): each product is
 split by weight rows over the team, the per-channel steps (recurrence, SiLU of the gate) by
 channels, and the other element-wise steps between products (norms, quantisation) by rows, or by
-the same channels when a call has fewer rows than threads (`_split`). Rows of a batch are
+the same channels when a call has fewer rows than threads (`_split`); between decode calls the
+helpers wait in compiled code, off the GIL (`_decode_helper`). Rows of a batch are
 the tokens of all sequences (row b·T + t), so a prefill runs each projection once as a
 matrix-matrix product; only the recurrence itself walks the positions in order. State is an int32
 numpy array [L, B, d] (Q11.20), as in the reference.
@@ -72,6 +73,25 @@ def _reduce(team, a, b, add_a):
         total = total + slots[k, t, 0] if add_a else max(total, slots[k, t, 0])
         top = max(top, slots[k, t, 1])
     return total, top
+
+
+@njit(cache=True, nogil=True)
+def _exchange(team, values):
+    """values[0] = Σ over the team of values[0], values[i] = max over the team of values[i] for
+    i ≥ 1 (at most 8 values), at one barrier (see `_reduce`)."""
+    tid, nthreads, sync, slots = team
+    if nthreads == 1:
+        return
+    k = slots[2, tid, 0] & 1
+    slots[2, tid, 0] += 1
+    for i in range(values.shape[0]):
+        slots[k, tid, i] = values[i]
+    barrier(sync, nthreads)
+    values[0] = 0
+    for t in range(nthreads):
+        values[0] += slots[k, t, 0]
+        for i in range(1, values.shape[0]):
+            values[i] = max(values[i], slots[k, t, i])
 
 
 @njit(cache=True)
@@ -152,32 +172,25 @@ def _rsqrt(s, rsq):
 
 
 @njit(cache=True)
-def _row_rsqrt(w, eps_z, eps_p, use_eps, rsq, w16, team):
-    """The RMSNorm of one BitLinear input row: w16 = normalize16(w) and (r, e) ≈ 1/√Σw16² (+ eps)."""
-    kw = _normalize16(w, w16, team)
-    total = np.int64(0)
+def _extremes(w16, gain):
+    """(max u, max -u) of this thread's u = w16·gain."""
+    big, small = np.int64(0), np.int64(0)
     for j in range(w16.shape[0]):
-        total += w16[j] * w16[j]
-    total = _reduce(team, total, 0, True)[0]
-    if use_eps:
-        total += _eps_term(eps_z, eps_p + kw)
-    return _rsqrt(total, rsq)
+        big = max(big, w16[j] * gain[j])
+    for j in range(w16.shape[0]):
+        small = max(small, -w16[j] * gain[j])
+    return big, small
 
 
 @njit(cache=True)
-def _quantize_row(w16, gain, r, e, cm, cs, q, u, u16, team):
-    """u = w16·gain → its int8 activations q (zero-padded) and the output multiplier (M_m, M_e).
-    normalize16(u) is monotonic, so the largest |normalize16(u)| comes from u's largest and smallest
-    values: one exchange gives both normalize16's shift and the quantisation's scale."""
+def _quantize_row(w16, gain, big, small, r, e, cm, cs, q, u, u16):
+    """u = w16·gain → its int8 activations q (zero-padded) and the output multiplier (M_m, M_e),
+    given the team's max u (big) and max -u (small). normalize16(u) is monotonic, so the largest
+    |normalize16(u)| comes from u's largest and smallest values: they give both normalize16's shift
+    and the quantisation's scale."""
     n = w16.shape[0]
     for j in range(n):
         u[j] = w16[j] * gain[j]
-    big, small = np.int64(0), np.int64(0)  # max u, max -u
-    for j in range(n):
-        big = max(big, u[j])
-    for j in range(n):
-        small = max(small, -u[j])
-    big, small = _reduce(team, big, small, False)
     k = _shift16(max(big, small))
     a = max(_sat16(big, k), -_sat16(-small, k))
     recip = ((np.int64(127) << 32) + a - 1) // a if a > 0 else np.int64(0)
@@ -201,11 +214,21 @@ def _prepare(w, proj, eps_z, eps_p, use_eps, rsq, q, mm, me, part, team, scratch
     _, gains, scales = proj
     r_lo, r_hi, lo, hi = part
     w16, u, u16 = scratch[0][0, lo:hi], scratch[0][1, lo:hi], scratch[0][2, lo:hi]
+    # the norm's Σw16² and the G projections' extremes depend on w16 alone: one exchange for all
+    sums = scratch[3][:1 + 2 * gains.shape[0]]
     for r in range(r_lo, r_hi):
-        rs, e = _row_rsqrt(w[r, lo:hi], eps_z[r], eps_p[r], use_eps, rsq, w16, team)
+        kw = _normalize16(w[r, lo:hi], w16, team)
+        sums[0] = 0
+        for j in range(w16.shape[0]):
+            sums[0] += w16[j] * w16[j]
         for g in range(gains.shape[0]):
-            m, s = _quantize_row(w16, gains[g, lo:hi], rs, e, scales[g, 0], scales[g, 1], q[g, r, lo:hi], u, u16,
-                                 team)
+            sums[1 + 2 * g], sums[2 + 2 * g] = _extremes(w16, gains[g, lo:hi])
+        _exchange(team, sums)
+        total = sums[0] + (_eps_term(eps_z[r], eps_p[r] + kw) if use_eps else 0)
+        rs, e = _rsqrt(total, rsq)  # 1/√Σw16² (+ eps), as intref's RMSNorm of a BitLinear input
+        for g in range(gains.shape[0]):
+            m, s = _quantize_row(w16, gains[g, lo:hi], sums[1 + 2 * g], sums[2 + 2 * g], rs, e, scales[g, 0],
+                                 scales[g, 1], q[g, r, lo:hi], u, u16)
             if lo == 0:
                 mm[g, r], me[g, r] = m, s
 
@@ -344,10 +367,11 @@ def _add_sat(x, y, part):
 def _scratch(n_rows, width):
     """A thread's buffers for the element-wise steps, allocated once a forward call (allocating
     them in each step cost more than the step's arithmetic, measured): six vectors, one row-sized
-    input per row, and three per-row values (zeros, eps reference's z and p)."""
+    input per row, three per-row values (zeros, eps reference's z and p) and 8 values exchanged."""
     eps = np.empty((3, n_rows), dtype=np.int64)
     eps[0] = 0
-    return np.empty((6, width), dtype=np.int64), np.empty((n_rows, width), dtype=np.int64), eps
+    return (np.empty((6, width), dtype=np.int64), np.empty((n_rows, width), dtype=np.int64), eps,
+            np.empty(8, dtype=np.int64))
 
 
 @njit(cache=True)
@@ -421,6 +445,27 @@ def forward_team(tid, nthreads, sync, x, state, n_seq, layers, final_gain, head,
     _product(tid, nthreads, sync, head, q_d, mm, me, logits, kernel)
 
 
+@njit(cache=True, nogil=True)
+def _decode_helper(tid, nthreads, sync, go, command, x, state, n_seq, layers, final_gain, head, work, sig, rsq,
+                   kernel):
+    """A helper's loop over the decode calls on one set of buffers (`Team.run_kept`): it stays in
+    compiled code, off the GIL, between calls."""
+    while True:
+        barrier(go, nthreads)
+        if command[0] == 0:
+            return
+        forward_team(tid, nthreads, sync, x, state, n_seq, layers, final_gain, head, work, sig, rsq, kernel)
+
+
+@njit(cache=True, nogil=True)
+def _decode_lead(nthreads, sync, go, command, x, state, n_seq, layers, final_gain, head, work, sig, rsq, kernel):
+    """Thread 0's side of one such call: start the helpers, run its share. forward_team ends at a
+    barrier after the last product, so the helpers are done with the buffers when it returns."""
+    command[0] = 1
+    barrier(go, nthreads)
+    forward_team(0, nthreads, sync, x, state, n_seq, layers, final_gain, head, work, sig, rsq, kernel)
+
+
 class CompiledModel:
     """The integer model in the kernel's memory layout (each layer's constants stacked over the
     layers, at the spec's widths: int16 gains, int32 lower bounds and sigmoid table, since a token
@@ -450,7 +495,7 @@ class CompiledModel:
         # barriers than it saves (the tiny recipe's model decodes ~10x faster on one thread)
         self.threads = threads or max(1, min(len(os.sched_getaffinity(0)), self.weight_bytes() >> 20))
         self.team = Team(self.threads)
-        self._lock, self._work = threading.Lock(), (None, None)  # the last call's buffers, kept
+        self._lock, self._kept = threading.Lock(), None  # a decode's buffers, kept (see `forward`)
 
     def _proj(self, *projs: dict) -> tuple:
         """Projections of one input, stacked for one pass: (weights, gains [G, K], scales [G, 2])."""
@@ -474,19 +519,28 @@ class CompiledModel:
                 zeros((n_rows, vocab), np.int64))
 
     def forward(self, tokens: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """tokens [B, T], state int32 [L, B, d] → (logits int32 [B, T, V], new state)."""
+        """tokens [B, T], state int32 [L, B, d] → (logits int32 [B, T, V], new state). Calls of at
+        most KEEP_ROWS rows (decode steps) keep their buffers, inputs included, for the next call of
+        the same shape, and the team's helpers wait in compiled code for it (`Team.run_kept`); a
+        prefill's buffers are dropped after."""
         n_seq, steps = tokens.shape
-        x = self.embed[tokens.reshape(-1)].astype(np.int64)  # rows b·T + t
-        new = state.copy()
-        with self._lock:  # decode steps (a few rows) reuse their buffers; a prefill's are dropped after
-            key, work = self._work
-            if key != (n_seq, x.shape[0]):
-                work = self.work(n_seq, x.shape[0])
-                if x.shape[0] <= KEEP_ROWS:
-                    self._work = ((n_seq, x.shape[0]), work)
-            self.team.run(forward_team, x, new, n_seq, self.layers, self.final_gain, self.head, work, SIG, RSQ,
-                          KERNELS.index(self.kernel))
-            return work[-1].astype(np.int32).reshape(n_seq, steps, -1), new
+        ids = tokens.reshape(-1)
+        args = (self.layers, self.final_gain, self.head)
+        with self._lock:
+            if ids.shape[0] > KEEP_ROWS:
+                x, new, work = self.embed[ids].astype(np.int64), state.copy(), self.work(n_seq, ids.shape[0])
+                self.team.run(forward_team, x, new, n_seq, *args, work, SIG, RSQ, KERNELS.index(self.kernel))
+                return work[-1].astype(np.int32).reshape(n_seq, steps, -1), new
+            shape = (n_seq, ids.shape[0], state.shape, state.dtype)
+            if self._kept is None or self._kept[0] != shape:
+                self._kept = (shape, np.empty((ids.shape[0], self.embed.shape[1]), np.int64),
+                              np.empty(state.shape, state.dtype), self.work(n_seq, ids.shape[0]))
+            kept = self._kept
+            _, x, new, work = kept
+            x[...], new[...] = self.embed[ids], state
+            self.team.run_kept(kept, _decode_helper, _decode_lead, x, new, n_seq, *args, work, SIG, RSQ,
+                               KERNELS.index(self.kernel))
+            return work[-1].astype(np.int32).reshape(n_seq, steps, -1), new.copy()
 
 
 class CpuIntEngine(Engine):
