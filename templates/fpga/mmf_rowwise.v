@@ -24,8 +24,8 @@ module mmf_rowwise #(
     input  wire               clk,
     input  wire               rst,
     input  wire               in_valid,
-    input  wire [2:0]         op,
-    input  wire [4:0]         frac,      // fraction bits of a for SIGMOID / SILU (7..26)
+    input  wire [2:0]         op,        // op and frac: stable from two cycles before a pass's first
+    input  wire [4:0]         frac,      // element to its last; frac = fraction bits of a for SIGMOID / SILU (7..26)
     input  wire signed [31:0] a,
     input  wire signed [31:0] b,
     input  wire signed [31:0] c,
@@ -65,7 +65,16 @@ module mmf_rowwise #(
 
     // ---- sigmoid_q(a, fr): s1 |a| and the clamp, s2 clamp, s3-s4 index, s5 table, s6 difference,
     // s7-s9 product, s10-s12 rounded shift + T[i0], s13 mirror for negative a
-    wire [4:0]  fr    = (op == 3'd2 || op == 3'd3) ? 5'd16 : frac;
+    // op and frac hold for a whole pass (the instruction register) and the first element comes
+    // cycles after it loads, so the clamp and the shift are made from them free-running, two
+    // registers ahead, and only taken per element at s1
+    reg  [4:0]  fr_r, sh_r;
+    reg  [32:0] zmax_r;
+    always @(posedge clk) begin
+        fr_r <= (op == 3'd2 || op == 3'd3) ? 5'd16 : frac;
+        zmax_r <= (33'd16 << fr_r) - 33'd1;
+        sh_r <= fr_r - 5'd6;
+    end
     reg  [32:0] absa1, zmax1, z2, zs3;
     reg  [4:0]  sh_d [1:12];
     reg  [25:0] f3, f4, f5, f6;
@@ -77,8 +86,8 @@ module mmf_rowwise #(
     always @(posedge clk) begin
         absa1 <= a[31] ? -{a[31], a} : {a[31], a};
         if (in_valid) begin
-            zmax1 <= (33'd16 << fr) - 33'd1;
-            sh_d[1] <= fr - 5'd6;
+            zmax1 <= zmax_r;
+            sh_d[1] <= sh_r;
         end
         for (i1 = 2; i1 <= 12; i1 = i1 + 1) sh_d[i1] <= sh_d[i1-1];
         neg_d <= {neg_d[11:1], a[31]};

@@ -77,12 +77,14 @@ async def every_op_random_and_edges(dut):
             a, b, c = operands(op, n, rng)
             got: list[int] = []
             mon = cocotb.start_soon(monitor(dut, got))
+            # op and frac are an instruction's: set two cycles before its first element, held through it
+            dut.op.value, dut.frac.value = op, frac
+            await ClockCycles(dut.clk, 2)
             i = 0
             while i < n:
                 fire = random.random() > 0.25   # input gaps
                 dut.in_valid.value = int(fire)
                 if fire:
-                    dut.op.value, dut.frac.value = op, frac
                     dut.a.value, dut.b.value, dut.c.value = int(a[i]), int(b[i]), int(c[i])
                     i += 1
                 await RisingEdge(dut.clk)
