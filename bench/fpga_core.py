@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -132,10 +133,14 @@ def fmax(done: Path | None = None) -> None:
             fmax_mhz = min(v["achieved"] for v in pnr["fmax"].values())
             ebr = pnr["utilization"].get("DP16KD", {}).get("used", 0)
             goal = synth.GOAL_MHZ[speed]
+            # nextpnr's verdict at the clock it was asked for (--freq): "PASS at 100.00 MHz" or "FAIL at ..."
+            log = (work / f"speed{speed}.log").read_text() if (work / f"speed{speed}.log").is_file() else ""
+            verdict = re.findall(r"Max frequency for clock [^\n]*\((PASS|FAIL) at ([0-9.]+) MHz\)", log)
+            asked = f"nextpnr --freq {float(verdict[-1][1]):g}: {verdict[-1][0]}; " if verdict else ""
             record("fpga_core", f"post-route Fmax, 370M build ({params.lanes} lanes, scratch 2^{params.saddr_w}), "
                    f"LFE5U-85F speed -{speed}", fmax_mhz, "MHz", target=f">= {goal:g}", met=fmax_mhz >= goal,
-                   command=cmd, notes=f"out of context (mmf_ooc); VEC {params.v}; EBR {ebr}/208; {tools}; "
-                                      "placed without --timing-allow-fail")
+                   command=cmd, notes=f"out of context (mmf_ooc); VEC {params.v}; EBR {ebr}/208; {asked}seed 1; "
+                                      f"{tools}; placed without --timing-allow-fail")
 
 
 def measured_fmax() -> tuple[float, str] | None:
