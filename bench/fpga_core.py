@@ -106,10 +106,11 @@ def simulator_versions() -> dict:
     return out
 
 
-def fmax(done: Path | None = None) -> None:
+def fmax(done: Path | None = None, seed: int = 1, note: str = "") -> None:
     """yosys + nextpnr (−8 and −6) of the build the export ships for 370M; rows in results.csv.
     `done`: a directory where synth.synthesise and place_and_route already ran (speedN-report.json
-    and speedN.log there): record its results instead of running again."""
+    and speedN.log there): record its results instead of running again. `seed`: the placement
+    seed it was placed with; `note`: added to the rows' notes."""
     from mmfree_cli.export.fpga import synth
     from mmfree_cli.export.fpga.compiler import fit_core
     from mmfree_cli.export.fpga.estimates import preset_dims
@@ -119,7 +120,7 @@ def fmax(done: Path | None = None) -> None:
         raise SystemExit(2)
     params = fit_core(preset_dims()["370m"])
     tools = synth.tool_versions() | simulator_versions()
-    cmd = "python -m bench.fpga_core --fmax" + (f" --fmax-from {done}" if done else "")
+    cmd = "python -m bench.fpga_core --fmax" + (f" --fmax-from {done} --seed {seed}" if done else "")
     with tempfile.TemporaryDirectory() as tmp:
         work = done or Path(tmp)
         if done is None:
@@ -139,8 +140,8 @@ def fmax(done: Path | None = None) -> None:
             asked = f"nextpnr --freq {float(verdict[-1][1]):g}: {verdict[-1][0]}; " if verdict else ""
             record("fpga_core", f"post-route Fmax, 370M build ({params.lanes} lanes, scratch 2^{params.saddr_w}), "
                    f"LFE5U-85F speed -{speed}", fmax_mhz, "MHz", target=f">= {goal:g}", met=fmax_mhz >= goal,
-                   command=cmd, notes=f"out of context (mmf_ooc); VEC {params.v}; EBR {ebr}/208; {asked}seed 1; "
-                                      f"{tools}; placed without --timing-allow-fail")
+                   command=cmd, notes=f"out of context (mmf_ooc); VEC {params.v}; EBR {ebr}/208; {asked}seed {seed}; "
+                                      f"{note + '; ' if note else ''}{tools}; placed without --timing-allow-fail")
 
 
 def measured_fmax() -> tuple[float, str] | None:
@@ -158,12 +159,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fmax", action="store_true", help="also synthesise and place the 370M build (slow)")
     ap.add_argument("--fmax-from", type=Path, help="record the Fmax of a finished synth/PnR directory, no runs")
+    ap.add_argument("--seed", type=int, default=1, help="with --fmax-from: the placement seed it used (for the notes)")
+    ap.add_argument("--note", default="", help="with --fmax-from: added to the rows' notes")
     ap.add_argument("--lanes", type=int, nargs="*", default=list(LANE_COUNTS), help="lane counts to calibrate")
     ap.add_argument("--refit", action="store_true",
                     help="fit the model again to the profiles and latency runs calibration.json holds (no simulation)")
     args = ap.parse_args()
     if args.fmax_from:
-        fmax(args.fmax_from)
+        fmax(args.fmax_from, args.seed, args.note)
         return
     if args.refit:
         by = refit(json.loads(estimates.CALIBRATION.read_text()))
