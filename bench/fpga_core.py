@@ -125,7 +125,7 @@ def fmax(done: Path | None = None, seed: int = 1, note: str = "") -> None:
         work = done or Path(tmp)
         if done is None:
             synth.synthesise(work, params)
-            synth.place_speed_grades(work)
+            synth.place_speed_grades(work, synth.GOAL_MHZ, strict=False)   # at the goals: docs/fpga-core.md
         for speed in synth.FLOOR_MHZ:
             report = work / f"speed{speed}-report.json"
             if not report.is_file():

@@ -37,10 +37,11 @@ EBR_LIMIT = 208
 FLOOR_MHZ = {8: 90.0, 6: 70.0}
 """The clock each speed grade must close at (nextpnr --freq; failing it fails the export): a
 regression guard below what this RTL reaches, with a margin for placement-seed noise (the small
-build of the slow test: 105.6 MHz at −8 and 79.9 MHz at −6; the 370M build: 96.4 and 75.1 MHz,
-post-route, seed 1). The goal is GOAL_MHZ; the report says whether it is met."""
+build of the slow test: 105.6 MHz at −8 and 79.9 MHz at −6 before the one-hot scalar control; the
+370M build placed at the goal clocks: 98.5 and 82.0 MHz, seed 1, docs/fpga-core.md). The goal is
+GOAL_MHZ; the report says whether it is met."""
 GOAL_MHZ = {8: 100.0, 6: 80.0}
-"""Issue #19's goal clocks: not met by the 370M build of the current core (docs/fpga-core.md)."""
+"""Issue #19's goal clocks (docs/fpga-core.md says which builds close them)."""
 OOC = "mmf_ooc.v"
 
 
@@ -104,12 +105,23 @@ def place_and_route(work: Path, speed: int, freq: float, seed: int = 1) -> dict:
             "utilization": {k: v for k, v in pnr["utilization"].items() if v["used"]}}
 
 
-def place_speed_grades(work: Path) -> dict[int, dict]:
-    """place_and_route at every speed grade of FLOOR_MHZ, side by side: the grades are independent
-    single-threaded nextpnr runs, so on two cores they take the time of one."""
-    with ThreadPoolExecutor(len(FLOOR_MHZ)) as pool:
-        runs = {speed: pool.submit(place_and_route, work, speed, freq) for speed, freq in FLOOR_MHZ.items()}
-        return {speed: run.result() for speed, run in runs.items()}
+def place_speed_grades(work: Path, targets: dict[int, float] = FLOOR_MHZ,
+                       strict: bool = True) -> dict[int, dict | str]:
+    """place_and_route at every speed grade of `targets` (MHz per grade), side by side: the grades
+    are independent single-threaded nextpnr runs, so on two cores they take the time of one.
+    A grade that does not close raises UserError when `strict` (the export, at the floors); else
+    (the benchmark, at the goal clocks) its one-line reason is returned; its log and report stay."""
+    with ThreadPoolExecutor(len(targets)) as pool:
+        runs = {speed: pool.submit(place_and_route, work, speed, freq) for speed, freq in targets.items()}
+        out: dict[int, dict | str] = {}
+        for speed, run in runs.items():
+            try:
+                out[speed] = run.result()
+            except UserError as e:
+                if strict:
+                    raise
+                out[speed] = str(e)
+        return out
 
 
 def synthesise(work: Path, params: CoreParams) -> dict:
