@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -108,7 +109,10 @@ def test_ctrl_c_stops_the_answer_and_the_chat_goes_on(model_dir, tmp_path):
     # (sampled at seed 0 it stops after 407 tokens: under 1 s, sometimes before the interrupt arrived)
     child = pexpect.spawn(MMFREE, ["chat", str(model_dir), "--template", "none", "-n", "100000", "-t", "0"],
                           cwd=str(tmp_path), encoding="utf-8", timeout=60,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          # a suite started in the background (`cmd &` in a script) inherits SIGINT
+                          # ignored, and Python then keeps ignoring it: give the chat a terminal's default
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     child.expect_exact("you> ")
     child.sendline("Hello")
     child.expect_exact("Hello\r\n")
