@@ -131,6 +131,10 @@ if __name__ == "__main__":
             print('usage: python bench/record.py --retire BENCHMARK METRIC_PREFIX --why "reason"', file=sys.stderr)
             raise SystemExit(2)
         done = retire(sys.argv[2], sys.argv[3], sys.argv[5])
+        if not done:
+            print(f"no metric of benchmark {sys.argv[2]!r} starting with {sys.argv[3]!r} is on the page — "
+                  "copy both from docs/benchmarks.md (the benchmark is the ## heading)", file=sys.stderr)
+            raise SystemExit(2)
         print(f"retired {len(done)} metric(s)" + "".join(f"\n  {m}" for m in done))
     else:
         render()
