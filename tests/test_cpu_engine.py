@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mmfree_cli.data.tokenizer import ByteTokenizer
-from mmfree_cli.engines import load_engine
+from mmfree_cli.engines import cpu_int, load_engine
 from mmfree_cli.engines.cpu_int import CompiledModel, CpuIntEngine
 from mmfree_cli.engines.cpu_ternary import KERNELS, available, layout, matmul, padded, padded_rows
 from mmfree_cli.export import run_export
@@ -59,6 +59,22 @@ def test_ternary_kernels_are_exact(kernel, n, k, rows):
     want = np.concatenate([intref.requantize(g[:, :k].astype(np.int64) @ codes.T.astype(np.int64),
                                              mm[i][:, None], me[i][:, None]) for i, g in enumerate(q3)], axis=1)
     assert np.array_equal(out3, want)
+
+
+@pytest.mark.parametrize("lim,sh", [(cpu_int.LIM_X, cpu_int.SH_X), (cpu_int.LIM_H, cpu_int.SH_H)])
+def test_sigmoid_table_lookups_match_the_table(lim, sh):
+    """The gathered lookups (eight at a time, then a scalar tail) against plain indexing, on views
+    of every length 0..19 and the values at and past the table's ends."""
+    rng = np.random.default_rng(sh)
+    edges = np.array([0, 1, -1, lim, lim + 1, -lim, -lim - 1, 2**31 - 1, -2**31, lim >> 1], dtype=np.int64)
+    y = np.concatenate([edges, rng.integers(-2**31, 2**31, 30), rng.integers(-lim, lim + 1, 30)])
+    sig = cpu_int.SIG
+    for start, length in ((0, len(y)), *((3, n) for n in range(20))):
+        view = y[start:start + length]
+        base, step = np.full(length, -7, np.int64), np.full(length, -7, np.int64)
+        cpu_int._lookup(view, lim, sh, sig, base, step)
+        i = np.minimum(np.abs(view), lim) >> sh
+        assert np.array_equal(base, sig[i]) and np.array_equal(step, sig[i + 1].astype(np.int64) - sig[i])
 
 
 @pytest.mark.parametrize("kernel", KERNELS_HERE)

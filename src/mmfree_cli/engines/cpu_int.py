@@ -23,7 +23,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from ..quant import intspec
 from ..quant.intspec import EPS_M, EPS_S, EPS_TERM_MAX, FRAC_G, FRAC_H, FRAC_X, INT32_MAX, INT32_MIN, ONE_G
@@ -247,16 +250,59 @@ def _normed_input(x, gain, proj, rsq, q, mm, me, part, team, scratch):
     _prepare(w, proj, zeros, zeros, False, rsq, q, mm, me, part, team, scratch)
 
 
-# The sigmoid table's interpolation, split for LLVM's vectoriser (it gathers no table entries on
-# this AMD EPYC): a scalar pass fetches each element's entry and step to the next (`_lookup`), then
-# a loop without lookups (`_interp`) vectorises. Constants are globals so they fold.
+# The sigmoid table's interpolation in two passes: one fetches each element's entry and the step
+# to the next (`_lookup`), then a loop without lookups (`_interp`) vectorises. LLVM's vectoriser
+# gathers no table entries on this AMD EPYC, so `_lookup8` gathers by hand, eight elements at a
+# time, each entry and its successor in one 8-byte load: 0.6 of the scalar loop's time, measured
+# (the sigmoid's lookups were a third of a decode's element-wise time at 2 threads). Constants are
+# globals so they fold.
 LIM_X, SH_X = (1 << (4 + FRAC_X)) - 1, FRAC_X - 6  # sigmoid of Q15.16 inputs
 LIM_H, SH_H = (1 << (4 + FRAC_H)) - 1, FRAC_H - 6  # sigmoid of the state (Q11.20)
+_I32, _I64, _V8 = ir.IntType(32), ir.IntType(64), ir.VectorType(ir.IntType(64), 8)
+
+
+@intrinsic
+def _lookup8(typingctx, y, j, lim, sh, sig, base, step):
+    """`_lookup` of the contiguous int64 y[j:j+8] into base, step[j:j+8] (sig: contiguous int32,
+    one entry past the largest index), with one vector gather of (sig[i], sig[i+1]) pairs."""
+    def codegen(context, builder, signature, args):
+        def data(k):
+            return context.make_array(signature.args[k])(context, builder, args[k]).data
+
+        def splat(value):
+            lane0 = builder.insert_element(ir.Constant(_V8, ir.Undefined), value, ir.Constant(_I32, 0))
+            return builder.shuffle_vector(lane0, ir.Constant(_V8, ir.Undefined), ir.Constant(ir.VectorType(_I32, 8), [0] * 8))
+
+        def vector_at(k):
+            return builder.bitcast(builder.gep(data(k), [args[1]]), _V8.as_pointer())
+
+        y8 = builder.load(vector_at(0), align=8)
+        zero = ir.Constant(_V8, None)
+        magnitude = builder.select(builder.icmp_signed("<", y8, zero), builder.sub(zero, y8), y8)
+        limit = splat(args[2])
+        index = builder.lshr(builder.select(builder.icmp_signed("<", magnitude, limit), magnitude, limit), splat(args[3]))
+        address = builder.add(splat(builder.ptrtoint(data(4), _I64)), builder.shl(index, ir.Constant(_V8, [2] * 8)))
+        pointers = builder.inttoptr(address, ir.VectorType(_I64.as_pointer(), 8))
+        mask = ir.Constant(ir.VectorType(ir.IntType(1), 8), [1] * 8)
+        gather = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8, [pointers.type, _I32, mask.type, _V8]),
+                                                "llvm.masked.gather.v8i64.v8p0i64")
+        pairs = builder.call(gather, [pointers, ir.Constant(_I32, 4), mask, ir.Constant(_V8, ir.Undefined)])
+        entry = builder.ashr(builder.shl(pairs, ir.Constant(_V8, [32] * 8)), ir.Constant(_V8, [32] * 8))  # sig[i]
+        successor = builder.ashr(pairs, ir.Constant(_V8, [32] * 8))  # sig[i + 1], little-endian
+        builder.store(entry, vector_at(5), align=8)
+        builder.store(builder.sub(successor, entry), vector_at(6), align=8)
+        return context.get_dummy_value()
+    if not all(a.layout == "C" for a in (y, sig, base, step)):
+        return None  # a strided view would be read wrongly: refuse it at compile time
+    return types.none(y, j, lim, sh, sig, base, step), codegen
 
 
 @njit(cache=True)
 def _lookup(y, lim, sh, sig, base, step):
-    for j in range(y.shape[0]):
+    n = y.shape[0] // 8 * 8
+    for j in range(0, n, 8):
+        _lookup8(y, j, lim, sh, sig, base, step)
+    for j in range(n, y.shape[0]):
         i = min(abs(y[j]), lim) >> sh
         base[j] = sig[i]
         step[j] = sig[i + 1] - sig[i]
