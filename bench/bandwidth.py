@@ -47,11 +47,13 @@ def buffer_bytes() -> int:
 @njit(cache=True, nogil=True)
 def _team_sum(tid, nthreads, sync, words, partial):
     """Thread tid sums its contiguous share of words (LLVM vectorises the loop: one 64-byte add per
-    64 bytes read, far below what a core can issue)."""
+    64 bytes read, far below what a core can issue). The share is a view, not an index range: a
+    loop from a start numba cannot prove non-negative ran unvectorised, at 4.4 GB/s a thread."""
     lo, hi = share(words.shape[0], tid, nthreads)
+    mine = words[lo:hi]
     s = np.uint64(0)
-    for i in range(lo, hi):
-        s += words[i]
+    for i in range(mine.shape[0]):
+        s += mine[i]
     partial[tid] = s
 
 
