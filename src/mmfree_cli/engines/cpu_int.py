@@ -11,7 +11,8 @@ the same channels when a call has fewer rows than threads (`_split`); between de
 helpers wait in compiled code, off the GIL (`_decode_helper`). Rows of a batch are
 the tokens of all sequences (row b·T + t), so a prefill runs each projection once as a
 matrix-matrix product; only the recurrence itself walks the positions in order. State is an int32
-numpy array [L, B, d] (Q11.20), as in the reference.
+numpy array [L, B, d] (Q11.20), as in the reference. Where a decode step's time goes, and what was
+tried: docs/cpu-engine.md.
 """
 
 from __future__ import annotations
