@@ -254,7 +254,7 @@ def _normed_input(x, gain, proj, rsq, q, mm, me, part, team, scratch):
 # The sigmoid table's interpolation in two passes: one fetches each element's entry and the step
 # to the next (`_lookup`), then a loop without lookups (`_interp`) vectorises. LLVM's vectoriser
 # gathers no table entries on this AMD EPYC, so `_lookup8` gathers by hand, eight elements at a
-# time, each entry and its successor in one 8-byte load: 0.6 of the scalar loop's time, measured
+# time, each entry and its successor in one 8-byte load: a third of the scalar loop's time, measured
 # (the sigmoid's lookups were a third of a decode's element-wise time at 2 threads). Constants are
 # globals so they fold.
 LIM_X, SH_X = (1 << (4 + FRAC_X)) - 1, FRAC_X - 6  # sigmoid of Q15.16 inputs
