@@ -165,6 +165,8 @@ def main() -> None:
     ap.add_argument("--refit", action="store_true",
                     help="fit the model again to the profiles and latency runs calibration.json holds (no simulation)")
     args = ap.parse_args()
+    if not args.fmax_from and (args.seed != 1 or args.note):
+        ap.error("--seed and --note describe a finished placement: give them with --fmax-from DIR")
     if args.fmax_from:
         fmax(args.fmax_from, args.seed, args.note)
         return
