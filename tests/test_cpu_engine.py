@@ -107,6 +107,13 @@ def test_engine_is_bit_exact_with_the_reference(small_model, shape, threads, ker
     assert np.array_equal(got, want) and np.array_equal(got_state, want_state)
 
 
+def test_a_team_of_no_threads_is_refused():
+    from mmfree_cli.engines.cpu_team import Team
+    for n in (0, -1):
+        with pytest.raises(ValueError, match="at least 1 thread"):
+            Team(n)
+
+
 def test_dropped_engines_stop_their_threads(small_model):
     import gc
     import threading

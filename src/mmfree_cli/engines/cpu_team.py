@@ -127,6 +127,8 @@ class Team:
     and never touch the GIL (each `run` handed the GIL back and forth, 57-140 µs a call, measured)."""
 
     def __init__(self, nthreads: int):
+        if nthreads < 1:  # a team of none would wait at its first barrier for ever
+            raise ValueError(f"a thread team needs at least 1 thread, not {nthreads}")
         self.nthreads = nthreads
         self._shared = _Shared(nthreads)
         self._lock = threading.Lock()  # one job at a time (a server may call from several threads)
