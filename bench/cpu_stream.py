@@ -28,6 +28,7 @@ if __package__ in (None, ""):
 import numpy as np
 from numba import njit
 
+from bench.bandwidth import llc_bytes, sum_words
 from bench.record import record
 from mmfree_cli.engines.cpu_team import Team, barrier, share
 from mmfree_cli.engines.cpu_ternary import KERNELS, TILE, default_kernel, matmul, padded
@@ -38,8 +39,9 @@ K = 1024
 
 @njit(cache=True, nogil=True)
 def _products(tid, nthreads, sync, weights, q, mm, me, out, rows, kernel):
-    """Walk the matrix in products of `rows` rows, each split by tiles and ended at a barrier."""
-    for start in range(0, weights.shape[0] - rows + 1, rows):
+    """Walk the matrix (a whole number of products) in products of `rows` rows, each split by
+    tiles and ended at a barrier."""
+    for start in range(0, weights.shape[0], rows):
         lo, hi = share(rows // TILE, tid, nthreads)
         matmul(kernel, weights[start:start + rows], q, mm, me, out[:, :rows], lo * TILE, hi * TILE)
         barrier(sync, nthreads)
@@ -47,21 +49,20 @@ def _products(tid, nthreads, sync, weights, q, mm, me, out, rows, kernel):
 
 @njit(cache=True, nogil=True)
 def _sums(tid, nthreads, sync, weights, rows, partial):
-    """The same walk, summing each thread's share of the bytes (a view: the loop vectorises)."""
+    """The same walk, summing each thread's share of the bytes."""
     words = weights.reshape(-1).view(np.uint64)
     per = rows * weights.shape[1] // 8
     total = np.uint64(0)
-    for start in range(0, words.shape[0] - per + 1, per):
+    for start in range(0, words.shape[0], per):
         lo, hi = share(per, tid, nthreads)
-        mine = words[start + lo:start + hi]
-        for i in range(mine.shape[0]):
-            total += mine[i]
+        total += sum_words(words[start + lo:start + hi])
         barrier(sync, nthreads)
     partial[tid] = total
 
 
 def packed_matrix(nbytes: int, rows: int, seed: int = 0) -> np.ndarray:
-    """Random valid packed codes (each 2-bit field 0, 1 or 2), [n, Kp/4] with n a multiple of rows."""
+    """Random packed codes in the SIMD kernels' layout (each 2-bit field 0, 1 or 2; the popcount
+    kernel reads the same number of bytes), [n, Kp/4] with n a multiple of rows."""
     valid = np.array([b for b in range(256) if all((b >> s) & 3 != 3 for s in (0, 2, 4, 6))], np.uint8)
     n = max(1, nbytes // (rows * padded(K) // 4)) * rows
     return valid[np.random.default_rng(seed).integers(0, len(valid), (n, padded(K) // 4), dtype=np.uint8)]
@@ -77,6 +78,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.rows % TILE or args.rows <= 0:
         ap.error(f"--rows {args.rows}: give a positive multiple of {TILE}")
+    if args.threads < 1 or args.rounds < 1:
+        ap.error(f"--threads {args.threads} --rounds {args.rounds}: give at least 1 of each")
+    if args.mib << 20 <= 2 * llc_bytes():  # a smaller matrix is served from cache: no DRAM figure
+        ap.error(f"--mib {args.mib}: give more than twice the last-level cache ({llc_bytes() >> 20} MiB), "
+                 "so the weights stream from DRAM")
     kernel = default_kernel()
     weights = packed_matrix(args.mib << 20, args.rows)
     rng = np.random.default_rng(1)
