@@ -1,5 +1,5 @@
-"""Batch-1 decode of the CPU integer engine on a 370M-shape model, against the memory bound and
-against llama.cpp's ternary types, in interleaved rounds.
+"""Batch-1 decode of the CPU integer engine on a 370M-shape model (or --shape), against the memory
+bound and against llama.cpp's ternary types, in interleaved rounds.
 
 Each round, on the same machine state (the load average is recorded before and after):
 - the streaming-read bandwidth at 1 and 2 threads, before and after the engine (`bench.bandwidth`:
@@ -14,6 +14,7 @@ min..max); a target counts as met only when every round meets it.
 
     python -m bench.cpu_decode                 # 370m shape, 3 rounds (~5 min on 2 cores)
     python -m bench.cpu_decode --layers 4 --rounds 1 --no-peer   # quick look
+    python -m bench.cpu_decode --shape 2.7b    # a model larger than a big server's last-level cache
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from mmfree_cli.engines.cpu_int import CompiledModel
 from mmfree_cli.model import HGRNBitForCausalLM, preset
 from mmfree_cli.quant.intmodel import int_model_from_float
 
-BENCH = "cpu_decode (integer engine against the memory bound and llama.cpp, 370M shape, batch 1)"
+BENCH = "cpu_decode (integer engine against the memory bound and llama.cpp, {shape} shape, batch 1)"
 THREADS = (1, 2)
 FRACTION_TARGET, PEER_TARGET = 0.50, 1.5
 
@@ -94,7 +95,8 @@ def add_fractions(rounds: list[dict], weight_bytes: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  epilog="example: python -m bench.cpu_decode --rounds 3")
-    ap.add_argument("--layers", type=int, default=24)
+    ap.add_argument("--shape", default="370m", choices=["370m", "1.3b", "2.7b"], help="model preset")
+    ap.add_argument("--layers", type=int, default=None, help="layers (default: the preset's)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=32, help="decode steps per timed run (and llama-bench -n)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per round (median)")
@@ -103,7 +105,8 @@ def main() -> None:
     ap.add_argument("--no-peer", action="store_true", help="leave llama.cpp out")
     args = ap.parse_args()
     torch.manual_seed(0)
-    config = preset("370m", num_hidden_layers=args.layers)
+    config = preset(args.shape, **({"num_hidden_layers": args.layers} if args.layers else {}))
+    args.layers = config.num_hidden_layers
     int_model = int_model_from_float(HGRNBitForCausalLM(config).eval())
     engines = {t: CompiledModel(int_model, threads=t) for t in THREADS}
     kernel = engines[THREADS[-1]].kernel
@@ -135,13 +138,16 @@ def main() -> None:
     add_fractions(rounds, engines[THREADS[-1]].weight_bytes())
     prompt = np.random.default_rng(0).integers(0, config.vocab_size, (1, args.prefill))
     prefill = timed(lambda: engines[THREADS[-1]].forward(prompt, state), 3)
-    _record(rounds, engines, kernel, args, peer_note, [args.prefill / t for t in prefill])
+    _record(rounds, engines, kernel, args, config, peer_note, [args.prefill / t for t in prefill])
 
 
-def _record(rounds: list[dict], engines: dict, kernel: str, args, peer_note: str, prefill: list[float]) -> None:
+def _record(rounds: list[dict], engines: dict, kernel: str, args, config, peer_note: str,
+            prefill: list[float]) -> None:
+    bench = BENCH.format(shape=args.shape.upper())
     loads = ", ".join(f"{r['load before']:.1f}->{r['load after']:.1f}" for r in rounds)
     weight_bytes = engines[THREADS[-1]].weight_bytes()
-    notes = (f"{args.layers} layers x d=1024, I=2816, V=32000, {kernel} kernel, {len(rounds)} interleaved "
+    notes = (f"{args.layers} layers x d={config.hidden_size}, I={config.intermediate_size}, "
+             f"V={config.vocab_size}, {kernel} kernel, {len(rounds)} interleaved "
              f"rounds; load average (1 min) before->after each round: {loads}; bound = best streaming "
              f"read of {bandwidth.buffer_bytes() >> 20} MiB (numpy, torch, engine team) at that thread count, "
              "read before and after the engine in every round; fraction = round's engine GB/s / the best such "
@@ -150,29 +156,29 @@ def _record(rounds: list[dict], engines: dict, kernel: str, args, peer_note: str
     def col(key):
         return [r[key] for r in rounds]
 
-    record(BENCH, "weight bytes read per token", float(weight_bytes), "bytes", notes=notes)
+    record(bench, "weight bytes read per token", float(weight_bytes), "bytes", notes=notes)
     for t in THREADS:
-        record(BENCH, f"streaming read bandwidth, best of the round, {t} thread(s)", col(f"bound {t}"), "GB/s",
+        record(bench, f"streaming read bandwidth, best of the round, {t} thread(s)", col(f"bound {t}"), "GB/s",
                notes=notes)
-        record(BENCH, f"decode tokens/s, engine, {t} thread(s)", col(f"engine {t}"), "tokens/s", notes=notes)
+        record(bench, f"decode tokens/s, engine, {t} thread(s)", col(f"engine {t}"), "tokens/s", notes=notes)
         fraction = col(f"fraction {t}")
-        record(BENCH, f"fraction of the bandwidth bound, {t} thread(s)", fraction, "ratio",
+        record(bench, f"fraction of the bandwidth bound, {t} thread(s)", fraction, "ratio",
                target=f">= {FRACTION_TARGET}" if t == 2 else "",
                met=min(fraction) >= FRACTION_TARGET if t == 2 else None, notes=notes)
-        record(BENCH, f"fraction of the round's own bound (reads before and after it), {t} thread(s)",
+        record(bench, f"fraction of the round's own bound (reads before and after it), {t} thread(s)",
                col(f"round fraction {t}"), "ratio", notes=notes + "; for reading only: the target is on "
                "the whole run's best read")
     if peer_note:
         for qtype in peer_llamacpp.TYPES:
             for t in THREADS:
-                record(BENCH, f"decode tokens/s, llama.cpp {qtype}, {t} thread(s)", col(f"{qtype} {t}"),
+                record(bench, f"decode tokens/s, llama.cpp {qtype}, {t} thread(s)", col(f"{qtype} {t}"),
                        "tokens/s", notes=notes + peer_note)
                 ratio = [r[f"engine {t}"] / r[f"{qtype} {t}"] for r in rounds]
                 is_target = qtype == "TQ2_0"
-                record(BENCH, f"speed-up over llama.cpp {qtype}, {t} thread(s)", ratio, "x",
+                record(bench, f"speed-up over llama.cpp {qtype}, {t} thread(s)", ratio, "x",
                        target=f">= {PEER_TARGET}" if is_target else "",
                        met=min(ratio) >= PEER_TARGET if is_target else None, notes=notes + peer_note)
-    record(BENCH, f"prefill tokens/s, engine, {THREADS[-1]} threads (T={args.prefill})", prefill, "tokens/s",
+    record(bench, f"prefill tokens/s, engine, {THREADS[-1]} threads (T={args.prefill})", prefill, "tokens/s",
            notes=notes)
     summary = ", ".join(f"{t} thread(s) {statistics.median(col(f'engine {t}')):.1f} tok/s "
                         f"({statistics.median(col(f'fraction {t}')):.2f} of the bound)" for t in THREADS)
