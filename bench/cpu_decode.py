@@ -43,6 +43,13 @@ THREADS = (1, 2)
 FRACTION_TARGET, PEER_TARGET = 0.50, 1.5
 
 
+def random_int_model(shape: str, layers: int | None = None) -> tuple:
+    """(config, integer model) of a random float model of the preset `shape` (seed 0)."""
+    torch.manual_seed(0)
+    config = preset(shape, **({"num_hidden_layers": layers} if layers else {}))
+    return config, int_model_from_float(HGRNBitForCausalLM(config).eval())
+
+
 def _decode(compiled: CompiledModel, state: np.ndarray, steps: int) -> None:
     tok = np.array([[1]])
     for _ in range(steps):
@@ -104,10 +111,8 @@ def main() -> None:
     ap.add_argument("--prefill", type=int, default=64, help="prompt length for the prefill figure")
     ap.add_argument("--no-peer", action="store_true", help="leave llama.cpp out")
     args = ap.parse_args()
-    torch.manual_seed(0)
-    config = preset(args.shape, **({"num_hidden_layers": args.layers} if args.layers else {}))
+    config, int_model = random_int_model(args.shape, args.layers)
     args.layers = config.num_hidden_layers
-    int_model = int_model_from_float(HGRNBitForCausalLM(config).eval())
     engines = {t: CompiledModel(int_model, threads=t) for t in THREADS}
     kernel = engines[THREADS[-1]].kernel
     state = np.zeros((config.num_hidden_layers, 1, config.hidden_size), dtype=np.int32)
