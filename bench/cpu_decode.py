@@ -46,7 +46,7 @@ FRACTION_TARGET, PEER_TARGET = 0.50, 1.5
 def random_int_model(shape: str, layers: int | None = None) -> tuple:
     """(config, integer model) of a random float model of the preset `shape` (seed 0)."""
     torch.manual_seed(0)
-    config = preset(shape, **({"num_hidden_layers": layers} if layers else {}))
+    config = preset(shape, **({} if layers is None else {"num_hidden_layers": layers}))
     return config, int_model_from_float(HGRNBitForCausalLM(config).eval())
 
 
@@ -111,6 +111,11 @@ def main() -> None:
     ap.add_argument("--prefill", type=int, default=64, help="prompt length for the prefill figure")
     ap.add_argument("--no-peer", action="store_true", help="leave llama.cpp out")
     args = ap.parse_args()
+    counts = {"--layers": args.layers, "--rounds": args.rounds, "--steps": args.steps, "--repeats": args.repeats,
+              "--bw-repeats": args.bw_repeats, "--prefill": args.prefill}
+    bad = [f"{flag} {value}" for flag, value in counts.items() if value is not None and value < 1]
+    if bad:
+        ap.error(f"{', '.join(bad)}: give at least 1")
     config, int_model = random_int_model(args.shape, args.layers)
     args.layers = config.num_hidden_layers
     engines = {t: CompiledModel(int_model, threads=t) for t in THREADS}
