@@ -55,11 +55,16 @@ def sum_words(words):
     return s
 
 
+@njit(cache=True, nogil=True, inline="always")
+def share_sum(tid, nthreads, words):
+    """Σ of thread tid's contiguous share of words (`sum_words`)."""
+    lo, hi = share(words.shape[0], tid, nthreads)
+    return sum_words(words[lo:hi])
+
+
 @njit(cache=True, nogil=True)
 def _team_sum(tid, nthreads, sync, words, partial):
-    """Thread tid sums its contiguous share of words."""
-    lo, hi = share(words.shape[0], tid, nthreads)
-    partial[tid] = sum_words(words[lo:hi])
+    partial[tid] = share_sum(tid, nthreads, words)
 
 
 def _numpy_reader(words: np.ndarray, threads: int):
@@ -80,7 +85,8 @@ def _torch_reader(words: np.ndarray):
     return lambda: tensor.sum()  # on torch's intra-op threads, set by `measure`
 
 
-def _team_reader(words: np.ndarray, team: Team):
+def team_reader(words: np.ndarray, team: Team):
+    """A read of words by the thread team, each thread its contiguous share."""
     partial = np.zeros(team.nthreads, dtype=np.uint64)
     return lambda: team.run(_team_sum, words, partial)
 
@@ -91,7 +97,7 @@ def measure(threads: int, repeats: int = 5, team: Team | None = None,
     each, the readers interleaved so they see the same machine state."""
     words = np.ones((nbytes or buffer_bytes()) // 8, dtype=np.uint64)
     readers = {"numpy": _numpy_reader(words, threads), "torch": _torch_reader(words),
-               "engine team": _team_reader(words, team or Team(threads))}
+               "engine team": team_reader(words, team or Team(threads))}
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(threads)  # outside the timed reads: resizing torch's pool is not a read
     try:

@@ -31,11 +31,11 @@ if __package__ in (None, ""):
 import numpy as np
 from numba import njit
 
-from bench.bandwidth import buffer_bytes, sum_words
+from bench.bandwidth import buffer_bytes, share_sum, team_reader
 from bench.cpu_decode import random_int_model
 from bench.record import record
 from mmfree_cli.engines import cpu_int
-from mmfree_cli.engines.cpu_team import barrier, share
+from mmfree_cli.engines.cpu_team import barrier
 from mmfree_cli.engines.cpu_ternary import KERNELS
 
 BENCH = "cpu_decode_parts (a decode step against its products alone and plain reads, same rounds)"
@@ -61,10 +61,9 @@ def _products(tid, nthreads, sync, layers, head, work, kernel, tokens):
 
 
 @njit(cache=True, nogil=True)
-def _share_sum(tid, nthreads, sync, weights):
-    words = weights.reshape(-1).view(np.uint64)
-    lo, hi = share(words.shape[0], tid, nthreads)
-    total = sum_words(words[lo:hi])
+def _product_read(tid, nthreads, sync, weights):
+    """Σ of this thread's share of one product's weight bytes, then the team meets."""
+    total = share_sum(tid, nthreads, weights.reshape(-1).view(np.uint64))
     barrier(sync, nthreads)
     return total
 
@@ -74,18 +73,12 @@ def _weights_read(tid, nthreads, sync, pifg, po, pgate, pdown, head, partial, to
     total = np.uint64(0)
     for _ in range(tokens):
         for layer in range(pifg.shape[0]):
-            total += _share_sum(tid, nthreads, sync, pifg[layer])
-            total += _share_sum(tid, nthreads, sync, po[layer])
-            total += _share_sum(tid, nthreads, sync, pgate[layer])
-            total += _share_sum(tid, nthreads, sync, pdown[layer])
-        total += _share_sum(tid, nthreads, sync, head)
+            total += _product_read(tid, nthreads, sync, pifg[layer])
+            total += _product_read(tid, nthreads, sync, po[layer])
+            total += _product_read(tid, nthreads, sync, pgate[layer])
+            total += _product_read(tid, nthreads, sync, pdown[layer])
+        total += _product_read(tid, nthreads, sync, head)
     partial[tid] = total
-
-
-@njit(cache=True, nogil=True)
-def _big_read(tid, nthreads, sync, words, partial):
-    lo, hi = share(words.shape[0], tid, nthreads)
-    partial[tid] = sum_words(words[lo:hi])
 
 
 def main() -> None:
@@ -113,7 +106,7 @@ def main() -> None:
         "products": (lambda: team.run(_products, layers, head, work, kernel, args.tokens), per_token * args.tokens),
         "weights read": (lambda: team.run(_weights_read, layers[4][0], layers[5][0], layers[7][0], layers[8][0],
                                           head[0], partial, args.tokens), per_token * args.tokens),
-        "big read": (lambda: team.run(_big_read, big, partial), big.nbytes),
+        "big read": (team_reader(big, team), big.nbytes),
     }
     for run, _ in timings.values():
         run()  # compile, fault the pages in

@@ -28,7 +28,7 @@ if __package__ in (None, ""):
 import numpy as np
 from numba import njit
 
-from bench.bandwidth import llc_bytes, sum_words
+from bench.bandwidth import llc_bytes, share_sum
 from bench.record import record
 from mmfree_cli.engines.cpu_team import Team, barrier, share
 from mmfree_cli.engines.cpu_ternary import KERNELS, TILE, default_kernel, matmul, padded
@@ -54,8 +54,7 @@ def _sums(tid, nthreads, sync, weights, rows, partial):
     per = rows * weights.shape[1] // 8
     total = np.uint64(0)
     for start in range(0, words.shape[0], per):
-        lo, hi = share(per, tid, nthreads)
-        total += sum_words(words[start + lo:start + hi])
+        total += share_sum(tid, nthreads, words[start:start + per])
         barrier(sync, nthreads)
     partial[tid] = total
 
