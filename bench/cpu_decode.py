@@ -41,6 +41,7 @@ from mmfree_cli.quant.intmodel import int_model_from_float
 BENCH = "cpu_decode (integer engine against the memory bound and llama.cpp, {shape} shape, batch 1)"
 THREADS = (1, 2)
 FRACTION_TARGET, PEER_TARGET = 0.50, 1.5
+SHAPES = ("370m", "1.3b", "2.7b")  # the released checkpoints' shapes (model/presets.yaml)
 
 
 def random_int_model(shape: str, layers: int | None = None) -> tuple:
@@ -102,7 +103,7 @@ def add_fractions(rounds: list[dict], weight_bytes: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  epilog="example: python -m bench.cpu_decode --rounds 3")
-    ap.add_argument("--shape", default="370m", choices=["370m", "1.3b", "2.7b"], help="model preset")
+    ap.add_argument("--shape", default="370m", choices=SHAPES, help="model preset")
     ap.add_argument("--layers", type=int, default=None, help="layers (default: the preset's)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=32, help="decode steps per timed run (and llama-bench -n)")

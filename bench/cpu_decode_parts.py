@@ -32,7 +32,7 @@ import numpy as np
 from numba import njit
 
 from bench.bandwidth import buffer_bytes, share_sum, team_reader
-from bench.cpu_decode import random_int_model
+from bench.cpu_decode import SHAPES, random_int_model
 from bench.record import record
 from mmfree_cli.engines import cpu_int
 from mmfree_cli.engines.cpu_team import barrier
@@ -84,7 +84,7 @@ def _weights_read(tid, nthreads, sync, pifg, po, pgate, pdown, head, partial, to
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  epilog="example: python -m bench.cpu_decode_parts --rounds 20")
-    ap.add_argument("--shape", default="370m", choices=["370m", "1.3b", "2.7b"], help="model preset")
+    ap.add_argument("--shape", default="370m", choices=SHAPES, help="model preset")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=20, help="rounds of the four timings")
     ap.add_argument("--tokens", type=int, default=8, help="decode steps per timing")
