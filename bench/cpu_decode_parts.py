@@ -31,7 +31,7 @@ if __package__ in (None, ""):
 import numpy as np
 from numba import njit
 
-from bench.bandwidth import buffer_bytes, share_sum, team_reader
+from bench.bandwidth import buffer_bytes, llc_bytes, share_sum, team_reader
 from bench.cpu_decode import SHAPES, random_int_model
 from bench.record import record
 from mmfree_cli.engines import cpu_int
@@ -93,6 +93,9 @@ def main() -> None:
         ap.error(f"--threads {args.threads} --rounds {args.rounds} --tokens {args.tokens}: give at least 1 of each")
     config, int_model = random_int_model(args.shape)
     compiled = cpu_int.CompiledModel(int_model, threads=args.threads)
+    if compiled.weight_bytes() <= 2 * llc_bytes():  # served from cache: no ratio to memory would mean anything
+        ap.error(f"--shape {args.shape}: its {compiled.weight_bytes() >> 20} MiB of weights fit in twice this "
+                 f"machine's last-level cache ({llc_bytes() >> 20} MiB); give a larger shape (e.g. --shape 2.7b)")
     team, kernel = compiled.team, KERNELS.index(compiled.kernel)
     x = compiled.embed[[1]].astype(np.int64)
     state = np.zeros((config.num_hidden_layers, 1, config.hidden_size), dtype=np.int32)
