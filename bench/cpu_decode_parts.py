@@ -1,4 +1,4 @@
-"""Where a 2-thread decode step's time goes, measured on the model itself: the whole compiled step,
+"""Where a decode step's time goes, measured on the model itself: the whole compiled step,
 its products alone, a plain read of the same weight bytes, and a read of a large buffer.
 
 Four timings alternate in every round, so each round's four see the same machine state:
@@ -93,8 +93,9 @@ def main() -> None:
         ap.error(f"--threads {args.threads} --rounds {args.rounds} --tokens {args.tokens}: give at least 1 of each")
     config, int_model = random_int_model(args.shape)
     compiled = cpu_int.CompiledModel(int_model, threads=args.threads)
-    if compiled.weight_bytes() <= 2 * llc_bytes():  # served from cache: no ratio to memory would mean anything
-        ap.error(f"--shape {args.shape}: its {compiled.weight_bytes() >> 20} MiB of weights fit in twice this "
+    per_token = compiled.weight_bytes()
+    if per_token <= 2 * llc_bytes():  # served from cache: no ratio to memory would mean anything
+        ap.error(f"--shape {args.shape}: its {per_token >> 20} MiB of weights fit in twice this "
                  f"machine's last-level cache ({llc_bytes() >> 20} MiB); give a larger shape (e.g. --shape 2.7b)")
     team, kernel = compiled.team, KERNELS.index(compiled.kernel)
     x = compiled.embed[[1]].astype(np.int64)
@@ -102,7 +103,6 @@ def main() -> None:
     work, partial = compiled.work(1, 1), np.zeros(args.threads, np.uint64)
     big = np.ones(buffer_bytes() // 8, dtype=np.uint64)
     layers, head = compiled.layers, compiled.head
-    per_token = compiled.weight_bytes()
     timings = {
         "decode": (lambda: team.run(_decode, x, state, layers, compiled.final_gain, head, work, cpu_int.SIG,
                                     cpu_int.RSQ, kernel, args.tokens), per_token * args.tokens),
