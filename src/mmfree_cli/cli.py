@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -20,6 +21,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   rich_markup_mode="rich",
                   help="mmfree: train, quantize, export, deploy and chat with MatMul-free (ternary HGRN) language models.")
 console = Console()
+
+# the engine options of generate, chat, serve and eval, declared once
+EngineOption = Annotated[str, typer.Option("--engine", "-e", help="auto | torch | cuda | cpu | onnx | fpga")]
+DtypeOption = Annotated[str | None, typer.Option(help="torch engine: float32 (default) | bfloat16 | float16 | float64")]
+ThreadsOption = Annotated[int | None, typer.Option(min=1, help="CPU threads (default: torch's choice; the cpu engine uses one per core).")]
+DeviceOption = Annotated[str | None, typer.Option("--device", help="fpga engine: the XDMA node prefix, e.g. /dev/xdma0 (or DIR/xdma0 of `mmfree fpga-emulator`).")]
 
 
 def _version(value: bool) -> None:
@@ -212,7 +219,7 @@ def export(
 @app.command()
 def generate(
     args: list[str] | None = typer.Argument(None, help="[MODEL] [PROMPT]: a model directory or Hub id org/name\\[@rev] (default: the newest run) and the prompt (default: stdin)."),
-    engine: str = typer.Option("auto", "--engine", "-e", help="auto | torch | cuda | cpu | onnx | fpga"),
+    engine: EngineOption = "auto",
     max_tokens: int = typer.Option(200, "--max-tokens", "-n", help="Most tokens to generate."),
     temperature: float = typer.Option(0.0, "--temperature", "-t", help="0 = greedy."),
     top_k: int = typer.Option(0, help="Sample from the k most likely tokens (0 = off)."),
@@ -224,9 +231,9 @@ def generate(
     ignore_eos: bool = typer.Option(False, help="Keep going after the end-of-sequence token."),
     no_bos: bool = typer.Option(False, "--no-bos", help="No BOS before the prompt (default: BOS for HF tokenizers, none for byte-level runs, which train without it)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: text, token counts, tokens/s."),
-    dtype: str | None = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
-    threads: int | None = typer.Option(None, min=1, help="CPU threads (default: torch's choice; the cpu engine uses one per core)."),
-    device: str | None = typer.Option(None, "--device", help="fpga engine: the XDMA node prefix, e.g. /dev/xdma0 (or DIR/xdma0 of `mmfree fpga-emulator`)."),
+    dtype: DtypeOption = None,
+    threads: ThreadsOption = None,
+    device: DeviceOption = None,
     max_prompt_tokens: int = typer.Option(32768, help="Refuse longer prompts (the prompt is read in chunks; this bounds the work a pasted file can start)."),
 ):
     """Continue a prompt once, streaming the text as it is generated.
@@ -252,7 +259,7 @@ def generate(
 @app.command()
 def chat(
     model: str | None = typer.Argument(None, help="Model directory or Hub id org/name\\[@rev] (default: the newest run)."),
-    engine: str = typer.Option("auto", "--engine", "-e", help="auto | torch | cuda | cpu | onnx | fpga"),
+    engine: EngineOption = "auto",
     template: str = typer.Option("auto", help="Chat template: auto (tokenizer, then recipe, else none) | chatml | dialogue | FILE | none (plain continuation)."),
     system: str | None = typer.Option(None, help="System message (with a chat template)."),
     max_tokens: int = typer.Option(256, "--max-tokens", "-n", help="Most tokens per answer."),
@@ -262,9 +269,9 @@ def chat(
     min_p: float = typer.Option(0.0, help="Drop tokens below min_p × the top probability (0 = off)."),
     repetition_penalty: float = typer.Option(1.0, help="> 1 discourages repeats (1 = off)."),
     seed: int | None = typer.Option(None, help="Seed of the conversation's random generator (default: a fresh one, shown at start); the same seed and inputs replay a conversation."),
-    dtype: str | None = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
-    threads: int | None = typer.Option(None, min=1, help="CPU threads (default: torch's choice; the cpu engine uses one per core)."),
-    device: str | None = typer.Option(None, "--device", help="fpga engine: the XDMA node prefix, e.g. /dev/xdma0 (or DIR/xdma0 of `mmfree fpga-emulator`)."),
+    dtype: DtypeOption = None,
+    threads: ThreadsOption = None,
+    device: DeviceOption = None,
     max_prompt_tokens: int = typer.Option(32768, help="Refuse a message longer than this many tokens (the session goes on)."),
 ):
     """Talk to a model in the terminal; answers stream as they are generated and the conversation
@@ -290,16 +297,16 @@ def chat(
 @app.command()
 def serve(
     model: str | None = typer.Argument(None, help="Model directory or Hub id org/name\\[@rev] (default: the newest run)."),
-    engine: str = typer.Option("auto", "--engine", "-e", help="auto | torch | cuda | cpu | onnx | fpga"),
+    engine: EngineOption = "auto",
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 exposes it to the network)."),
     port: int = typer.Option(8000, "--port", "-p"),
     template: str = typer.Option("auto", help="Chat template for /v1/chat/completions: auto | chatml | dialogue | FILE."),
     model_name: str | None = typer.Option(None, help="The model id clients use (default: the directory name)."),
     max_batch: int = typer.Option(8, help="Requests decoded together; more wait in a queue."),
     max_tokens: int = typer.Option(2048, help="Most tokens one request may generate."),
-    dtype: str | None = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
-    threads: int | None = typer.Option(None, min=1, help="CPU threads (default: torch's choice; the cpu engine uses one per core)."),
-    device: str | None = typer.Option(None, "--device", help="fpga engine: the XDMA node prefix, e.g. /dev/xdma0 (or DIR/xdma0 of `mmfree fpga-emulator`)."),
+    dtype: DtypeOption = None,
+    threads: ThreadsOption = None,
+    device: DeviceOption = None,
     api_key: str | None = typer.Option(None, "--api-key", envvar="MMFREE_API_KEY", show_envvar=True, help="Require `Authorization: Bearer KEY` on /v1/ (401 otherwise)."),
     allowed_host: list[str] | None = typer.Option(None, "--allowed-host", help="A Host name to serve besides localhost and IP addresses (repeatable; * = any): guards against DNS rebinding."),
     max_prompt_tokens: int = typer.Option(32768, help="Most prompt tokens one request may send."),
@@ -339,8 +346,8 @@ def eval_(
     limit: int | None = typer.Option(None, help="--tasks: at most this many examples per task."),
     num_fewshot: int | None = typer.Option(None, help="--tasks: few-shot examples (default: the task's, zero for the paper's suite)."),
     batch_size: int = typer.Option(8, help="Sequences per engine call."),
-    dtype: str | None = typer.Option(None, help="torch engine: float32 (default) | bfloat16 | float16 | float64"),
-    threads: int | None = typer.Option(None, min=1, help="CPU threads (default: torch's choice; the cpu engine uses one per core)."),
+    dtype: DtypeOption = None,
+    threads: ThreadsOption = None,
     device: str | None = typer.Option(None, "--device", help="fpga engine: the XDMA node prefix, e.g. /dev/xdma0."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
