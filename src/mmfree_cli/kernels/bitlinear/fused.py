@@ -25,6 +25,11 @@ import triton.language as tl
 from ..interpret import interpreting as _interpreting
 from .naive import ACT_SCALE_FLOOR, BITLINEAR_NORM_EPS, WEIGHT_SCALE_FLOOR
 
+# the shared numerics (kernels/numerics.py) as compile-time constants: a @triton.jit function reads
+# a global only when it is a tl.constexpr
+NORM_EPS = tl.constexpr(BITLINEAR_NORM_EPS)
+ACT_FLOOR = tl.constexpr(ACT_SCALE_FLOOR)
+
 FORWARD_MATMUL = os.environ.get("MMFREE_BITLINEAR_MATMUL", "int8")
 """"int8": int8 tensor-core GEMM with the ·β/s rescale fused; "float": x_q·β in the activation dtype
 times the codes (cuBLAS). bench/train_step.py measures both."""
@@ -38,7 +43,7 @@ def quantize_row(xn, mask):
     """Per-row int8 levels of x̂: s = 127/max(|x̂|, floor) (as torch: reciprocal then ·127),
     q = clamp(round_half_away(x̂·s), -128, 127)."""
     amax = tl.max(tl.where(mask, tl.abs(xn), 0.0), 0)
-    s = tl.math.div_rn(1.0, tl.maximum(amax, 1e-5)) * 127.0
+    s = tl.math.div_rn(1.0, tl.maximum(amax, ACT_FLOOR)) * 127.0
     v = xn * s
     q = tl.where(v >= 0, tl.floor(v + 0.5), -tl.floor(-v + 0.5))
     return tl.minimum(tl.maximum(q, -128.0), 127.0), s

@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..bitlinear.fused import quantize_row
+from ..bitlinear.fused import NORM_EPS, quantize_row
 from ..bitlinear.naive import BITLINEAR_NORM_EPS
 from ..interpret import interpreting as _interpreting
 
@@ -30,7 +30,7 @@ def _silu(x):
 @triton.jit
 def _quant_to(xn, cols, mask, Q, S, row, stride_qm, K, P: tl.constexpr, GS, stride_qp, stride_sp):
     """For each of P gains: q_p, s_p of rms_norm(xn)·γ_p (BitLinear eps) → Q[p, row], S[p, row]."""
-    rstd = _rms(xn, K, 1e-6)
+    rstd = _rms(xn, K, NORM_EPS)
     for p in tl.static_range(P):
         g = tl.load(GS + p * K + cols, mask=mask, other=0.0).to(tl.float32)
         q, s = quantize_row(xn * rstd * g, mask)

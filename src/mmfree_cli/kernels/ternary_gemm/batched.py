@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..bitlinear.fused import quantize_row
+from ..bitlinear.fused import NORM_EPS, quantize_row
 from .decode import PDL as _PDL_DEFAULT
 from .decode import _interpreting, _wait_for_previous_launch
 
@@ -49,7 +49,7 @@ def _store_planar(xn, cols, mask, GAIN, Q, S, K, KB, PLANAR_END):
     """int8 codes of rms_norm(xn)·γ (BitLinear eps) at planar columns of one row Q, scale to S; columns
     past K (padding up to 4·KB) get code 0."""
     gam = tl.load(GAIN + cols, mask=mask, other=0.0)
-    q, s = quantize_row(xn * _rms(xn, K, 1e-6) * gam, mask)
+    q, s = quantize_row(xn * _rms(xn, K, NORM_EPS) * gam, mask)
     tl.store(Q + (cols % 4) * KB + cols // 4, q.to(tl.int8), mask=cols < PLANAR_END)
     tl.store(S, s)
 

@@ -18,7 +18,7 @@ Modes (what the prologue computes from the inputs, x̂ is the BitLinear input be
     STEP   [yi|yf|yg], h₀ ─▶ gates, h = f·h₀ + i (program 0 writes h to the new state),
            x̂ = rms_norm(yg; g_norm, eps) ⊙ silu(h)               (o_proj)
     GLU    [gate|up] ─▶ x̂ = silu(gate) ⊙ up                       (down_proj)
-then q, s = int8 quant of rms_norm(x̂; γ_group, 1e-6), y = (Σ q·w)·β/s, stored or added into the output.
+then q, s = int8 quant of rms_norm(x̂; γ_group, BITLINEAR_NORM_EPS), y = (Σ q·w)·β/s, stored or added into the output.
 
 The row statistics come from one pass: the pre-norm's Σx², the BitLinear norm's Σx̂² and the absmax
 are three independent reductions of one tuple, since x̂ = r₀·a with a = x·pre (or yg·g_norm·silu(h)),
@@ -60,6 +60,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from ..bitlinear.fused import ACT_FLOOR, NORM_EPS
 from ..interpret import interpreting as _interpreting
 
 MODE_NORM, MODE_STEP, MODE_GLU = 0, 1, 2
@@ -177,7 +178,7 @@ def _row_one_pass(X, pre, lb, h0, H1, gam, idx, mask, K, pre_eps, store_h, MODE:
     r0 = 1.0
     if MODE != 2:
         r0 = 1.0 / tl.sqrt(sx / K + pre_eps)
-    rstd = 1.0 / tl.sqrt(r0 * r0 * sa / K + 1e-6)
+    rstd = 1.0 / tl.sqrt(r0 * r0 * sa / K + NORM_EPS)
     return a * r0, rstd, r0 * rstd * m
 
 
@@ -194,7 +195,7 @@ def _weight_tile(W, row0, rows, rw, NG, KW, stride_wn, BW: tl.constexpr, KW_EXAC
 @triton.jit
 def _activation_words(xh, rstd, gam, amax, beta):
     """int8 codes of x̂ [BW, 4, 4] packed four to a word → (words [BW, 4], Σq, output scale β/s)."""
-    s = tl.math.div_rn(1.0, tl.maximum(amax, 1e-5)) * 127.0  # as torch: reciprocal, then ·127
+    s = tl.math.div_rn(1.0, tl.maximum(amax, ACT_FLOOR)) * 127.0  # as torch: reciprocal, then ·127
     q = _codes(xh, rstd, gam, s)
     words = tl.reduce((q & 0xFF) << (8 * tl.arange(0, 4)[None, :, None]), 1, _bit_or)  # activation word (t, p)
     return words, tl.sum(tl.sum(tl.sum(q, 2), 1), 0), beta / s
