@@ -38,7 +38,7 @@ from mmfree_cli.engines import cpu_int
 from mmfree_cli.engines.cpu_team import barrier
 from mmfree_cli.engines.cpu_ternary import KERNELS
 
-BENCH = "cpu_decode_parts (a decode step against its products alone and plain reads, same rounds)"
+BENCH = "cpu_decode_parts (a decode step against its products alone and plain reads, same rounds, {shape} shape)"
 
 
 @njit(cache=True, nogil=True)
@@ -122,12 +122,13 @@ def main() -> None:
     notes = (f"{args.shape} shape ({per_token / 1e6:.1f} MB of weights a token), {compiled.kernel} kernel, "
              f"{args.threads} thread(s), {args.tokens} tokens a timing, {args.rounds} rounds; big read "
              f"{big.nbytes >> 20} MiB")
+    bench = BENCH.format(shape=args.shape.upper())
     for name, values in gbs.items():
-        record(BENCH, f"{name}, {args.threads} thread(s)", values, "GB/s", notes=notes)
+        record(bench, f"{name}, {args.threads} thread(s)", values, "GB/s", notes=notes)
     for a, b in (("decode", "products"), ("products", "weights read"), ("weights read", "big read"),
                  ("decode", "big read")):
         ratio = [p / q for p, q in zip(gbs[a], gbs[b])]
-        record(BENCH, f"{a} / {b}, {args.threads} thread(s)", ratio, "ratio", notes=notes)
+        record(bench, f"{a} / {b}, {args.threads} thread(s)", ratio, "ratio", notes=notes)
         print(f"{a} / {b}: {statistics.median(ratio):.3f} ({min(ratio):.3f}..{max(ratio):.3f})")
     print(", ".join(f"{name} {statistics.median(v):.1f} GB/s" for name, v in gbs.items()) + f"; {notes}")
 
