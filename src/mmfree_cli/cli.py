@@ -22,7 +22,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="mmfree: train, quantize, export, deploy and chat with MatMul-free (ternary HGRN) language models.")
 console = Console()
 
-# the engine options of generate, chat, serve and eval, declared once
+# the engine options of generate, chat, serve and eval, declared once (eval's --engine help differs)
 EngineOption = Annotated[str, typer.Option("--engine", "-e", help="auto | torch | cuda | cpu | onnx | fpga")]
 DtypeOption = Annotated[str | None, typer.Option(help="torch engine: float32 (default) | bfloat16 | float16 | float64")]
 ThreadsOption = Annotated[int | None, typer.Option(min=1, help="CPU threads (default: torch's choice; the cpu engine uses one per core).")]
@@ -348,7 +348,7 @@ def eval_(
     batch_size: int = typer.Option(8, help="Sequences per engine call."),
     dtype: DtypeOption = None,
     threads: ThreadsOption = None,
-    device: str | None = typer.Option(None, "--device", help="fpga engine: the XDMA node prefix, e.g. /dev/xdma0."),
+    device: DeviceOption = None,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Evaluate a model: perplexity, bits per byte and top-1 on held-out text (--data), the paper's
